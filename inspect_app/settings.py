@@ -1,0 +1,65 @@
+"""Typed settings, read from the environment (prefix ``INSPECT_``) or given by the CLI.
+
+Built by the app factory, never at import time, so tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "default.pt"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+class CameraSourceConfig(BaseModel):
+    """A camera source running inside the service, feeding one line through ingestion."""
+
+    line: str
+    kind: str  # opencv | folder | replay
+    # opencv: a device index ("0"), an RTSP/HTTP URL or a video file; folder/replay: a directory
+    uri: str
+    every_nth: int = 1  # opencv: take every Nth frame
+    rate: float = 1.0  # replay: images per second
+    loop: bool = True  # replay: start over at the end
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSPECT_", env_nested_delimiter="__")
+
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: SQLite under data_dir
+    weights: Path = DEFAULT_WEIGHTS
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # micro-batching: concurrent requests share one model call
+    batch_max_size: int = 16
+    batch_max_wait_ms: float = 5.0
+
+    # decompression-bomb and abuse limits
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 25_000_000
+
+    review_lease_seconds: float = 60.0
+    cameras: list[CameraSourceConfig] = Field(default_factory=list)
+    demo: bool = False  # seed line-1, demo users, a camera key and the replay camera
+
+    @field_validator("batch_max_size")
+    @classmethod
+    def batch_size_is_positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("batch_max_size must be at least 1")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'inspect.db').resolve()}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"

@@ -1,0 +1,163 @@
+"""SQLModel tables. One module so every part of the product reads the same schema.
+
+Conventions: times are timezone-aware UTC; enums are stored as their string values;
+JSON-ish payloads (probabilities, event details) are stored as JSON columns.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from inspect_app.domain import AutomationLevel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Line(SQLModel, table=True):
+    """One inspection station with its own automation level and targets."""
+
+    id: str = Field(primary_key=True, max_length=64)  # e.g. "line-1"; used in URLs
+    level: str = Field(default=AutomationLevel.SHADOW.value, max_length=16)
+    pass_threshold: float = 0.98  # auto-pass when P(ok) >= this
+    fail_threshold: float = 0.98  # auto-fail when P(defect) >= this
+    audit_rate: float = 0.02
+    max_escape_rate: float = 0.005  # evidence gate target for auto-passed parts
+    max_false_reject_rate: float = 0.02  # evidence gate target for auto-failed parts
+    min_labels: int = 200  # minimum labeled would-be-automated parts on each side
+    auto_demote: bool = True  # drop one level when live audit bounds cross a target
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=64)
+    role: str = Field(max_length=16)  # domain.Role
+    password_hash: str  # scrypt, salted; see inspect_app.security
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """Bearer tokens for the API. Only a hash is stored; the token is shown once."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    token_hash: str = Field(unique=True, index=True, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class CameraKey(SQLModel, table=True):
+    """A camera's key works for its own line only. Only a hash is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", index=True, max_length=64)
+    key_hash: str = Field(unique=True, index=True, max_length=128)
+    key_prefix: str = Field(max_length=16)  # first characters, to tell keys apart in listings
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class Inspection(SQLModel, table=True):
+    """One captured image of one part and everything decided about it.
+
+    Fields are grouped by the pipeline stage that fills them.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("line_id", "capture_id", name="uq_inspection_line_capture"),
+        Index("ix_inspection_line_received", "line_id", "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", max_length=64)
+    # -- capture (from the camera / line software)
+    capture_id: str | None = Field(default=None, max_length=128)  # idempotency key
+    part_serial: str | None = Field(default=None, max_length=128)
+    captured_at: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+    source: str = Field(default="http", max_length=16)  # http | opencv | folder | replay
+    true_class: str | None = Field(default=None, max_length=32)  # known truth (replay only)
+    # -- stored image (content-addressed, see storage.images)
+    image_sha256: str = Field(index=True, max_length=64)
+    image_format: str = Field(max_length=8)  # jpeg | png | bmp
+    # -- after decoding: input stats (for input-drift monitoring)
+    width: int
+    height: int
+    brightness: float  # mean grey level, 0..255
+    contrast: float  # std of grey level
+    sharpness: float  # variance of the Laplacian
+    # -- after inference (all None at human_only, where the model does not run)
+    model_version: str | None = Field(default=None, max_length=64)
+    probabilities: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    predicted_class: str | None = Field(default=None, max_length=32)
+    confidence: float | None = None  # calibrated probability of predicted_class
+    p_defect: float | None = None  # calibrated 1 - P(ok)
+    # -- after routing: the line's policy at that moment (evidence is never pooled across it)
+    level: str = Field(max_length=16)
+    pass_threshold: float
+    fail_threshold: float
+    route: str = Field(max_length=8)  # domain.Route
+    show_model: bool = False  # may the inspector see the model's output for this part
+    decision: str = Field(index=True, max_length=8)  # domain.Decision
+    decided_by: str | None = Field(default=None, max_length=8)  # domain.DecidedBy
+    decided_at: datetime | None = None
+    # -- timings, milliseconds
+    decode_ms: float = 0.0
+    queue_ms: float = 0.0
+    model_ms: float = 0.0
+    persist_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class ReviewTask(SQLModel, table=True):
+    """A unit of work in the review queue, claimed by one inspector at a time under a lease."""
+
+    __table_args__ = (Index("ix_task_queue", "status", "priority", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", unique=True)
+    line_id: str = Field(foreign_key="line.id", index=True, max_length=64)
+    reason: str = Field(max_length=16)  # domain.TaskReason
+    priority: int = 1  # lower is served first: 0 = the line waits for a decision, 1 = audit
+    show_model: bool = False
+    status: str = Field(default="open", max_length=16)  # domain.TaskStatus
+    claimed_by: int | None = Field(default=None, foreign_key="user.id")
+    claimed_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    completed_at: datetime | None = None
+    note: str | None = None  # why it was escalated, etc.
+
+
+class Label(SQLModel, table=True):
+    """A human verdict. A relabel adds a row and marks the earlier one superseded."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", index=True)
+    task_id: int | None = Field(default=None, foreign_key="reviewtask.id")
+    user_id: int = Field(foreign_key="user.id", index=True)
+    label: str = Field(max_length=32)  # domain.DefectClass value
+    note: str | None = None
+    model_shown: bool = False  # True when the human saw the model's output (assist): not blind
+    duration_ms: int | None = None  # time from the part shown to the verdict
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    superseded: bool = Field(default=False, index=True)  # a later label replaced this one
+
+
+class Event(SQLModel, table=True):
+    """The audit trail an operator reads to reconstruct an incident."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    line_id: str | None = Field(default=None, index=True, max_length=64)
+    kind: str = Field(max_length=32)  # level_change, auto_demotion, model_switch, user_added, ...
+    actor: str = Field(max_length=64)  # a user's name, a camera key prefix, or "system"
+    reason: str = ""
+    details: dict | None = Field(default=None, sa_column=Column(JSON))
