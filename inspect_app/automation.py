@@ -1,34 +1,252 @@
-"""Changing a line's automation level: lowering is always allowed, raising is gated by evidence.
+"""The evidence behind a line's automation level: the gate for raising it, and the live audit
+test that lowers it by itself.
 
-STUB until the evidence issue lands: raising to a level that lets the model decide
-(partial, full) is refused. Owned by the evidence work, which replaces these bodies.
+Raising (`evaluate_raise`, called by `inspect_app.lines.change_automation`). A level at which
+the model decides parts (partial, full) is allowed only when, for the requested policy, the
+one-sided 95% Clopper-Pearson upper bounds of the escape rate (among the labeled parts it
+would have auto-passed) and of the false-reject rate (among those it would have auto-failed)
+are within the line's targets, each over at least `Line.min_labels` labeled parts. The
+labeled parts are the line's representative blind sample for its current model (see
+`inspect_app.agreement`).
+
+How the gate reads `full`: at full the model decides every part, passing it when
+P(ok) >= 0.5 and failing it otherwise, whatever thresholds the line holds
+(`inspect_app.routing`). So the gate for full judges exactly that: the escape rate among all
+parts with P(ok) >= 0.5 and the false-reject rate among all parts with P(ok) < 0.5, with the
+same targets and minimum counts. It is the partial gate with both thresholds at 0.5 and
+nothing left for humans.
+
+Lowering (`after_label`, called by the review queue after every label). At partial and full,
+blind audits of the model's decisions keep the escape and false-reject estimates live for the
+current settings only. When the sequential test in `inspect_app.evidence.audit_alarm` finds
+either rate clearly above its target, the line drops one level (full -> partial,
+partial -> assist) if `Line.auto_demote` is on, with an `auto_demotion` event by `system`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
-from inspect_app.domain import LinePolicy
-from inspect_app.storage.tables import Line
+from inspect_app.agreement import current_model_version, gate_evidence, live_audit_counts
+from inspect_app.domain import AutomationLevel, LinePolicy, Route
+from inspect_app.events import record_event
+from inspect_app.evidence import (
+    AuditAlarm,
+    GateResult,
+    GateTargets,
+    audit_alarm,
+    check_gate,
+    what_if,
+)
+from inspect_app.storage.tables import Inspection, Line, utcnow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GateVerdict:
     allowed: bool
     reason: str
-    evidence: dict = field(default_factory=dict)  # the figures at that moment, for the 409 and the log
+    # the figures at that moment, for the 409 and the event log
+    evidence: dict = field(default_factory=dict)
 
 
-def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerdict:
-    """May `line` go to `target` (a level of partial or full)? Called by PUT .../automation."""
-    return GateVerdict(
-        allowed=False,
-        reason="the evidence gate is not available yet: raising to partial or full is refused",
+def gate_targets(line: Line) -> GateTargets:
+    return GateTargets(
+        max_escape_rate=line.max_escape_rate,
+        max_false_reject_rate=line.max_false_reject_rate,
+        min_labels=line.min_labels,
     )
 
 
+def plain(value: Any) -> Any:
+    """Dataclasses, enums and numpy scalars as plain JSON values (the event log, the 409)."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    return json.loads(json.dumps(value, default=_scalar))
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerdict:
+    """May `line` go to `target` (a level of partial or full)? Called by PUT .../automation.
+
+    The verdict's evidence holds every figure the decision rests on, so the event log shows
+    what the supervisor was shown.
+    """
+    if not target.level.needs_evidence:
+        return GateVerdict(
+            allowed=True,
+            reason=f"{target.level} lets the model decide nothing: no evidence is needed",
+        )
+    evidence = gate_evidence(session, line.id)
+    targets = gate_targets(line)
+    figures = {
+        "model_version": evidence.model_version,
+        "source": evidence.source,
+        "confidence": targets.confidence,
+        "targets": asdict(targets),
+    }
+    if evidence.model_version is None:
+        return GateVerdict(
+            allowed=False,
+            reason=(
+                f"Not enough evidence for {target.level}: line {line.id} has no model"
+                " predictions yet; run it at shadow and label its parts first."
+            ),
+            evidence=plain({**figures, "n_labeled": 0}),
+        )
+    result = check_gate(
+        what_if(
+            evidence.p_ok,
+            evidence.human_defect,
+            level=target.level,
+            pass_threshold=target.pass_threshold,
+            fail_threshold=target.fail_threshold,
+        ),
+        targets,
+    )
+    logger.info(
+        "line %s: gate for %s (pass %.4f, fail %.4f) on %d labels of model %s: %s",
+        line.id,
+        target.level,
+        target.pass_threshold,
+        target.fail_threshold,
+        evidence.n,
+        evidence.model_version,
+        "passed" if result.passed else "refused",
+    )
+    return GateVerdict(
+        allowed=result.passed,
+        reason=result.reason,
+        evidence=plain({**figures, **gate_figures(result)}),
+    )
+
+
+def gate_figures(result: GateResult) -> dict[str, Any]:
+    """The gate result flattened for a reader: the policy, coverage, then each side."""
+    what = result.what_if
+    return {
+        "passed": result.passed,
+        "level": what.level,
+        "pass_threshold": what.pass_threshold,
+        "fail_threshold": what.fail_threshold,
+        "n_labeled": what.n_labeled,
+        "coverage": what.coverage,
+        "to_human": what.to_human,
+        "escape": plain(result.escape),
+        "false_reject": plain(result.false_reject),
+    }
+
+
+def _one_level_down(level: AutomationLevel) -> AutomationLevel:
+    return list(AutomationLevel)[level.rank - 1]
+
+
+def _demotion_reason(alarms: list[AuditAlarm]) -> str:
+    words = {
+        "escape_rate": ("escape rate", "escapes"),
+        "false_reject_rate": ("false-reject rate", "false rejects"),
+    }
+    parts = []
+    for alarm in alarms:
+        name, errors = words[alarm.figure]
+        estimate = alarm.estimate
+        parts.append(
+            f"the audited {name} is {100 * (estimate.rate or 0):.2f}%"
+            f" ({alarm.errors} {errors} in {alarm.n} audits, 95% interval"
+            f" {100 * estimate.lower:.2f}-{100 * estimate.upper:.2f}%), clearly above its"
+            f" {100 * alarm.target:.2f}% target"
+        )
+    return "Audits show " + " and ".join(parts) + "."
+
+
 def after_label(session: Session, line_id: str, inspection_id: int) -> None:
-    """Called after every human label is committed: at partial/full, audits keep the bounds
-    live and may demote the line. No-op until the evidence work lands."""
+    """Called after every human label is committed; the caller commits what this adds.
+
+    Only a label on an audit of the line's current settings can move the live test, so any
+    other label returns after two primary-key reads. A demotion is a conditional update on the
+    settings it judged, so two processes labeling at once cannot drop the line two levels.
+    """
+    line = session.get(Line, line_id, populate_existing=True)
+    inspection = session.get(Inspection, inspection_id)
+    if line is None or inspection is None:
+        return
+    level = AutomationLevel(line.level)
+    if not level.needs_evidence or inspection.route != Route.AUDIT.value:
+        return
+    if (
+        inspection.level != line.level
+        or inspection.pass_threshold != line.pass_threshold
+        or inspection.fail_threshold != line.fail_threshold
+    ):
+        return  # an audit of earlier settings: evidence is never pooled across settings
+    version = inspection.model_version or current_model_version(session, line_id)
+    counts = live_audit_counts(session, line, version)
+    checks = [
+        audit_alarm("escape_rate", counts.escapes, counts.passed, line.max_escape_rate),
+        audit_alarm(
+            "false_reject_rate", counts.false_rejects, counts.failed, line.max_false_reject_rate
+        ),
+    ]
+    alarms = [c for c in checks if c.alarm]
+    logger.debug(
+        "line %s live audits: %d/%d escapes (bound %.4f), %d/%d false rejects (bound %.4f)",
+        line_id,
+        counts.escapes,
+        counts.passed,
+        checks[0].upper_bound,
+        counts.false_rejects,
+        counts.failed,
+        checks[1].upper_bound,
+    )
+    if not alarms:
+        return
+    reason = _demotion_reason(alarms)
+    if not line.auto_demote:
+        logger.warning(
+            "line %s: %s Auto-demotion is off: the level stays %s", line_id, reason, level
+        )
+        return
+    lower = _one_level_down(level)
+    demoted = session.exec(
+        update(Line)
+        .where(
+            col(Line.id) == line_id,
+            col(Line.level) == line.level,
+            col(Line.pass_threshold) == line.pass_threshold,
+            col(Line.fail_threshold) == line.fail_threshold,
+        )
+        .values(level=lower.value, updated_at=utcnow())
+    )
+    if demoted.rowcount != 1:
+        return  # someone else changed the line meanwhile; their change stands
+    record_event(
+        session,
+        kind="auto_demotion",
+        actor="system",
+        reason=f"{reason} Lowered from {level} to {lower}.",
+        line_id=line_id,
+        details={
+            "old": {
+                "level": level.value,
+                "pass_threshold": line.pass_threshold,
+                "fail_threshold": line.fail_threshold,
+            },
+            "new": {"level": lower.value},
+            "model_version": version,
+            "era_start": counts.era_start.isoformat(),
+            "checks": [plain(c) for c in checks],
+            "triggered_by_inspection": inspection_id,
+        },
+    )
+    session.expire(line)
+    logger.warning("line %s auto-demoted %s -> %s: %s", line_id, level, lower, reason)

@@ -6,9 +6,18 @@ Heavy imports (torch, the web stack) happen inside the commands so that
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
+
+    from inspect_app.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Human-in-the-loop visual inspection of phones.")
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic line-camera data.")
@@ -33,11 +42,74 @@ def train(
     out: Path = typer.Option(..., help="Checkpoint file to write"),
     epochs: int = typer.Option(30, help="Maximum epochs (early stopping may end sooner)"),
     seed: int = typer.Option(0, help="Training seed"),
+    data_seed: int | None = typer.Option(
+        None, help="Seed the dataset was generated with, recorded in the checkpoint"
+    ),
+    batch_size: int = typer.Option(32, help="Images per optimisation step"),
+    lr: float = typer.Option(3e-3, help="Peak learning rate of the one-cycle schedule"),
 ) -> None:
     """Train the defect CNN from scratch, calibrate it, and write checkpoint + model card."""
+    _log_to_stderr()
     from models.train import TrainConfig, train_model
 
-    train_model(TrainConfig(data=data, out=out, epochs=epochs, seed=seed), progress=True)
+    try:
+        config = TrainConfig(
+            data=data, out=out, epochs=epochs, seed=seed, data_seed=data_seed,
+            batch_size=batch_size, lr=lr,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    result = train_model(config, progress=True)
+    typer.echo(f"wrote {result.checkpoint} ({result.version}) and {result.model_card}")
+    if result.report is not None:
+        typer.echo("validation split, calibrated:")
+        typer.echo(result.report.summary())
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Option(..., help="Labeled dataset folder (class folders or manifest.csv)"),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint (default: bundled weights)"),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures as JSON"),
+    card: bool = typer.Option(
+        False, help="Record the figures in the checkpoint's model card as a fresh test set"
+    ),
+) -> None:
+    """Binary accuracy, defect recall, calibration and per-class figures on a labeled set."""
+    _log_to_stderr()
+    import json
+
+    from models.checkpoint import CheckpointError
+    from models.evaluate import add_test_result, evaluate_checkpoint
+    from models.predictor import Predictor
+
+    try:
+        report = evaluate_checkpoint(data, checkpoint, progress=True)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    version = Predictor.from_checkpoint(checkpoint).version
+    typer.echo(f"model {version} on {data}:")
+    typer.echo(report.summary())
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(
+            json.dumps({"model_version": version, "data": str(data), **report.to_dict()}, indent=2)
+        )
+        typer.echo(f"wrote {json_out}")
+    if card:
+        from inspect_app.settings import DEFAULT_WEIGHTS
+
+        md = add_test_result(checkpoint or DEFAULT_WEIGHTS, str(data), report, version)
+        typer.echo(f"recorded in {md}")
+
+
+def _log_to_stderr() -> None:
+    """INFO logs of the long model commands (train, evaluate, batch) go to stderr."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()
@@ -45,11 +117,276 @@ def batch(
     input: Path = typer.Option(..., help="Folder of images (searched recursively)"),
     output: Path = typer.Option(Path("results.csv"), help="CSV to write, one row per file"),
     checkpoint: Path | None = typer.Option(None, help="Checkpoint (default: bundled weights)"),
+    pass_threshold: float = typer.Option(
+        0.98, help="For decision_if_automated: auto-pass when P(ok) >= this"
+    ),
+    fail_threshold: float = typer.Option(
+        0.98, help="For decision_if_automated: auto-fail when P(defect) >= this"
+    ),
 ) -> None:
     """Run every image in a folder through the model; unreadable files get an error row."""
     from models.batch import run_batch_inspection
+    from models.checkpoint import CheckpointError
 
-    run_batch_inspection(input, output, checkpoint=checkpoint, progress=True)
+    try:
+        summary = run_batch_inspection(
+            input, output, checkpoint=checkpoint, progress=True,
+            pass_threshold=pass_threshold, fail_threshold=fail_threshold,
+        )  # fmt: skip
+    except (CheckpointError, NotADirectoryError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(
+        f"{summary.files} files: {summary.inspected} inspected, {summary.errors} errors "
+        f"-> {summary.output_csv} (model {summary.model_version})"
+    )
+    typer.echo(f"predicted: {summary.predicted}; if automated: {summary.decisions}")
+
+
+@app.command()
+def simulate(
+    line: str = typer.Option(..., help="Line to post to"),
+    rate: float = typer.Option(1.0, help="Images per second (open loop); 0 = as fast as possible"),
+    data: Path = typer.Option(..., help="Dataset folder (class folders or manifest.csv)"),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The running service"),
+    key: str = typer.Option(..., envvar="INSPECT_CAMERA_KEY", help="The line's camera key"),
+    count: int | None = typer.Option(None, help="Images to send (default: the dataset once)"),
+    concurrency: int = typer.Option(4, help="Requests in flight at most"),
+) -> None:
+    """Post a dataset to a running service over HTTP as a line camera would; print a summary."""
+    from inspect_app.ingest.simulate import format_summary, simulate_line_camera
+
+    try:
+        summary = simulate_line_camera(
+            url=url, line=line, key=key, data=data, rate=rate, count=count, concurrency=concurrency
+        )
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(format_summary(summary))
+    if summary.accepted == 0:
+        raise typer.Exit(1)
+
+
+# -- users, camera keys, lines: the operator's side of accounts (inspect_app.accounts, .lines)
+
+users_app = typer.Typer(no_args_is_help=True, help="Users of the review UI and the API.")
+cameras_app = typer.Typer(no_args_is_help=True, help="Camera keys (one line each).")
+lines_app = typer.Typer(no_args_is_help=True, help="Inspection lines.")
+app.add_typer(users_app, name="users")
+app.add_typer(cameras_app, name="cameras")
+app.add_typer(lines_app, name="lines")
+
+DATA_DIR_OPTION = typer.Option(None, help="Data folder (default: $INSPECT_DATA_DIR or ./var)")
+DATABASE_URL_OPTION = typer.Option(
+    None, help="Database URL (default: $INSPECT_DATABASE_URL or SQLite in the data folder)"
+)
+
+
+def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
+    """Settings from the environment, overridden by the options actually given."""
+    from inspect_app.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _open_database(settings: Settings) -> Engine:
+    """The engine of `settings`' database, created (tables included) if new."""
+    from inspect_app.storage.db import init_db, make_engine
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    init_db(engine)
+    return engine
+
+
+@contextmanager
+def _operator_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
+    """A session on the database, turning the service layer's input errors into exit code 1."""
+    from sqlmodel import Session
+
+    from inspect_app.accounts import AccountError
+    from inspect_app.lines import LineError
+
+    engine = _open_database(_settings(data_dir, database_url))
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            yield session
+    except (AccountError, LineError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+
+
+def _operator() -> str:
+    """Who ran the command, for the audit trail."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="Login name"),
+    role: str = typer.Option(..., help="inspector | supervisor | admin"),
+    password: str | None = typer.Option(None, help="Password (default: a random one, printed)"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Add a user; without --password a random password is printed once."""
+    import secrets
+
+    from inspect_app.accounts import add_user
+
+    generated = password is None
+    password = password if password is not None else secrets.token_urlsafe(12)
+    with _operator_session(data_dir, database_url) as session:
+        user = add_user(session, name, role, password, actor=_operator())
+    typer.echo(f"added {user.name} ({user.role})")
+    if generated:
+        typer.echo(f"password (shown once): {password}")
+
+
+@users_app.command("token")
+def users_token(
+    name: str = typer.Argument(..., help="Login name"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Issue an API bearer token for a user; it is printed once (only its hash is kept)."""
+    from inspect_app.accounts import get_user, issue_token
+
+    with _operator_session(data_dir, database_url) as session:
+        token = issue_token(session, get_user(session, name))
+    typer.echo(token)
+
+
+@users_app.command("list")
+def users_list(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """List users with their roles."""
+    from inspect_app.accounts import list_users
+
+    with _operator_session(data_dir, database_url) as session:
+        for user in list_users(session):
+            state = "active" if user.active else "deactivated"
+            typer.echo(f"{user.name}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d %H:%M}")
+
+
+@cameras_app.command("add")
+def cameras_add(
+    line: str = typer.Option(..., help="The line the camera feeds"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Create a camera key for a line; it is printed once and works for that line only."""
+    from inspect_app.accounts import add_camera_key
+
+    with _operator_session(data_dir, database_url) as session:
+        key = add_camera_key(session, line, actor=_operator())
+    typer.echo(key)
+
+
+@cameras_app.command("list")
+def cameras_list(
+    line: str | None = typer.Option(None, help="Only this line's keys"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """List camera keys by their prefix (the keys themselves are not stored)."""
+    from inspect_app.accounts import list_camera_keys
+
+    with _operator_session(data_dir, database_url) as session:
+        for key in list_camera_keys(session, line):
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.line_id}\t{key.key_prefix}...\t{state}\t{key.created_at:%Y-%m-%d}")
+
+
+@lines_app.command("add")
+def lines_add(
+    line: str = typer.Argument(..., help="Line id, e.g. line-1 (used in URLs)"),
+    level: str = typer.Option("shadow", help="human_only | shadow | assist"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Add a line. Partial and full need evidence, so a new line starts at most at assist."""
+    from inspect_app.lines import add_line
+
+    with _operator_session(data_dir, database_url) as session:
+        added = add_line(session, line, level, actor=_operator())
+    typer.echo(f"added {added.id} at {added.level}")
+
+
+@lines_app.command("list")
+def lines_list(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """List lines with their level, thresholds and review queue."""
+    from inspect_app.lines import list_lines
+    from inspect_app.review_queue import queue_depth
+
+    with _operator_session(data_dir, database_url) as session:
+        for found in list_lines(session):
+            typer.echo(
+                f"{found.id}\t{found.level}\tpass>={found.pass_threshold:g}\t"
+                f"fail>={found.fail_threshold:g}\taudit={found.audit_rate:g}\t"
+                f"queue={queue_depth(session, found.id)}"
+            )
+
+
+# -- the service (inspect_app.api.app)
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to listen on (default: 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="Port to listen on (default: 8000)"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Seed line-1 (shadow), demo users, a camera key and a replay camera on data/samples",
+    ),
+    log_level: str = typer.Option("info", help="debug | info | warning | error"),
+) -> None:
+    """Run the inspection service: the JSON API, the review UI, metrics and camera sources."""
+    import logging
+
+    import uvicorn
+
+    from inspect_app.api.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(data_dir, database_url)
+    updates: dict[str, object] = {"demo": demo or settings.demo}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    settings = settings.model_copy(update=updates)
+    # log_config=None: uvicorn's loggers go through the root logger configured above, so
+    # the service and the server log in one format.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=log_level.lower(),
+    )
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ def normalize(x_uint8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     return (x_uint8.to(torch.float32) - mean) / std
 
 
-def channel_stats(x_uint8: torch.Tensor, chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(
+    x_uint8: torch.Tensor, chunk: int = 256
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std in [0, 1] units of a (N, 3, S, S) uint8 tensor.
 
     Summed in chunks so a few thousand 256x256 images never need a float64 copy at once.

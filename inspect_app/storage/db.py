@@ -37,7 +37,15 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # Timestamps are UTC in columns without a zone: a session zone of UTC makes PostgreSQL
+    # store and compare them as written, whatever the server's default zone is.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"options": "-c timezone=UTC"},
+    )
 
 
 def init_db(engine: Engine) -> None:

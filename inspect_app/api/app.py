@@ -1,0 +1,144 @@
+"""The app factory: one FastAPI app built from `Settings`, nothing at import time.
+
+`create_app` wires the routers and error handlers; the `lifespan` builds what needs I/O
+(database, model, batcher, image store, pipeline, camera sources) when the server starts,
+and stops it in the reverse order: camera sources (producers) first, then the batcher
+(the consumer), then the database.
+
+What the lifespan puts on ``app.state``: ``settings``, ``engine``, ``predictor``,
+``image_store``, ``metrics``, ``pipeline``, ``batcher``, ``camera_sources``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from inspect_app.api.routes import images, inspections, lines, ops, reviews, users
+from inspect_app.inference import MicroBatcher
+from inspect_app.lines import list_lines
+from inspect_app.metrics import ServiceMetrics
+from inspect_app.pipeline import IngestError, InspectionPipeline
+from inspect_app.review_queue import queue_depth
+from inspect_app.settings import Settings
+from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.images import ImageStore
+
+logger = logging.getLogger(__name__)
+
+API_DESCRIPTION = """\
+Human-in-the-loop visual inspection of phones on an assembly line.
+
+* **Line cameras** post images to `POST /api/v1/lines/{line}/images` with their camera key
+  (`X-Api-Key`) and get the line's decision: `pass`, `fail`, or `pending` while a human decides
+  (poll `GET /api/v1/inspections/{id}`).
+* **Supervisors and tools** use a user's bearer token for lines, automation levels, evidence and
+  the review queue.
+* **Operations**: `/metrics` (Prometheus), `/healthz`, `/readyz`. The review UI is at `/review`.
+
+Errors are `4xx` with `{"detail": "..."}` saying what was wrong.
+"""
+
+
+def _queue_depths(engine: Engine) -> dict[str, int]:
+    with Session(engine) as session:
+        return {line.id: queue_depth(session, line.id) for line in list_lines(session)}
+
+
+async def _ingest_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IngestError)
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    from models.predictor import Predictor  # torch: loaded when the server starts, not before
+
+    settings: Settings = app.state.settings
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    await asyncio.to_thread(init_db, engine)
+    metrics = ServiceMetrics(queue_depths=partial(_queue_depths, engine))
+    predictor = await asyncio.to_thread(Predictor.from_checkpoint, settings.weights)
+    logger.info(
+        "model %s loaded from %s (classes: %s)",
+        predictor.version,
+        settings.weights,
+        ", ".join(predictor.class_names),
+    )
+    batcher = MicroBatcher(
+        predictor, settings.batch_max_size, settings.batch_max_wait_ms, metrics=metrics
+    )
+    store = ImageStore(settings.image_dir)
+    pipeline = InspectionPipeline(
+        engine=engine,
+        store=store,
+        batcher=batcher,
+        metrics=metrics,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        loop=asyncio.get_running_loop(),
+    )
+    cameras = list(settings.cameras)
+    if settings.demo:
+        from inspect_app.demo import seed_demo
+
+        cameras += await asyncio.to_thread(seed_demo, engine, settings)
+
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.predictor = predictor
+    app.state.image_store = store
+    app.state.batcher = batcher
+    app.state.pipeline = pipeline
+    batcher.start()
+    sources = None
+    try:
+        if cameras:
+            from inspect_app.ingest import start_camera_sources
+
+            sources = start_camera_sources(cameras, pipeline)
+        app.state.camera_sources = sources
+        base = f"http://{settings.host}:{settings.port}"
+        logger.info(
+            "inspection service ready: API docs %s/docs, review UI %s/review, metrics %s/metrics;"
+            " data in %s, database %s",
+            base,
+            base,
+            base,
+            settings.data_dir.resolve(),
+            engine.url.render_as_string(hide_password=True),
+        )
+        yield
+    finally:
+        if sources is not None:
+            # In a thread: a camera thread may be waiting on a submission that needs this
+            # event loop to finish.
+            await asyncio.to_thread(sources.stop)
+        await asyncio.to_thread(batcher.stop)
+        engine.dispose()
+        logger.info("inspection service stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The whole service, configured by `settings` (default: from the environment)."""
+    app = FastAPI(
+        title="inspect_app",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings if settings is not None else Settings()
+    for module in (images, inspections, lines, reviews, users, ops):
+        app.include_router(module.router)
+    app.add_exception_handler(IngestError, _ingest_error)
+    return app

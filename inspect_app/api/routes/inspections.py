@@ -1,0 +1,187 @@
+"""Reading inspections back: the line software polls a pending decision here.
+
+Who may read: the camera key of the inspection's line, or any signed-in user (the design's
+section 5). The image itself is for inspectors and up. What a reader sees of the model
+follows the same rule as the camera's answer: the model's output only where the line's
+level showed it (`Inspection.show_model`), never the replay's true class.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel, Field
+
+from inspect_app.api.deps import (
+    InspectorUser,
+    SessionDep,
+    _bearer,
+    _camera_key,
+    get_camera_line,
+    get_current_user,
+)
+from inspect_app.api.pipeline_deps import ImageStoreDep
+from inspect_app.domain import AutomationLevel, DecidedBy, Decision, Route
+from inspect_app.imaging import MEDIA_TYPES
+from inspect_app.review_queue import as_utc
+from inspect_app.storage.tables import Inspection
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["inspections"])
+
+
+class InspectionPublic(BaseModel):
+    """An inspection as the line and its users see it."""
+
+    inspection_id: int
+    line: str
+    decision: Decision = Field(
+        description="pass | fail, or pending while a human decides; poll "
+        "GET /api/v1/inspections/{id} until it is pass or fail"
+    )
+    decided_by: DecidedBy | None = Field(description="model | human; null while pending")
+    decided_at: datetime | None
+    route: Route = Field(
+        description="auto: the model decided; review: a human decides; "
+        "audit: the model decided and a human checks it blind afterwards"
+    )
+    level: AutomationLevel = Field(description="the line's automation level when it arrived")
+    capture_id: str | None
+    part_serial: str | None
+    captured_at: datetime | None
+    received_at: datetime
+    source: str
+    image_sha256: str
+    image_format: str
+    width: int
+    height: int
+    # The model's output, only where the line's level shows it (assist, partial reviews and
+    # auto-decisions); null at human_only and shadow and for audits, which are blind.
+    model_version: str | None = None
+    predicted_class: str | None = None
+    confidence: float | None = Field(
+        default=None, description="calibrated probability of predicted_class"
+    )
+    probabilities: dict[str, float] | None = None
+
+
+def inspection_public(row: Inspection) -> InspectionPublic:
+    assert row.id is not None
+    public = InspectionPublic(
+        inspection_id=row.id,
+        line=row.line_id,
+        decision=Decision(row.decision),
+        decided_by=DecidedBy(row.decided_by) if row.decided_by else None,
+        decided_at=as_utc(row.decided_at),
+        route=Route(row.route),
+        level=AutomationLevel(row.level),
+        capture_id=row.capture_id,
+        part_serial=row.part_serial,
+        captured_at=as_utc(row.captured_at),
+        received_at=as_utc(row.received_at) or row.received_at,
+        source=row.source,
+        image_sha256=row.image_sha256,
+        image_format=row.image_format,
+        width=row.width,
+        height=row.height,
+    )
+    if row.show_model:
+        public.model_version = row.model_version
+        public.predicted_class = row.predicted_class
+        public.confidence = row.confidence
+        public.probabilities = row.probabilities
+    return public
+
+
+def _inspection(session: SessionDep, inspection_id: int) -> Inspection:
+    row = session.get(Inspection, inspection_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no inspection {inspection_id}")
+    return row
+
+
+def get_readable_inspection(
+    inspection_id: int,
+    session: SessionDep,
+    camera_key: Annotated[str | None, Depends(_camera_key)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Inspection:
+    """The inspection, for the camera key of its line or for any signed-in user."""
+    if not camera_key and credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a camera key (X-Api-Key) or a bearer token (Authorization) is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if camera_key:
+        camera_line = get_camera_line(session, camera_key)  # 401 without a valid key
+        row = _inspection(session, inspection_id)
+        if row.line_id != camera_line:
+            logger.warning(
+                "403: a camera key of line %s asked for inspection %s of line %s",
+                camera_line,
+                inspection_id,
+                row.line_id,
+            )
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this camera key belongs to line {camera_line!r}; inspection "
+                f"{inspection_id} is on line {row.line_id!r}",
+            )
+        return row
+    get_current_user(session, credentials)  # 401 unless the token names an active user
+    return _inspection(session, inspection_id)
+
+
+@router.get(
+    "/inspections/{inspection_id}",
+    response_model=InspectionPublic,
+    summary="An inspection's current state",
+    description="A pending decision becomes pass or fail when a human labels it. "
+    "Readable with the camera key (X-Api-Key) of the inspection's line, or with any "
+    "user's bearer token.",
+    responses={
+        401: {"description": "no valid camera key or bearer token"},
+        403: {"description": "the camera key belongs to another line"},
+        404: {"description": "no such inspection"},
+    },
+)
+def read_inspection(
+    row: Annotated[Inspection, Depends(get_readable_inspection)],
+) -> InspectionPublic:
+    return inspection_public(row)
+
+
+@router.get(
+    "/inspections/{inspection_id}/image",
+    summary="The image bytes the camera sent",
+    description="Exactly the stored bytes (JPEG, PNG or BMP); inspectors and up.",
+    response_class=Response,
+    responses={
+        200: {"content": {media_type: {} for media_type in MEDIA_TYPES.values()}},
+        404: {"description": "no such inspection"},
+    },
+)
+def read_inspection_image(
+    inspection_id: int, session: SessionDep, user: InspectorUser, store: ImageStoreDep
+) -> Response:
+    row = _inspection(session, inspection_id)
+    try:
+        data = store.get(row.image_sha256)
+    except FileNotFoundError:
+        # An acknowledged inspection without its image is data loss: say so loudly.
+        logger.error("inspection %s: image %s is missing from the store", row.id, row.image_sha256)
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"the image of inspection {inspection_id} is missing from the store",
+        ) from None
+    return Response(
+        content=data,
+        media_type=MEDIA_TYPES.get(row.image_format, "application/octet-stream"),
+        headers={"ETag": f'"{row.image_sha256}"', "Cache-Control": "private, max-age=86400"},
+    )

@@ -1,0 +1,231 @@
+"""Validate and decode one camera image, and measure it (design.md section 3).
+
+Cameras are trusted to send images, not to send good ones: the format is sniffed from the
+magic bytes, the pixel count is read from the header *before* the full decode (a small
+compressed file can expand to gigabytes), and a truncated JPEG is caught by its missing EOI
+marker, since libjpeg may "decode" a cut-off file by padding it with grey.
+
+A declared content type that disagrees with the bytes is accepted when the bytes are a
+supported image: the bytes are what gets stored and inspected, and camera firmware often
+mislabels. The sniffed format is what is recorded. A declared type that is not an image type
+we support (``image/gif``, ``text/plain``) is refused before the bytes are looked at.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Declared content types we accept, to the format they name. application/octet-stream (what
+# many HTTP clients send for an untyped file part) and no type at all mean "sniff it".
+CONTENT_TYPES: dict[str, str] = {
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/pjpeg": "jpeg",
+    "image/png": "png",
+    "image/bmp": "bmp",
+    "image/x-bmp": "bmp",
+    "image/x-ms-bmp": "bmp",
+}
+SNIFFED_CONTENT_TYPES = frozenset({"application/octet-stream"})
+MEDIA_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png", "bmp": "image/bmp"}
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_BMP_MAGIC = b"BM"
+
+
+class ImageRejected(Exception):
+    """The bytes are not an image we inspect. `status_code` is the HTTP status that says why."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: np.ndarray  # (H, W, 3) uint8, BGR as OpenCV decodes it
+    format: str  # jpeg | png | bmp, from the bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What input-drift monitoring watches: a dirty lens or a dead lamp shows here first."""
+
+    width: int
+    height: int
+    brightness: float  # mean grey level, 0..255
+    contrast: float  # standard deviation of the grey level
+    sharpness: float  # variance of the Laplacian: falls when the camera is out of focus
+
+
+def format_for_content_type(content_type: str | None) -> str | None:
+    """The format a declared content type names; None means "sniff"; refuses unsupported types."""
+    if content_type is None:
+        return None
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not media_type or media_type in SNIFFED_CONTENT_TYPES:
+        return None
+    if media_type not in CONTENT_TYPES:
+        raise ImageRejected(
+            415,
+            f"unsupported content type {media_type!r}: send image/jpeg, image/png or image/bmp",
+        )
+    return CONTENT_TYPES[media_type]
+
+
+def sniff_format(data: bytes) -> str | None:
+    if data.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(_BMP_MAGIC) and len(data) >= 26:
+        return "bmp"
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    # The first chunk must be IHDR: length(4) "IHDR"(4) width(4) height(4), big-endian.
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ImageRejected(422, "corrupt PNG: no IHDR header")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _bmp_size(data: bytes) -> tuple[int, int]:
+    (header_size,) = struct.unpack("<I", data[14:18])
+    if header_size == 12:  # BITMAPCOREHEADER: 16-bit sizes
+        width, height = struct.unpack("<HH", data[18:22])
+    else:
+        # Negative height means rows are stored top-down; the pixel count is the same.
+        width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)
+
+
+# Start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD9)) | {0x01}  # RSTn, SOI, TEM: no length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageRejected(422, "corrupt JPEG: bad marker before the frame header")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _STANDALONE_MARKERS:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _SOF_MARKERS:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        pos += 2 + length
+    raise ImageRejected(422, "corrupt JPEG: no frame header (SOF) found")
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int]:
+    """(width, height) from the header alone, without decoding the pixels."""
+    if fmt == "png":
+        return _png_size(data)
+    if fmt == "bmp":
+        return _bmp_size(data)
+    return _jpeg_size(data)
+
+
+def _check_complete(data: bytes, fmt: str) -> None:
+    """Refuse a file that was cut off in transit, which some decoders would pad silently."""
+    if fmt == "jpeg":
+        # FF D9 cannot occur inside entropy-coded data (FF is always stuffed there), so a
+        # complete file has its EOI after the last start-of-scan; anything an encoder appends
+        # after EOI (padding, a second picture with its own scan and EOI) keeps that true.
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+            raise ImageRejected(422, "truncated JPEG: the end-of-image marker (FFD9) is missing")
+    elif fmt == "png":
+        if b"IEND" not in data[-32:]:
+            raise ImageRejected(422, "truncated PNG: the IEND chunk is missing")
+    elif fmt == "bmp":
+        (declared_size,) = struct.unpack("<I", data[2:6])
+        if declared_size and len(data) < declared_size:
+            raise ImageRejected(
+                422, f"truncated BMP: {len(data)} bytes of the {declared_size} its header declares"
+            )
+
+
+def check_envelope(data: bytes, content_type: str | None, *, max_bytes: int) -> str | None:
+    """The checks that need no decoding (declared type, empty, size); returns the declared
+    format. Cheap enough to run before anything else looks at the request."""
+    declared = format_for_content_type(content_type)
+    if not data:
+        raise ImageRejected(400, "empty body: no image bytes were sent")
+    if len(data) > max_bytes:
+        raise ImageRejected(413, f"image is {len(data)} bytes, over the limit of {max_bytes}")
+    return declared
+
+
+def decode_image(
+    data: bytes, content_type: str | None, *, max_bytes: int, max_pixels: int
+) -> DecodedImage:
+    """Validate and decode `data`; raises ImageRejected (a 4xx status and why) for bad input."""
+    declared = check_envelope(data, content_type, max_bytes=max_bytes)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageRejected(
+            415, "the bytes are not a JPEG, PNG or BMP image (unrecognised file signature)"
+        )
+    if declared is not None and declared != fmt:
+        logger.warning(
+            "declared content type %s but the bytes are %s; using %s", declared, fmt, fmt
+        )
+    width, height = header_size(data, fmt)
+    if width <= 0 or height <= 0:
+        raise ImageRejected(422, f"corrupt {fmt.upper()}: the header says {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            413,
+            f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+        )
+    _check_complete(data, fmt)
+    # IMREAD_COLOR gives 8-bit BGR whatever the file's depth or channels; the EXIF orientation
+    # is ignored because a line camera's pixels are what the model was trained on.
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if image is None or image.size == 0:
+        raise ImageRejected(422, f"corrupt {fmt.upper()}: OpenCV could not decode it")
+    if image.shape[1] != width or image.shape[0] != height:
+        raise ImageRejected(
+            422,
+            f"corrupt {fmt.upper()}: header says {width}x{height}, "
+            f"pixels are {image.shape[1]}x{image.shape[0]}",
+        )
+    return DecodedImage(image=image, format=fmt, width=width, height=height)
+
+
+def input_stats(image: np.ndarray) -> InputStats:
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    mean, std = cv2.meanStdDev(grey)
+    sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+    return InputStats(
+        width=int(grey.shape[1]),
+        height=int(grey.shape[0]),
+        brightness=float(mean[0][0]),
+        contrast=float(std[0][0]),
+        sharpness=sharpness,
+    )

@@ -1,0 +1,224 @@
+"""Micro-batching: concurrent requests share one model call.
+
+A CNN's cost per image falls steeply with the batch size, and line cameras fire in bursts.
+Each request puts its decoded image on a queue and waits on its own future; one dedicated
+worker thread takes the first waiting image, gathers more for at most ``max_wait_ms`` (or
+until ``max_batch``), runs the model once and hands each caller its own result. The model
+never runs in the event-loop thread, so a slow batch never stalls HTTP handling.
+
+Lifecycle: ``start()`` -> the worker runs until ``stop()`` -> everything queued before the
+stop is still answered, anything submitted after it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from inspect_app.domain import Prediction
+from inspect_app.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class BatchPredictor(Protocol):
+    """What the batcher needs of a model: models.predictor.Predictor is one."""
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(
+        self, images: Sequence[np.ndarray], *, heatmap: bool = False
+    ) -> list[Prediction]: ...
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher is stopping or stopped: no new images are taken."""
+
+
+@dataclass(frozen=True)
+class BatchedPrediction:
+    prediction: Prediction
+    queue_ms: float  # waiting for the batch to form and for the worker to be free
+    model_ms: float  # the model call this image was part of
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    image: np.ndarray
+    future: Future[BatchedPrediction]
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predictor: BatchPredictor,
+        max_batch: int,
+        max_wait_ms: float,
+        *,
+        metrics: ServiceMetrics | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must not be negative")
+        self.predictor = predictor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.metrics = metrics
+        self._queue: queue.Queue[_Item | object] = queue.Queue()
+        self._lock = threading.Lock()  # orders "accepting?" checks against the stop sentinel
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._accepting and self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("the batcher was already started")
+            self._thread = threading.Thread(
+                target=self._run, name="inspect-model-batcher", daemon=True
+            )
+            self._accepting = True
+            self._thread.start()
+        logger.info(
+            "model batcher started: model %s, batches of up to %d, waiting up to %.1f ms",
+            self.predictor.version,
+            self.max_batch,
+            self.max_wait_s * 1000,
+        )
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Answer what is queued, then end the worker. Safe to call twice."""
+        with self._lock:
+            if not self._accepting:
+                return
+            self._accepting = False
+            self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.error("the model worker did not stop within %s s", timeout)
+        logger.info("model batcher stopped")
+
+    def submit(self, image: np.ndarray) -> Future[BatchedPrediction]:
+        """Queue one image (from any thread); the future gets its prediction or its error."""
+        future: Future[BatchedPrediction] = Future()
+        with self._lock:
+            if not self._accepting:
+                raise BatcherStopped("the model batcher is not running")
+            self._queue.put(_Item(image=image, future=future))
+        return future
+
+    async def predict(self, image: np.ndarray) -> BatchedPrediction:
+        """Predict one image from the event loop, batched with whatever else is waiting."""
+        return await asyncio.wrap_future(self.submit(image))
+
+    # -- the worker thread
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Item)
+            batch = [first]
+            deadline = time.perf_counter() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.perf_counter()
+                try:
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else None
+                except queue.Empty:
+                    nxt = None
+                if nxt is None:
+                    # The wait is over; still take whatever is already queued, for free.
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if nxt is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(nxt, _Item)
+                batch.append(nxt)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item]) -> None:
+        # A caller that gave up (client disconnected) is not worth a model slot.
+        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        started = time.perf_counter()
+        try:
+            predictions = self.predictor.predict([item.image for item in live])
+            if len(predictions) != len(live):
+                raise RuntimeError(
+                    f"the model returned {len(predictions)} predictions for {len(live)} images"
+                )
+        except Exception as exc:
+            if len(live) == 1:
+                logger.exception("the model failed on an image")
+                live[0].future.set_exception(exc)
+                return
+            # One bad image must not fail its neighbours: retry one by one, so each error
+            # reaches the caller whose image caused it.
+            logger.warning("a batch of %d failed (%s); retrying one by one", len(live), exc)
+            for item in live:
+                self._retry_alone(item)
+            return
+        model_s = time.perf_counter() - started
+        self._record(len(live), model_s, [started - item.enqueued_at for item in live])
+        for item, prediction in zip(live, predictions, strict=True):
+            item.future.set_result(
+                BatchedPrediction(
+                    prediction=prediction,
+                    queue_ms=(started - item.enqueued_at) * 1000,
+                    model_ms=model_s * 1000,
+                    batch_size=len(live),
+                )
+            )
+
+    def _retry_alone(self, item: _Item) -> None:
+        started = time.perf_counter()
+        try:
+            (prediction,) = self.predictor.predict([item.image])
+        except Exception as exc:
+            logger.exception("the model failed on an image")
+            item.future.set_exception(exc)
+            return
+        model_s = time.perf_counter() - started
+        self._record(1, model_s, [started - item.enqueued_at])
+        item.future.set_result(
+            BatchedPrediction(
+                prediction=prediction,
+                queue_ms=(started - item.enqueued_at) * 1000,
+                model_ms=model_s * 1000,
+                batch_size=1,
+            )
+        )
+
+    def _record(self, size: int, model_s: float, waits_s: list[float]) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.batch_size.observe(size)
+        self.metrics.observe_stage("model", model_s)
+        for wait in waits_s:
+            self.metrics.observe_stage("queue_wait", wait)

@@ -1,0 +1,402 @@
+"""One image in, one committed inspection out: decode -> infer -> route -> persist.
+
+Every way an image arrives (HTTP upload, OpenCV camera, hot folder, replay) goes through
+`InspectionPipeline.submit`, so validation, idempotency, routing and durability exist once.
+
+The order of the stages is chosen so that bad input stores nothing and an acknowledged
+image is never lost:
+
+1. cheap checks (declared type, empty, size), the line, and the capture_id replay lookup;
+2. validate + decode + input stats (OpenCV, in a worker thread);
+3. the model, through the micro-batcher (skipped at ``human_only``);
+4. routing (pure, with the audit lottery's draw from this pipeline's generator);
+5. the image bytes to the content-addressed store (fsync'd), then ONE transaction with the
+   inspection row and its review task. The caller is answered only after the commit.
+
+Any error before the commit leaves no row; a failure after the image write leaves at most an
+unreferenced image file, never a row without its image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from inspect_app.domain import LinePolicy, Prediction, TaskReason
+from inspect_app.imaging import ImageRejected, check_envelope, decode_image, input_stats
+from inspect_app.inference import BatchedPrediction, BatcherStopped, MicroBatcher
+from inspect_app.lines import LineNotFound, get_line, policy_of
+from inspect_app.metrics import ServiceMetrics
+from inspect_app.routing import RoutingOutcome, route_inspection
+from inspect_app.storage.images import ImageStore, sha256_of
+from inspect_app.storage.tables import Inspection, ReviewTask, utcnow
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("http", "opencv", "folder", "replay")
+_MAX_ID_LENGTH = 128  # capture_id and part_serial columns
+
+
+class IngestError(Exception):
+    """An image the pipeline will not take. `status_code` is the HTTP status (4xx for bad
+    input; 503 when the service cannot inspect right now), `detail` says what was wrong."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageSubmission:
+    line_id: str
+    data: bytes
+    content_type: str | None = None  # image/jpeg | image/png | image/bmp; None = sniff
+    capture_id: str | None = None  # idempotency key per line
+    part_serial: str | None = None
+    captured_at: datetime | None = None  # naive means UTC
+    source: str = "http"  # http | opencv | folder | replay
+    true_class: str | None = None  # known truth (replay only), never shown to inspectors
+
+
+@dataclass(frozen=True)
+class InspectionOutcome:
+    inspection: Inspection  # committed
+    created: bool  # False when capture_id replayed an existing inspection
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _check_submission(submission: ImageSubmission) -> None:
+    for name in ("capture_id", "part_serial"):
+        value = getattr(submission, name)
+        if value is not None and not 0 < len(value) <= _MAX_ID_LENGTH:
+            raise IngestError(422, f"{name} must be 1 to {_MAX_ID_LENGTH} characters")
+    if submission.source not in SOURCES:
+        raise IngestError(422, f"unknown source {submission.source!r}: one of {SOURCES}")
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class InspectionPipeline:
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        store: ImageStore,
+        batcher: MicroBatcher,
+        metrics: ServiceMetrics,
+        max_image_bytes: int,
+        max_image_pixels: int,
+        rng: random.Random | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.batcher = batcher
+        self.metrics = metrics
+        self.max_image_bytes = max_image_bytes
+        self.max_image_pixels = max_image_pixels
+        # The audit lottery. Only the event-loop thread draws from it, so it needs no lock.
+        self.rng = rng if rng is not None else random.Random()
+        self.loop = loop
+
+    # -- entry points
+
+    async def submit(self, submission: ImageSubmission) -> InspectionOutcome:
+        """Inspect one image; raises IngestError (with its HTTP status) when it is refused."""
+        try:
+            outcome = await self._submit(submission)
+        except IngestError as exc:
+            self.record_rejection(submission.line_id, submission.source, exc, submission.capture_id)
+            raise
+        self.metrics.ingest_requests.labels(
+            line=submission.line_id,
+            source=submission.source,
+            outcome="created" if outcome.created else "replayed",
+        ).inc()
+        return outcome
+
+    def submit_blocking(
+        self, submission: ImageSubmission, timeout: float | None = None
+    ) -> InspectionOutcome:
+        """`submit` for threads that are not the event loop (camera sources).
+
+        Raises TimeoutError when no answer comes within `timeout`; the inspection may still
+        be committed afterwards, which a retry with the same capture_id finds.
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise IngestError(503, "the pipeline is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise RuntimeError("submit_blocking was called from the event loop; await submit()")
+        future: Future[InspectionOutcome] = asyncio.run_coroutine_threadsafe(
+            self.submit(submission), loop
+        )
+        return future.result(timeout)
+
+    def record_rejection(
+        self, line_id: str, source: str, exc: IngestError, capture_id: str | None = None
+    ) -> None:
+        """Count and log a refused image; the HTTP layer calls it for what it refuses itself
+        (an oversized or malformed body) so every refusal is counted in one place."""
+        line = self._metric_line(line_id, exc)
+        self.metrics.rejections.labels(line=line, status=str(exc.status_code)).inc()
+        self.metrics.ingest_requests.labels(line=line, source=source, outcome="rejected").inc()
+        logger.warning(
+            "refused an image for line %s from %s (capture %s): %d %s",
+            line_id,
+            source,
+            capture_id,
+            exc.status_code,
+            exc.detail,
+        )
+
+    # -- stages
+
+    async def _submit(self, submission: ImageSubmission) -> InspectionOutcome:
+        started = time.perf_counter()
+        received_at = utcnow()
+        sha256 = sha256_of(submission.data)
+        policy, replayed = await asyncio.to_thread(self._policy_and_replay, submission, sha256)
+        if replayed is not None:
+            logger.info(
+                "capture %s on line %s replayed: inspection %s, decision %s",
+                submission.capture_id,
+                submission.line_id,
+                replayed.id,
+                replayed.decision,
+            )
+            return InspectionOutcome(inspection=replayed, created=False)
+
+        decode_started = time.perf_counter()
+        try:
+            decoded, stats = await asyncio.to_thread(self._decode, submission)
+        except ImageRejected as exc:
+            raise IngestError(exc.status_code, exc.detail) from exc
+        decode_s = time.perf_counter() - decode_started
+        self.metrics.observe_stage("decode", decode_s)
+
+        batched: BatchedPrediction | None = None
+        if policy.level.runs_model:
+            batched = await self._predict(decoded.image)
+        prediction = batched.prediction if batched is not None else None
+        routing = route_inspection(prediction, policy, self.rng.random())
+
+        row = Inspection(
+            line_id=submission.line_id,
+            capture_id=submission.capture_id,
+            part_serial=submission.part_serial,
+            captured_at=_as_utc(submission.captured_at),
+            received_at=received_at,
+            source=submission.source,
+            true_class=submission.true_class,
+            image_sha256=sha256,
+            image_format=decoded.format,
+            width=stats.width,
+            height=stats.height,
+            brightness=stats.brightness,
+            contrast=stats.contrast,
+            sharpness=stats.sharpness,
+            level=policy.level.value,
+            pass_threshold=policy.pass_threshold,
+            fail_threshold=policy.fail_threshold,
+            route=routing.route.value,
+            show_model=routing.show_model,
+            decision=routing.decision.value,
+            decided_by=routing.decided_by.value if routing.decided_by is not None else None,
+            decided_at=utcnow() if routing.decided_by is not None else None,
+            decode_ms=_ms(decode_s),
+        )
+        if prediction is not None and batched is not None:
+            row.model_version = prediction.model_version
+            row.probabilities = {k: float(v) for k, v in prediction.probabilities.items()}
+            row.predicted_class = prediction.predicted_class
+            row.confidence = float(prediction.confidence)
+            row.p_defect = float(prediction.p_defect)
+            row.queue_ms = round(batched.queue_ms, 3)
+            row.model_ms = round(batched.model_ms, 3)
+
+        persist_started = time.perf_counter()
+        inspection, created = await asyncio.to_thread(
+            self._persist, submission, row, routing, started
+        )
+        self.metrics.observe_stage("persist", time.perf_counter() - persist_started)
+        if not created:  # lost a capture_id race to an identical upload
+            return InspectionOutcome(inspection=inspection, created=False)
+        self.metrics.observe_stage("total", time.perf_counter() - started)
+        self._record(inspection, prediction, stats.brightness, stats.contrast, stats.sharpness)
+        return InspectionOutcome(inspection=inspection, created=True)
+
+    def _policy_and_replay(
+        self, submission: ImageSubmission, sha256: str
+    ) -> tuple[LinePolicy, Inspection | None]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                line = get_line(session, submission.line_id)
+            except LineNotFound:
+                raise IngestError(404, f"unknown line {submission.line_id!r}") from None
+            policy = policy_of(line)
+            # The checks that need no decoding come before the replay lookup, so an empty or
+            # oversized body is named as such even when its capture_id was used before.
+            _check_submission(submission)
+            try:
+                check_envelope(
+                    submission.data, submission.content_type, max_bytes=self.max_image_bytes
+                )
+            except ImageRejected as exc:
+                raise IngestError(exc.status_code, exc.detail) from exc
+            if submission.capture_id is None:
+                return policy, None
+            existing = self._by_capture(session, submission.line_id, submission.capture_id)
+        if existing is None:
+            return policy, None
+        return policy, self._same_image_or_conflict(existing, submission, sha256)
+
+    @staticmethod
+    def _by_capture(session: Session, line_id: str, capture_id: str) -> Inspection | None:
+        return session.exec(
+            select(Inspection)
+            .where(Inspection.line_id == line_id)
+            .where(Inspection.capture_id == capture_id)
+        ).first()
+
+    @staticmethod
+    def _same_image_or_conflict(
+        existing: Inspection, submission: ImageSubmission, sha256: str
+    ) -> Inspection:
+        if existing.image_sha256 != sha256:
+            raise IngestError(
+                409,
+                f"capture_id {submission.capture_id!r} was already used on line "
+                f"{submission.line_id!r} for a different image (inspection {existing.id})",
+            )
+        return existing
+
+    def _decode(self, submission: ImageSubmission):  # type: ignore[no-untyped-def]
+        decoded = decode_image(
+            submission.data,
+            submission.content_type,
+            max_bytes=self.max_image_bytes,
+            max_pixels=self.max_image_pixels,
+        )
+        return decoded, input_stats(decoded.image)
+
+    async def _predict(self, image) -> BatchedPrediction:  # type: ignore[no-untyped-def]
+        try:
+            return await self.batcher.predict(image)
+        except BatcherStopped:
+            raise IngestError(503, "the service is shutting down; send the image again") from None
+        except Exception as exc:
+            # Not the camera's fault, and not worth guessing a route for: the line retries.
+            raise IngestError(
+                503, f"the model could not inspect this image ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def _persist(
+        self,
+        submission: ImageSubmission,
+        row: Inspection,
+        routing: RoutingOutcome,
+        started: float,
+    ) -> tuple[Inspection, bool]:
+        put_started = time.perf_counter()
+        self.store.put(submission.data)  # durable before the row that points at it
+        row.persist_ms = _ms(time.perf_counter() - put_started)
+        # The row cannot hold the duration of its own commit; the metrics have the full total.
+        row.total_ms = _ms(time.perf_counter() - started)
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                session.add(row)
+                session.flush()
+                if routing.task_reason is not None:
+                    assert row.id is not None
+                    session.add(
+                        ReviewTask(
+                            inspection_id=row.id,
+                            line_id=row.line_id,
+                            reason=routing.task_reason.value,
+                            # the line waits for a human's decision; an audit can wait
+                            priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
+                            show_model=routing.show_model,
+                        )
+                    )
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                if submission.capture_id is None:
+                    raise
+                existing = self._by_capture(session, submission.line_id, submission.capture_id)
+                if existing is None:
+                    raise
+                sha256 = row.image_sha256
+                logger.info(
+                    "capture %s on line %s was committed concurrently as inspection %s",
+                    submission.capture_id,
+                    submission.line_id,
+                    existing.id,
+                )
+                return self._same_image_or_conflict(existing, submission, sha256), False
+        return row, True
+
+    # -- reporting
+
+    @staticmethod
+    def _metric_line(line_id: str, exc: IngestError) -> str:
+        # The line is looked up first, so only a 404 carries a line name the caller made up:
+        # keep that out of the metric's labels.
+        return "unknown" if exc.status_code == 404 else line_id
+
+    def _record(
+        self,
+        inspection: Inspection,
+        prediction: Prediction | None,
+        brightness: float,
+        contrast: float,
+        sharpness: float,
+    ) -> None:
+        line = inspection.line_id
+        m = self.metrics
+        m.decisions.labels(line=line, route=inspection.route, decision=inspection.decision).inc()
+        m.brightness.labels(line=line).observe(brightness)
+        m.contrast.labels(line=line).observe(contrast)
+        m.sharpness.labels(line=line).observe(sharpness)
+        if prediction is not None:
+            m.confidence.labels(line=line).observe(prediction.confidence)
+        logger.info(
+            "inspection %s line=%s route=%s decision=%s decided_by=%s model=%s "
+            "predicted=%s confidence=%s source=%s capture=%s serial=%s total_ms=%.1f",
+            inspection.id,
+            line,
+            inspection.route,
+            inspection.decision,
+            inspection.decided_by or "-",
+            inspection.model_version or "-",
+            inspection.predicted_class or "-",
+            f"{inspection.confidence:.4f}" if inspection.confidence is not None else "-",
+            inspection.source,
+            inspection.capture_id or "-",
+            inspection.part_serial or "-",
+            inspection.total_ms,
+        )

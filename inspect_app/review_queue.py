@@ -1,0 +1,551 @@
+"""The review queue: claim, label, relabel, escalate. The API and the review UI both call
+these functions, so every rule about who may do what to a task exists once.
+
+Concurrency. Several inspectors and several service processes claim from one database;
+no task may go to two of them. Each claim is a conditional write that only succeeds if
+the task is still claimable at that instant: on PostgreSQL the candidate row is locked
+with ``SELECT ... FOR UPDATE SKIP LOCKED`` (concurrent claimers skip each other's rows
+instead of queueing), on SQLite an ``UPDATE ... WHERE <still claimable>`` whose rowcount
+says who won, retried on the next candidate by the loser. Every write to a task (label,
+renew, release, escalate) is likewise conditional on the caller still holding its lease.
+
+Leases. A claim holds the task until ``lease_expires_at``; an inspector who walks away
+does not block it: once the lease has passed, the task is claimable again. Only the
+holder of an unexpired lease may label it.
+
+Order. Tasks the line is waiting on (priority 0, ``decide``) before blind audits
+(priority 1), oldest first. Escalated tasks go to supervisors only.
+
+Transactions. Each function that changes something commits before returning, so what
+the caller reports (a claim, a saved label) is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import Session, col, select
+
+from inspect_app import automation
+from inspect_app.domain import (
+    DecidedBy,
+    Decision,
+    DefectClass,
+    Role,
+    Route,
+    TaskStatus,
+    decision_for_class,
+)
+from inspect_app.events import record_event
+from inspect_app.storage.tables import Inspection, Label, ReviewTask, User, utcnow
+
+logger = logging.getLogger(__name__)
+
+# On SQLite a loser of a claim race retries on the next candidates; this many per round.
+_CANDIDATES_PER_ROUND = 16
+
+
+class ReviewError(Exception):
+    """Base of the queue's errors; the message says what was wrong, for the API's detail."""
+
+
+class TaskNotFound(ReviewError, LookupError):
+    pass
+
+
+class InspectionNotFound(TaskNotFound):
+    pass
+
+
+class TaskNotClaimed(ReviewError):
+    """The caller does not hold an unexpired lease on the task (or it is already done)."""
+
+
+class InvalidLabel(ReviewError, ValueError):
+    pass
+
+
+class NothingToRelabel(ReviewError):
+    """Relabel needs an earlier label to replace; a task not yet labeled is claimed instead."""
+
+
+class RelabelNotAllowed(ReviewError, PermissionError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """What an inspector may see of a claimed task: never the true class, and the model's
+    output only when the line's level showed it (``show_model``)."""
+
+    task_id: int
+    inspection_id: int
+    line_id: str
+    reason: str  # domain.TaskReason
+    image_sha256: str
+    image_format: str
+    part_serial: str | None
+    captured_at: datetime | None
+    received_at: datetime
+    lease_expires_at: datetime
+    predicted_class: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    escalated: bool = False  # an inspector skipped it to a supervisor
+    note: str | None = None  # the inspector's note when it was escalated
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Timestamps come back naive from SQLite and from PostgreSQL's ``timestamp`` columns;
+    they were written as UTC, so say so."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _check_lease(lease_seconds: float) -> timedelta:
+    if not lease_seconds > 0:
+        raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
+    return timedelta(seconds=lease_seconds)
+
+
+def _as_label(label: DefectClass | str) -> DefectClass:
+    try:
+        return DefectClass(label)
+    except ValueError:
+        raise InvalidLabel(
+            f"unknown class {label!r}: one of {', '.join(c.value for c in DefectClass)}"
+        ) from None
+
+
+def _held_by(user: User, now: datetime):  # type: ignore[no-untyped-def]
+    """SQL condition: `user` holds an unexpired lease on the task."""
+    return and_(
+        col(ReviewTask.claimed_by) == user.id,
+        col(ReviewTask.status).in_([TaskStatus.CLAIMED.value, TaskStatus.ESCALATED.value]),
+        col(ReviewTask.lease_expires_at) > now,
+    )
+
+
+def _claimable_by(user: User, now: datetime):  # type: ignore[no-untyped-def]
+    """SQL condition: the task may be given to `user` now (an expired lease counts as open)."""
+    lease_gone = or_(
+        col(ReviewTask.lease_expires_at).is_(None), col(ReviewTask.lease_expires_at) <= now
+    )
+    condition = or_(
+        col(ReviewTask.status) == TaskStatus.OPEN.value,
+        and_(col(ReviewTask.status) == TaskStatus.CLAIMED.value, lease_gone),
+    )
+    if Role(user.role).may(Role.SUPERVISOR):
+        condition = or_(
+            condition, and_(col(ReviewTask.status) == TaskStatus.ESCALATED.value, lease_gone)
+        )
+    return condition
+
+
+def _claimed_task(session: Session, task_id: int) -> ClaimedTask:
+    row = session.exec(
+        select(ReviewTask, Inspection)
+        .join(Inspection, col(Inspection.id) == col(ReviewTask.inspection_id))
+        .where(ReviewTask.id == task_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    task, inspection = row
+    shown = task.show_model and inspection.probabilities is not None
+    lease = as_utc(task.lease_expires_at)
+    received = as_utc(inspection.received_at)
+    assert lease is not None and received is not None and task.id is not None
+    assert inspection.id is not None
+    return ClaimedTask(
+        task_id=task.id,
+        inspection_id=inspection.id,
+        line_id=task.line_id,
+        reason=task.reason,
+        image_sha256=inspection.image_sha256,
+        image_format=inspection.image_format,
+        part_serial=inspection.part_serial,
+        captured_at=as_utc(inspection.captured_at),
+        received_at=received,
+        lease_expires_at=lease,
+        predicted_class=inspection.predicted_class if shown else None,
+        confidence=inspection.confidence if shown else None,
+        probabilities=dict(inspection.probabilities or {}) if shown else None,
+        escalated=task.status == TaskStatus.ESCALATED.value,
+        note=task.note,
+    )
+
+
+def _renew_held_claim(
+    session: Session, user: User, now: datetime, expires: datetime, line_id: str | None
+) -> int | None:
+    """Renew and return the task `user` already holds, so a reload does not grab a second."""
+    query = select(ReviewTask.id).where(_held_by(user, now))
+    if line_id is not None:
+        query = query.where(ReviewTask.line_id == line_id)
+    held = session.exec(query.order_by(col(ReviewTask.claimed_at))).first()
+    if held is None:
+        return None
+    renewed = session.exec(
+        update(ReviewTask)
+        .where(col(ReviewTask.id) == held, _held_by(user, now))
+        .values(lease_expires_at=expires)
+    )
+    return held if renewed.rowcount == 1 else None
+
+
+def _candidates(session: Session, user: User, now: datetime, line_id: str | None):  # type: ignore[no-untyped-def]
+    query = select(ReviewTask.id).where(_claimable_by(user, now))
+    if line_id is not None:
+        query = query.where(ReviewTask.line_id == line_id)
+    return query.order_by(col(ReviewTask.priority), col(ReviewTask.created_at), col(ReviewTask.id))
+
+
+def _take(session: Session, task_id: int, user: User, now: datetime, expires: datetime) -> bool:
+    """The conditional write both dialects end with: succeeds only if still claimable."""
+    status = ReviewTask.status
+    result = session.exec(
+        update(ReviewTask)
+        .where(col(ReviewTask.id) == task_id, _claimable_by(user, now))
+        .values(
+            # An escalated task stays escalated while a supervisor holds it, so that an
+            # expired lease returns it to supervisors and not to the general queue.
+            status=func.coalesce(
+                func.nullif(status, TaskStatus.OPEN.value), TaskStatus.CLAIMED.value
+            ),
+            claimed_by=user.id,
+            claimed_at=now,
+            lease_expires_at=expires,
+        )
+    )
+    return result.rowcount == 1
+
+
+def claim_next_task(
+    session: Session, user: User, *, lease_seconds: float, line_id: str | None = None
+) -> ClaimedTask | None:
+    """Give `user` the next task (or the one they already hold), or None if the queue is empty."""
+    lease = _check_lease(lease_seconds)
+    if user.id is None:
+        raise ValueError("the user has not been saved yet")
+    now = utcnow()
+    expires = now + lease
+
+    task_id = _renew_held_claim(session, user, now, expires, line_id)
+    if task_id is None:
+        if session.get_bind().dialect.name == "postgresql":
+            candidate = session.exec(
+                _candidates(session, user, now, line_id)
+                .limit(1)
+                .with_for_update(skip_locked=True, of=ReviewTask)
+            ).first()
+            if candidate is not None and _take(session, candidate, user, now, expires):
+                task_id = candidate
+        else:
+            task_id = _claim_sqlite(session, user, now, expires, line_id)
+    if task_id is None:
+        session.rollback()
+        return None
+    claimed = _claimed_task(session, task_id)
+    session.commit()
+    logger.info(
+        "task %d (inspection %d, line %s, %s) claimed by %s until %s",
+        claimed.task_id,
+        claimed.inspection_id,
+        claimed.line_id,
+        claimed.reason,
+        user.name,
+        claimed.lease_expires_at.isoformat(),
+    )
+    return claimed
+
+
+def _claim_sqlite(
+    session: Session, user: User, now: datetime, expires: datetime, line_id: str | None
+) -> int | None:
+    # SQLite serialises writers; a loser's UPDATE matches no row (rowcount 0), so it moves
+    # on to the next candidate. Candidates are re-read each round because others move on too.
+    tried: set[int] = set()
+    while True:
+        query = _candidates(session, user, now, line_id)
+        if tried:
+            query = query.where(col(ReviewTask.id).not_in(tried))
+        ids = list(session.exec(query.limit(_CANDIDATES_PER_ROUND)))
+        if not ids:
+            return None
+        for candidate in ids:
+            if _take(session, candidate, user, now, expires):
+                return candidate
+            tried.add(candidate)
+
+
+def _explain_not_held(session: Session, task_id: int, user: User, now: datetime) -> ReviewError:
+    """The precise reason `user` may not act on the task, for a clear 404/409 detail."""
+    task = session.get(ReviewTask, task_id, populate_existing=True)
+    if task is None:
+        return TaskNotFound(f"no review task {task_id}")
+    if task.status == TaskStatus.DONE.value:
+        return TaskNotClaimed(f"task {task_id} is already labeled")
+    if task.claimed_by != user.id:
+        return TaskNotClaimed(f"task {task_id} is not claimed by {user.name}; claim a task first")
+    lease = as_utc(task.lease_expires_at)
+    if lease is None or lease <= now:
+        return TaskNotClaimed(
+            f"the lease of {user.name} on task {task_id} has expired; claim a task again"
+        )
+    return TaskNotClaimed(f"task {task_id} is {task.status}")
+
+
+def renew_lease(session: Session, task_id: int, user: User, *, lease_seconds: float) -> datetime:
+    """Extend the caller's unexpired lease (an inspector still looking at the part)."""
+    lease = _check_lease(lease_seconds)
+    now = utcnow()
+    expires = now + lease
+    result = session.exec(
+        update(ReviewTask)
+        .where(col(ReviewTask.id) == task_id, _held_by(user, now))
+        .values(lease_expires_at=expires)
+    )
+    if result.rowcount != 1:
+        error = _explain_not_held(session, task_id, user, now)
+        session.rollback()
+        raise error
+    session.commit()
+    return expires
+
+
+def release_task(session: Session, task_id: int, user: User) -> None:
+    """Hand a claimed task back to the queue unlabeled (an escalated one back to supervisors)."""
+    now = utcnow()
+    mine = and_(
+        col(ReviewTask.id) == task_id,
+        col(ReviewTask.claimed_by) == user.id,
+        col(ReviewTask.status).in_([TaskStatus.CLAIMED.value, TaskStatus.ESCALATED.value]),
+    )
+    result = session.exec(
+        update(ReviewTask)
+        .where(mine)
+        .values(
+            status=func.coalesce(
+                func.nullif(ReviewTask.status, TaskStatus.CLAIMED.value), TaskStatus.OPEN.value
+            ),
+            claimed_by=None,
+            claimed_at=None,
+            lease_expires_at=None,
+        )
+    )
+    if result.rowcount != 1:
+        error = _explain_not_held(session, task_id, user, now)
+        session.rollback()
+        raise error
+    session.commit()
+    logger.info("task %d released by %s", task_id, user.name)
+
+
+def submit_label(
+    session: Session,
+    task_id: int,
+    user: User,
+    label: DefectClass | str,
+    *,
+    note: str | None = None,
+    duration_ms: int | None = None,
+) -> Label:
+    """Save the verdict of the lease holder; a pending decision becomes pass/fail by a human."""
+    verdict = _as_label(label)
+    if duration_ms is not None and duration_ms < 0:
+        raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
+    now = utcnow()
+    result = session.exec(
+        update(ReviewTask)
+        .where(col(ReviewTask.id) == task_id, _held_by(user, now))
+        .values(status=TaskStatus.DONE.value, completed_at=now)
+    )
+    if result.rowcount != 1:
+        error = _explain_not_held(session, task_id, user, now)
+        session.rollback()
+        raise error
+    task = session.get(ReviewTask, task_id, populate_existing=True)
+    assert task is not None and user.id is not None
+    inspection = session.get(Inspection, task.inspection_id, populate_existing=True)
+    assert inspection is not None
+    resolved = inspection.decision == Decision.PENDING.value
+    if resolved:
+        inspection.decision = decision_for_class(verdict).value
+        inspection.decided_by = DecidedBy.HUMAN.value
+        inspection.decided_at = now
+        session.add(inspection)
+    saved = Label(
+        inspection_id=task.inspection_id,
+        task_id=task_id,
+        user_id=user.id,
+        label=verdict.value,
+        note=note or None,
+        model_shown=task.show_model,
+        duration_ms=duration_ms,
+        created_at=now,
+    )
+    session.add(saved)
+    session.commit()
+    logger.info(
+        "task %d (inspection %d, line %s, %s) labeled %s by %s%s",
+        task_id,
+        task.inspection_id,
+        task.line_id,
+        task.reason,
+        verdict.value,
+        user.name,
+        f"; decision {inspection.decision}" if resolved else "",
+    )
+    _after_label(session, task.line_id, task.inspection_id)
+    return saved
+
+
+def _after_label(session: Session, line_id: str, inspection_id: int) -> None:
+    # The label is already committed: a failure here must not make the inspector's
+    # verdict look lost, but the operator must see it.
+    try:
+        automation.after_label(session, line_id, inspection_id)
+        session.commit()
+    except Exception:
+        session.rollback()
+        logger.exception(
+            "after-label evidence update failed for inspection %d on line %s",
+            inspection_id,
+            line_id,
+        )
+
+
+def relabel(
+    session: Session,
+    inspection_id: int,
+    user: User,
+    label: DefectClass | str,
+    *,
+    note: str | None = None,
+) -> Label:
+    """The undo path: replace the current label of an inspection.
+
+    The earlier label is kept, marked superseded (relabels are how the redo rate is
+    counted). A decision a human made follows the latest label; a decision the model made
+    (audits) never changes. Allowed to the author of the current label and to supervisors.
+    """
+    verdict = _as_label(label)
+    if user.id is None:
+        raise ValueError("the user has not been saved yet")
+    inspection = session.get(Inspection, inspection_id, populate_existing=True)
+    if inspection is None:
+        raise InspectionNotFound(f"no inspection {inspection_id}")
+    current = session.exec(
+        select(Label)
+        .where(Label.inspection_id == inspection_id, col(Label.superseded).is_(False))
+        .order_by(col(Label.created_at).desc(), col(Label.id).desc())
+    ).first()
+    if current is None:
+        raise NothingToRelabel(
+            f"inspection {inspection_id} has no label to replace; claim its task instead"
+        )
+    if current.user_id != user.id and not Role(user.role).may(Role.SUPERVISOR):
+        raise RelabelNotAllowed(
+            f"{user.name} may not relabel inspection {inspection_id}: only the inspector "
+            "who labeled it or a supervisor may"
+        )
+    now = utcnow()
+    session.exec(
+        update(Label)
+        .where(col(Label.inspection_id) == inspection_id, col(Label.superseded).is_(False))
+        .values(superseded=True)
+    )
+    old_decision = inspection.decision
+    if inspection.route == Route.REVIEW.value and inspection.decided_by == DecidedBy.HUMAN.value:
+        inspection.decision = decision_for_class(verdict).value
+        inspection.decided_at = now
+        session.add(inspection)
+    saved = Label(
+        inspection_id=inspection_id,
+        task_id=current.task_id,
+        user_id=user.id,
+        label=verdict.value,
+        note=note or None,
+        model_shown=current.model_shown,
+        created_at=now,
+    )
+    session.add(saved)
+    record_event(
+        session,
+        kind="relabel",
+        actor=user.name,
+        reason=note or "",
+        line_id=inspection.line_id,
+        details={
+            "inspection_id": inspection_id,
+            "old_label": current.label,
+            "new_label": verdict.value,
+            "old_decision": old_decision,
+            "new_decision": inspection.decision,
+        },
+    )
+    session.commit()
+    _after_label(session, inspection.line_id, inspection_id)
+    return saved
+
+
+def escalate_task(session: Session, task_id: int, user: User, note: str) -> None:
+    """Skip an unclear part to a supervisor: it leaves the inspectors' queue, unlabeled."""
+    now = utcnow()
+    result = session.exec(
+        update(ReviewTask)
+        .where(
+            col(ReviewTask.id) == task_id,
+            col(ReviewTask.status) == TaskStatus.CLAIMED.value,
+            _held_by(user, now),
+        )
+        .values(
+            status=TaskStatus.ESCALATED.value,
+            claimed_by=None,
+            claimed_at=None,
+            lease_expires_at=None,
+            note=(note or "").strip() or None,
+        )
+    )
+    if result.rowcount != 1:
+        task = session.get(ReviewTask, task_id, populate_existing=True)
+        if task is not None and task.status == TaskStatus.ESCALATED.value:
+            error: ReviewError = TaskNotClaimed(
+                f"task {task_id} is already escalated; label it or release it"
+            )
+        else:
+            error = _explain_not_held(session, task_id, user, now)
+        session.rollback()
+        raise error
+    task = session.get(ReviewTask, task_id, populate_existing=True)
+    assert task is not None
+    record_event(
+        session,
+        kind="task_escalated",
+        actor=user.name,
+        reason=task.note or "",
+        line_id=task.line_id,
+        details={"task_id": task_id, "inspection_id": task.inspection_id},
+    )
+    session.commit()
+
+
+def _waiting(line_id: str | None):  # type: ignore[no-untyped-def]
+    condition = col(ReviewTask.status) != TaskStatus.DONE.value
+    if line_id is not None:
+        condition = and_(condition, col(ReviewTask.line_id) == line_id)
+    return condition
+
+
+def queue_depth(session: Session, line_id: str | None = None) -> int:
+    """Tasks not yet labeled (open, claimed or escalated)."""
+    return session.exec(select(func.count()).select_from(ReviewTask).where(_waiting(line_id))).one()
+
+
+def oldest_waiting(session: Session, line_id: str | None = None) -> datetime | None:
+    """When the oldest unlabeled task was queued: how far behind the inspectors are."""
+    oldest = session.exec(select(func.min(ReviewTask.created_at)).where(_waiting(line_id))).one()
+    return as_utc(oldest)

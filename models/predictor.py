@@ -1,0 +1,103 @@
+"""The model as the service uses it: load once, predict batches of decoded images.
+
+Input is what OpenCV decoders return (BGR uint8, any size, gray and BGRA accepted);
+output is `inspect_app.domain.Prediction` with calibrated probabilities, the model
+version, and a heatmap at the image's own size when asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inspect_app.domain import CLASS_NAMES, Prediction
+from inspect_app.settings import DEFAULT_WEIGHTS
+from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from models.heatmap import logits_and_heatmaps, resize_heatmap
+from models.preprocess import normalize, stack_uint8
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A loaded checkpoint, ready for concurrent `predict` calls from worker threads.
+
+    One lock serialises model calls: forward passes gain nothing from running side by side
+    on a few cores (torch already uses them all inside one call), and the heatmap hooks the
+    model, which must not happen while another thread runs it.
+    """
+
+    def __init__(self, checkpoint: LoadedCheckpoint) -> None:
+        if checkpoint.class_names != CLASS_NAMES:
+            raise CheckpointError(
+                f"checkpoint classes {list(checkpoint.class_names)} "
+                f"are not the app's {list(CLASS_NAMES)}"
+            )
+        self._checkpoint = checkpoint
+        self._model = checkpoint.model.eval()
+        for p in self._model.parameters():
+            p.requires_grad_(False)  # the heatmap needs gradients of activations only
+        self._lock = threading.Lock()
+        self.version: str = checkpoint.version
+        self.class_names: tuple[str, ...] = checkpoint.class_names
+        self.input_size: int = checkpoint.preprocessing.input_size
+        self.temperature: float = checkpoint.temperature
+        self.metrics: dict = checkpoint.metrics
+
+    @classmethod
+    def from_checkpoint(cls, path: Path | None = None) -> Predictor:
+        """Load `path`, or the bundled default weights when None. Raises CheckpointError."""
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        predictor = cls(load_checkpoint(path))
+        log.info("predictor ready: %s from %s", predictor.version, path)
+        return predictor
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Decoded BGR uint8 images of any size -> (B, 3, S, S) normalised float32."""
+        x = stack_uint8(images, self.input_size)  # (B, 3, S, S) uint8 RGB
+        return normalize(x, self._checkpoint.preprocessing).contiguous(
+            memory_format=torch.channels_last
+        )
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        return torch.softmax(logits.double() / self.temperature, dim=1).numpy()  # (B, C)
+
+    def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
+        """(B, 3, S, S) preprocessed -> (B, C) calibrated probabilities (float64, rows sum to 1)."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, S, S), got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.class_names)))
+        with self._lock, torch.inference_mode():
+            logits = self._model(x)  # (B, C)
+        return self._probabilities(logits)
+
+    def predict(self, images: Sequence[np.ndarray], *, heatmap: bool = False) -> list[Prediction]:
+        """Calibrated predictions for decoded images, in order; heatmaps at each image's size."""
+        if len(images) == 0:
+            return []
+        x = self.preprocess(images)
+        if heatmap:
+            with self._lock:
+                logits, maps = logits_and_heatmaps(self._model, x, self.class_names)
+            probs = self._probabilities(logits)
+            heats: list[np.ndarray | None] = [
+                resize_heatmap(m, im.shape[0], im.shape[1])
+                for m, im in zip(maps, images, strict=True)
+            ]
+        else:
+            probs = self.predict_tensor(x)
+            heats = [None] * len(images)
+        return [
+            Prediction(
+                probabilities={c: float(p) for c, p in zip(self.class_names, row, strict=True)},
+                model_version=self.version,
+                heatmap=h,
+            )
+            for row, h in zip(probs, heats, strict=True)
+        ]

@@ -1,0 +1,359 @@
+"""Training the defect CNN from scratch: data -> weights -> calibration -> checkpoint + card.
+
+The whole dataset is decoded once into a uint8 tensor in memory (8,000 images at
+256x256 are 1.6 GB) and augmented in batches on tensors, so the 2 CPU cores spend their
+time on the network, not on PNG decoding.
+
+Three disjoint, class-stratified splits of the data: `train` (weights), `val` (early
+stopping and the model card's figures) and `calib` (the temperature only). The
+temperature never sees an image the weights were fitted to, and the card's figures never
+see an image the temperature was fitted to.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from inspect_app.domain import CLASS_NAMES
+from models.calibrate import calibrated_probabilities, fit_temperature, negative_log_likelihood
+from models.checkpoint import save_checkpoint
+from models.defect_cnn import INPUT_SIZE, DefectCNNConfig, build_model
+from models.evaluate import EvaluationReport, evaluate_probabilities, write_model_card
+from models.preprocess import Preprocessing, channel_stats, normalize, resize_to_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. The defaults are what `make weights` uses."""
+
+    data: Path
+    out: Path
+    epochs: int = 30  # the most epochs; early stopping usually ends sooner
+    seed: int = 0  # splits, initialisation, augmentation and batch order
+    batch_size: int = 32  # fits batch norm; larger batches are no faster on 2 cores
+    lr: float = 3e-3  # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 0.02
+    patience: int = 6  # epochs without a better validation loss before stopping
+    val_fraction: float = 0.1
+    calib_fraction: float = 0.1
+    augment: bool = True
+    width_mult: float = DefectCNNConfig.width_mult
+    input_size: int = INPUT_SIZE
+    data_seed: int | None = None  # the generator seed of `data`, recorded in the checkpoint
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        self.out = Path(self.out)
+        if self.epochs < 1:
+            raise ValueError("epochs must be at least 1")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 (batch norm)")
+        if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5):
+            raise ValueError("val_fraction and calib_fraction must be within (0, 0.5)")
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    model_card: Path
+    version: str
+    temperature: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    report: EvaluationReport | None = None  # calibrated, on the validation split
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def load_images(paths: Sequence[Path], size: int, *, progress: bool = False) -> torch.Tensor:
+    """Decode images into one (N, 3, size, size) uint8 RGB tensor (an unreadable file is an
+    error here: training data are expected to be clean)."""
+    out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, path in enumerate(tqdm(paths, desc="load", unit="img", disable=not progress)):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read training image {path}")
+        out[i] = torch.from_numpy(resize_to_input(image, size)).permute(2, 0, 1)
+    return out
+
+
+def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Indices of disjoint splits, each holding `fraction` of every class (the rest is the
+    first split, for training). Sorted indices, deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    splits: list[list[int]] = [[] for _ in range(len(fractions) + 1)]
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        start = 0
+        sizes = [max(1, round(f * len(idx))) if len(idx) > len(fractions) else 0 for f in fractions]
+        for k, n in enumerate(sizes, start=1):
+            splits[k].extend(idx[start : start + n].tolist())
+            start += n
+        splits[0].extend(idx[start:].tolist())
+    return [np.array(sorted(s), dtype=np.int64) for s in splits]
+
+
+# -- augmentation ----------------------------------------------------------------------------
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, S, S) float in [0, 255] -> the same, varied the way a line camera varies.
+
+    Keeps every defect in the picture and visible: flips and a small affine (±6°, ±5 px,
+    ±5 % scale; the part never leaves the frame, whose border the generator leaves empty),
+    lighting gain/offset and colour-temperature jitter, and sensor noise. No crops, no
+    cutout, no blur: any of those can erase a 3-px pit and teach the model that a labeled
+    defect may be invisible.
+    """
+    b, _, s, _ = x.shape
+
+    def u(*shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(shape, generator=generator)
+
+    flip_h = torch.rand(b, generator=generator) < 0.5
+    flip_v = torch.rand(b, generator=generator) < 0.5
+    x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
+    x = torch.where(flip_v[:, None, None, None], x.flip(2), x)
+
+    # Half the batch gets an affine warp; the other half keeps its pixels exactly, so the
+    # model also sees 1-px scratches unsmoothed by resampling.
+    warp = torch.rand(b, generator=generator) < 0.5
+    if warp.any():
+        angle = u(b) * math.radians(6)
+        scale = 1.0 + 0.05 * u(b)
+        shift = u(b, 2) * (5.0 * 2 / s)  # pixels -> normalised coordinates
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+        )  # (B, 2, 3)
+        grid = F.affine_grid(theta[warp], [int(warp.sum()), 3, s, s], align_corners=False)
+        x = x.clone()
+        x[warp] = F.grid_sample(
+            x[warp], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+
+    gain = 1.0 + 0.15 * u(b, 1, 1, 1)
+    colour = 1.0 + 0.04 * u(b, 3, 1, 1)
+    offset = 12.0 * u(b, 1, 1, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = 1.0 + 0.15 * u(b, 1, 1, 1)
+    x = (x - mean) * contrast + mean
+    x = x * gain * colour + offset
+    noise_std = u(b, 1, 1, 1, lo=0.0, hi=3.0)
+    x = x + noise_std * torch.randn(x.shape, generator=generator)
+    return x.clamp(0.0, 255.0)
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, prep: Preprocessing, batch_size: int = 64
+) -> torch.Tensor:
+    """(N, 3, S, S) uint8 -> (N, C) logits, in eval mode, batch by batch."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            xb = normalize(images[start : start + batch_size], prep)
+            out.append(model(xb.contiguous(memory_format=torch.channels_last)))
+    return torch.cat(out) if out else torch.empty((0, len(CLASS_NAMES)))
+
+
+def fit(
+    config: TrainConfig,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    *,
+    class_names: Sequence[str] = CLASS_NAMES,
+    progress: bool = False,
+) -> TrainResult:
+    """Train, early-stop, calibrate, evaluate and write checkpoint + model card.
+
+    `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices.
+    """
+    if images.ndim != 4 or images.shape[0] != len(labels):
+        raise ValueError(f"images {tuple(images.shape)} and {len(labels)} labels do not match")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    train_idx, val_idx, calib_idx = stratified_split(
+        labels, [config.val_fraction, config.calib_fraction], config.seed
+    )
+    if len(val_idx) == 0 or len(calib_idx) == 0:
+        raise ValueError("too few images per class for validation and calibration splits")
+    log.info(
+        "training on %d images, validating on %d, calibrating on %d (seed %d)",
+        len(train_idx),
+        len(val_idx),
+        len(calib_idx),
+        config.seed,
+    )
+    mean, std = channel_stats(images[train_idx])
+    prep = Preprocessing(input_size=config.input_size, mean=mean, std=std)  # type: ignore[arg-type]
+    model_config = DefectCNNConfig(num_classes=len(class_names), width_mult=config.width_mult)
+    model = build_model(model_config)
+
+    y = torch.from_numpy(labels.astype(np.int64))
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        pct_start=0.15,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+
+    best_loss, best_epoch, best_state = math.inf, 0, None
+    history: list[dict[str, float]] = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
+        total, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
+        for step in bar:
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            if len(batch) < 2:  # batch norm needs two images
+                continue
+            xb = images[batch].to(torch.float32)
+            if config.augment:
+                xb = augment_batch(xb, generator)
+            xb = normalize(xb, prep).contiguous(memory_format=torch.channels_last)
+            logits = model(xb)
+            loss = F.cross_entropy(logits, y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(batch)
+            correct += int((logits.argmax(1) == y[batch]).sum())
+            seen += len(batch)
+            bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+
+        val_logits = predict_logits(model, images[val_idx], prep)
+        val_loss = negative_log_likelihood(val_logits.numpy(), labels[val_idx])
+        val_acc = float((val_logits.argmax(1).numpy() == labels[val_idx]).mean())
+        record = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "minutes": (time.perf_counter() - started) / 60,
+        }
+        history.append(record)
+        log.info(
+            "epoch %d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f min",
+            epoch,
+            record["train_loss"],
+            record["train_accuracy"],
+            val_loss,
+            val_acc,
+            record["minutes"],
+        )
+        if progress:
+            tqdm.write(
+                f"epoch {epoch}: train loss {record['train_loss']:.4f}"
+                f" acc {record['train_accuracy']:.3f}"
+                f" | val loss {val_loss:.4f} acc {val_acc:.3f} | {record['minutes']:.1f} min"
+            )
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            log.info("early stop: no better validation loss for %d epochs", config.patience)
+            break
+
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+
+    calib_logits = predict_logits(model, images[calib_idx], prep).numpy()
+    temperature = fit_temperature(calib_logits, labels[calib_idx])
+    val_logits_np = predict_logits(model, images[val_idx], prep).numpy()
+    report = evaluate_probabilities(
+        calibrated_probabilities(val_logits_np, temperature), labels[val_idx], class_names
+    )
+    metrics = {
+        "evaluated_on": (
+            f"validation split of {config.data} ({len(val_idx)} images, not trained on)"
+        ),
+        **report.to_dict(),
+        "temperature": temperature,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "train_images": len(train_idx),
+        "val_images": len(val_idx),
+        "calib_images": len(calib_idx),
+        "train_minutes": round((time.perf_counter() - started) / 60, 2),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "train_config": {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
+        },
+        "history": history,
+    }
+    version = save_checkpoint(
+        config.out,
+        model,
+        config=model_config,
+        class_names=class_names,
+        preprocessing=prep,
+        temperature=temperature,
+        metrics=metrics,
+        data_seed=config.data_seed,
+    )
+    card = write_model_card(
+        config.out, version=version, metrics=metrics, model_config=model_config, preprocessing=prep
+    )
+    log.info("checkpoint %s (%s), model card %s", config.out, version, card)
+    return TrainResult(
+        checkpoint=config.out,
+        model_card=card,
+        version=version,
+        temperature=temperature,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        history=history,
+        report=report,
+    )
+
+
+def train_model(config: TrainConfig, *, progress: bool = False) -> TrainResult:
+    """Train on a dataset folder (class folders or manifest.csv) and write the checkpoint."""
+    from data.dataset import load_dataset
+
+    items = load_dataset(config.data)
+    if not items:
+        raise ValueError(f"no labeled images under {config.data}")
+    unknown = sorted({it.label for it in items} - set(CLASS_NAMES))
+    if unknown:
+        raise ValueError(f"{config.data} has labels {unknown} that are not classes {CLASS_NAMES}")
+    labels = np.array([CLASS_NAMES.index(it.label) for it in items], dtype=np.int64)
+    images = load_images([it.path for it in items], config.input_size, progress=progress)
+    return fit(config, images, labels, progress=progress)

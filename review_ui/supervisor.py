@@ -1,0 +1,489 @@
+"""The supervisors' pages: Lines (levels, thresholds, queue, the one way to change them) and
+Evidence (how far the model can be trusted, per line and model version).
+
+Every handler reloads the user and checks the supervisor role before it reads or changes
+anything, whatever the page showed: the Lines and Evidence tabs are hidden from
+inspectors, but a hand-made request to these handlers is refused all the same. Changing a
+level goes through `inspect_app.lines.change_automation` (which checks the role again,
+applies the evidence gate and records the event); the figures come from
+`inspect_app.agreement` and `inspect_app.evidence`. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import gradio as gr
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from inspect_app import agreement, lines, review_queue
+from inspect_app.automation import gate_targets
+from inspect_app.domain import AutomationLevel, Role
+from inspect_app.events import list_events
+from inspect_app.evidence import recommend_thresholds
+from inspect_app.storage.tables import Inspection, Label, User, utcnow
+from review_ui import evidence_views, views
+from review_ui.auth import current_user, require_role
+from review_ui.context import ReviewContext, encode_jpeg_uri
+
+logger = logging.getLogger(__name__)
+
+EVENTS_SHOWN = 50
+DISAGREEMENTS_SHOWN = 24
+THUMBNAIL_SIDE = 320
+WINDOWS: dict[str, timedelta | None] = {
+    "Last 24 hours": timedelta(hours=24),
+    "Last 7 days": timedelta(days=7),
+    "Last 30 days": timedelta(days=30),
+    "All time": None,
+}
+CURRENT_MODEL = "current model"
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def local_midnight(now: datetime) -> datetime:
+    """Today's start on the plant's clock, as an aware time."""
+    local = now.astimezone()
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def line_rows(session: Session, now: datetime) -> list[views.LineRow]:
+    """Every line with its settings, queue and today's throughput."""
+    midnight = local_midnight(now).astimezone(UTC)
+    inspected = dict(
+        session.exec(
+            select(Inspection.line_id, func.count())
+            .where(col(Inspection.received_at) >= midnight)
+            .group_by(Inspection.line_id)
+        ).all()
+    )
+    labeled = dict(
+        session.exec(
+            select(Inspection.line_id, func.count())
+            .join(Label, col(Label.inspection_id) == col(Inspection.id))
+            .where(col(Label.created_at) >= midnight, col(Label.superseded).is_(False))
+            .group_by(Inspection.line_id)
+        ).all()
+    )
+    rows = []
+    for line in lines.list_lines(session):
+        oldest = review_queue.oldest_waiting(session, line.id)
+        rows.append(
+            views.LineRow(
+                line_id=line.id,
+                level=line.level,
+                pass_threshold=line.pass_threshold,
+                fail_threshold=line.fail_threshold,
+                audit_rate=line.audit_rate,
+                queue_depth=review_queue.queue_depth(session, line.id),
+                oldest_wait_s=(now - oldest).total_seconds() if oldest is not None else None,
+                inspected_today=int(inspected.get(line.id, 0)),
+                labeled_today=int(labeled.get(line.id, 0)),
+            )
+        )
+    return rows
+
+
+def event_rows(session: Session, line_id: str) -> list[views.EventRow]:
+    return [
+        views.EventRow(
+            at=review_queue.as_utc(e.at) or e.at,
+            kind=e.kind,
+            actor=e.actor,
+            reason=e.reason,
+            summary=views.event_summary(e.kind, e.details),
+        )
+        for e in list_events(session, line_id=line_id, limit=EVENTS_SHOWN)
+    ]
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    applied: bool
+    html: str
+
+
+def apply_change(
+    session: Session,
+    user: User,
+    line_id: str,
+    *,
+    level: str,
+    pass_threshold: float | None,
+    fail_threshold: float | None,
+    audit_rate_percent: float | None,
+    reason: str,
+) -> ChangeOutcome:
+    """`lines.change_automation`, its every outcome turned into something a supervisor reads."""
+    audit_rate = None if audit_rate_percent is None else float(audit_rate_percent) / 100.0
+    try:
+        line = lines.change_automation(
+            session,
+            line_id,
+            level=level,
+            pass_threshold=pass_threshold,
+            fail_threshold=fail_threshold,
+            audit_rate=audit_rate,
+            reason=reason,
+            actor=user,
+        )
+    except lines.AutomationRefused as exc:
+        return ChangeOutcome(False, views.refusal_html(str(exc), exc.verdict.evidence))
+    except (lines.InvalidLineSettings, lines.LineNotFound, lines.NotPermitted) as exc:
+        return ChangeOutcome(False, views.change_failed_html(str(exc)))
+    return ChangeOutcome(
+        True,
+        views.change_applied_html(
+            line.id, line.level, line.pass_threshold, line.fail_threshold, line.audit_rate
+        ),
+    )
+
+
+# -- the pages -------------------------------------------------------------------------------
+
+
+@dataclass
+class LinesPage:
+    load: Callable[..., tuple[Any, ...]]  # fills the page (a supervisor's tab select)
+    load_outputs: list[Any]
+    timer: gr.Timer  # refreshes the table; the app activates it for supervisors only
+
+
+@dataclass
+class EvidencePage:
+    load: Callable[..., tuple[Any, ...]]
+    outputs: list[Any]
+
+
+def _supervisor(
+    context: ReviewContext, request: gr.Request | None, action: str
+) -> tuple[Session, User]:
+    db = context.session()
+    try:
+        user = current_user(db, request)
+        require_role(user, Role.SUPERVISOR, action)
+    except Exception:
+        db.close()
+        raise
+    return db, user
+
+
+def build_lines_page(context: ReviewContext) -> LinesPage:
+    levels = [lv.value for lv in AutomationLevel]
+    gr.HTML('<h2 class="page-title">Lines</h2>', js_on_load=None)
+    table = gr.HTML(js_on_load=None, elem_id="lines-table")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, elem_classes=["panel"]):
+            gr.HTML(
+                '<h3 class="panel-title">Change automation</h3><p class="panel-help">Lowering is '
+                "always allowed and immediate. Raising to partial or full, or loosening a "
+                "threshold there, must pass the evidence gate. Every change is logged with "
+                "your name and reason.</p>",
+                js_on_load=None,
+            )
+            with gr.Row():
+                line = gr.Dropdown(
+                    label="Line", choices=[], elem_id="change-line", interactive=True
+                )
+                level = gr.Dropdown(
+                    label="Level", choices=levels, elem_id="change-level", interactive=True
+                )
+            with gr.Row():
+                pass_t = gr.Number(
+                    label="Pass when P(ok) ≥",
+                    precision=4,
+                    elem_id="change-pass",
+                    minimum=0.5,
+                    maximum=1.0,
+                )
+                fail_t = gr.Number(
+                    label="Fail when P(defect) ≥",
+                    precision=4,
+                    elem_id="change-fail",
+                    minimum=0.5,
+                    maximum=1.0,
+                )
+                audit = gr.Number(
+                    label="Audit rate (%)",
+                    precision=2,
+                    elem_id="change-audit",
+                    minimum=0,
+                    maximum=100,
+                )
+            reason = gr.Textbox(
+                label="Reason (goes into the audit trail)", elem_id="change-reason", max_length=500
+            )
+            apply_btn = gr.Button("Apply change", variant="primary", elem_id="change-apply")
+        with gr.Column(scale=3, elem_classes=["panel"]):
+            result = gr.HTML(js_on_load=None, elem_id="change-result")
+            gr.HTML('<h3 class="panel-title">Event log</h3>', js_on_load=None)
+            events = gr.HTML(js_on_load=None, elem_id="events-table")
+    refresh = gr.Button("Refresh", elem_id="lines-refresh", size="sm")
+    timer = gr.Timer(15.0, active=False)
+
+    def refresh_lines(selected: str | None, request: gr.Request) -> tuple[Any, ...]:
+        db, _user = _supervisor(context, request, "see lines")
+        with db:
+            rows = line_rows(db, utcnow())
+            ids = [r.line_id for r in rows]
+            chosen = selected if selected in ids else (ids[0] if ids else None)
+            return (
+                views.lines_table_html(rows),
+                gr.update(choices=ids, value=chosen),
+                views.events_table_html(event_rows(db, chosen)) if chosen else "",
+            )
+
+    def select_line(line_id: str | None, request: gr.Request) -> tuple[Any, ...]:
+        db, _user = _supervisor(context, request, "see lines")
+        with db:
+            if not line_id:
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+            try:
+                current = lines.get_line(db, line_id)
+            except lines.LineNotFound as exc:
+                raise gr.Error(html.escape(str(exc))) from exc
+            return (
+                current.level,
+                current.pass_threshold,
+                current.fail_threshold,
+                round(100 * current.audit_rate, 2),
+                views.events_table_html(event_rows(db, line_id)),
+            )
+
+    def change_automation(
+        line_id: str | None,
+        new_level: str | None,
+        pass_threshold: float | None,
+        fail_threshold: float | None,
+        audit_percent: float | None,
+        why: str | None,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
+        db, user = _supervisor(context, request, "change a line's automation")
+        with db:
+            if not line_id or not new_level:
+                return (
+                    views.change_failed_html("choose a line and a level"),
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                )
+            outcome = apply_change(
+                db,
+                user,
+                line_id,
+                level=new_level,
+                pass_threshold=pass_threshold,
+                fail_threshold=fail_threshold,
+                audit_rate_percent=audit_percent,
+                reason=why or "",
+            )
+            return (
+                outcome.html,
+                views.lines_table_html(line_rows(db, utcnow())),
+                views.events_table_html(event_rows(db, line_id)),
+                "" if outcome.applied else gr.skip(),
+            )
+
+    outputs = [table, line, events]
+    refresh.click(refresh_lines, [line], outputs, api_name="lines", show_progress="hidden")
+    timer.tick(
+        refresh_lines, [line], outputs, api_visibility="undocumented", show_progress="hidden"
+    )
+    line.input(
+        select_line,
+        [line],
+        [level, pass_t, fail_t, audit, events],
+        api_name="select_line",
+        show_progress="hidden",
+    )
+    apply_btn.click(
+        change_automation,
+        [line, level, pass_t, fail_t, audit, reason],
+        [result, table, events, reason],
+        api_name="change_automation",
+    )
+    return LinesPage(
+        load=_lines_on_load(refresh_lines, select_line),
+        load_outputs=[*outputs, level, pass_t, fail_t, audit],
+        timer=timer,
+    )
+
+
+def _lines_on_load(
+    refresh_lines: Callable[..., tuple[Any, ...]], select_line: Callable[..., tuple[Any, ...]]
+) -> Callable[..., tuple[Any, ...]]:
+    def load(request: gr.Request) -> tuple[Any, ...]:
+        table, line_update, events = refresh_lines(None, request)
+        chosen = line_update.get("value") if isinstance(line_update, dict) else None
+        if not chosen:
+            return table, line_update, events, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        level, pass_t, fail_t, audit, events = select_line(chosen, request)
+        return table, line_update, events, level, pass_t, fail_t, audit
+
+    return load
+
+
+# -- Evidence page ---------------------------------------------------------------------------
+
+
+def disagreements(
+    session: Session, context: ReviewContext, rows: list[agreement.LabeledInspection]
+) -> list[evidence_views.Disagreement]:
+    """The most recent parts where the human's label and the model's call differ."""
+    differ = sorted(
+        (r for r in rows if r.label != r.predicted_class), key=lambda r: r.labeled_at, reverse=True
+    )[:DISAGREEMENTS_SHOWN]
+    if not differ:
+        return []
+    images = {
+        i: (sha, fmt)
+        for i, sha, fmt in session.exec(
+            select(Inspection.id, Inspection.image_sha256, Inspection.image_format).where(
+                col(Inspection.id).in_([r.inspection_id for r in differ])
+            )
+        ).all()
+    }
+    out = []
+    for r in differ:
+        sha, _fmt = images.get(r.inspection_id, (None, None))
+        thumb = _thumbnail(context, sha) if sha else None
+        out.append(
+            evidence_views.Disagreement(
+                inspection_id=r.inspection_id,
+                image_uri=thumb,
+                model_call=r.predicted_class,
+                model_p_ok=r.p_ok,
+                human_call=r.label,
+                labeler=r.labeler,
+                labeled_at=r.labeled_at,
+                model_shown=r.model_shown,
+            )
+        )
+    return out
+
+
+def _thumbnail(context: ReviewContext, sha: str) -> str | None:
+    import cv2
+    import numpy as np
+
+    try:
+        data = context.image_bytes(sha)
+    except (OSError, ValueError) as exc:
+        logger.warning("review UI: image %s for the disagreement gallery: %s", sha, exc)
+        return None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    return encode_jpeg_uri(image, max_side=THUMBNAIL_SIDE, quality=85)
+
+
+def build_evidence_page(context: ReviewContext) -> EvidencePage:
+    gr.HTML('<h2 class="page-title">Evidence</h2>', js_on_load=None)
+    with gr.Row(elem_classes=["panel", "evidence-controls"]):
+        line = gr.Dropdown(label="Line", choices=[], elem_id="evidence-line", interactive=True)
+        version = gr.Dropdown(
+            label="Model version",
+            choices=[CURRENT_MODEL],
+            value=CURRENT_MODEL,
+            elem_id="evidence-version",
+            interactive=True,
+        )
+        window = gr.Radio(
+            label="Window", choices=list(WINDOWS), value="Last 7 days", elem_id="evidence-window"
+        )
+        show = gr.Button("Show", variant="primary", elem_id="evidence-show")
+    summary = gr.HTML(js_on_load=None, elem_id="evidence-summary")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, elem_classes=["panel"]):
+            figures = gr.HTML(js_on_load=None, elem_id="evidence-figures")
+        with gr.Column(scale=1, elem_classes=["panel"]):
+            plot = gr.Plot(label="Coverage versus risk", elem_id="evidence-curve")
+            recommendation = gr.HTML(js_on_load=None, elem_id="evidence-recommendation")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, elem_classes=["panel"]):
+            versions = gr.HTML(js_on_load=None, elem_id="evidence-versions")
+        with gr.Column(scale=1, elem_classes=["panel"]):
+            inspectors = gr.HTML(js_on_load=None, elem_id="evidence-inspectors")
+    gallery = gr.HTML(js_on_load=None, elem_id="evidence-gallery")
+
+    def show_evidence(
+        line_id: str | None, model_version: str | None, window_name: str | None, request: gr.Request
+    ) -> tuple[Any, ...]:
+        db, _user = _supervisor(context, request, "see the evidence")
+        with db:
+            ids = [ln.id for ln in lines.list_lines(db)]
+            chosen = line_id if line_id in ids else (ids[0] if ids else None)
+            if chosen is None:
+                empty = '<div class="empty-table">No lines yet.</div>'
+                return (
+                    gr.update(choices=[], value=None),
+                    gr.skip(),
+                    empty,
+                    "",
+                    None,
+                    "",
+                    "",
+                    "",
+                    "",
+                )
+            known = agreement.model_versions(db, chosen)
+            version_choice = model_version if model_version in known else CURRENT_MODEL
+            selected = None if version_choice == CURRENT_MODEL else version_choice
+            now = utcnow()
+            span = WINDOWS.get(window_name or "")
+            since = now - span if span is not None else None
+            report = agreement.agreement_report(db, chosen, model_version=selected, since=since)
+            line_obj = lines.get_line(db, chosen)
+            gate = agreement.gate_evidence(db, chosen, model_version=report.model_version)
+            rec = (
+                recommend_thresholds(gate.p_ok, gate.human_defect, gate_targets(line_obj))
+                if gate.n
+                else None
+            )
+            per_version = [
+                agreement.agreement_report(db, chosen, model_version=v, since=since) for v in known
+            ]
+            rows = (
+                agreement.labeled_inspections(
+                    db, chosen, model_version=report.model_version, since=since
+                )
+                if report.model_version
+                else []
+            )
+            gallery_items = disagreements(db, context, rows)
+            return (
+                gr.update(choices=ids, value=chosen),
+                gr.update(choices=[CURRENT_MODEL, *known], value=version_choice),
+                evidence_views.summary_html(report, line_obj.level, window_name or "All time"),
+                evidence_views.figures_html(report),
+                evidence_views.coverage_risk_figure(rec, gate_targets(line_obj), line_obj)
+                if rec
+                else None,
+                evidence_views.recommendation_html(rec, gate.source, line_obj),
+                evidence_views.versions_table_html(per_version),
+                evidence_views.inspectors_table_html(report),
+                evidence_views.gallery_html(gallery_items),
+            )
+
+    outputs = [line, version, summary, figures, plot, recommendation, versions, inspectors, gallery]
+    show.click(show_evidence, [line, version, window], outputs, api_name="evidence")
+    line.input(
+        show_evidence,
+        [line, gr.State(CURRENT_MODEL), window],
+        outputs,
+        api_visibility="undocumented",
+    )
+
+    def load(request: gr.Request) -> tuple[Any, ...]:
+        return show_evidence(None, CURRENT_MODEL, "Last 7 days", request)
+
+    return EvidencePage(load=load, outputs=outputs)

@@ -1,0 +1,415 @@
+"""Shared fixtures. Each engineer adds theirs with small targeted edits."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from inspect_app.settings import Settings
+
+# -- databases (core engineer): SQLite in memory and a real PostgreSQL server ---------------
+
+
+def _postgres_bin_dir() -> Path | None:
+    """Debian's postgresql package installs its server binaries outside PATH."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4])
+    )
+    if found:
+        return Path(found[-1]).parent
+    pg_ctl = shutil.which("pg_ctl")
+    return Path(pg_ctl).parent if pg_ctl else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _PostgresServer:
+    """A throwaway PostgreSQL cluster in a temp dir. PostgreSQL refuses to run as root, so
+    as root its commands run as the ``postgres`` user (runuser)."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            if runuser is None:
+                raise RuntimeError("running as root without runuser to drop to 'postgres'")
+            self.as_postgres = [runuser, "-u", "postgres", "--"]
+        self.root = Path(tempfile.mkdtemp(prefix="inspect-pg-"))
+        if self.as_postgres:
+            shutil.chown(self.root, user="postgres", group="postgres")
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port = 0
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [*self.as_postgres, *args], check=True, capture_output=True, text=True, timeout=120
+        )
+
+    def start(self) -> None:
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        last_error: Exception | None = None
+        for _ in range(5):  # another process may take the free port before the server does
+            self.port = _free_port()
+            options = (
+                f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+                f"-c unix_socket_directories={self.root} -c max_connections=200 "
+                # a test server: durability off, speed on
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            try:
+                self._run(
+                    str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                    "-o", options, "-w", "-t", "60", "start",
+                )  # fmt: skip
+                return
+            except subprocess.CalledProcessError as exc:
+                last_error = exc
+        raise RuntimeError(f"pg_ctl start failed: {last_error}; log: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return self.log.read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        if self.data.exists():
+            subprocess.run(
+                [*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
+                 "-m", "fast", "-w", "stop"],
+                capture_output=True, timeout=120, check=False,
+            )  # fmt: skip
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _admin_execute(server_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def _postgres_server() -> Iterator[_PostgresServer]:
+    bin_dir = _postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    try:
+        server = _PostgresServer(bin_dir)
+    except (RuntimeError, LookupError, OSError) as exc:
+        pytest.skip(f"cannot prepare a PostgreSQL server: {exc}")
+    try:
+        server.start()
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        server.stop()
+        pytest.skip(f"cannot start a PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_postgres_server: _PostgresServer) -> str:
+    """A database on a test PostgreSQL server, shared by the whole session (no tables)."""
+    _admin_execute(_postgres_server.url("postgres"), "CREATE DATABASE inspect_test")
+    return _postgres_server.url("inspect_test")
+
+
+@pytest.fixture
+def fresh_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
+    """An empty database of its own for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _postgres_server.url("postgres")
+    _admin_execute(admin, f"CREATE DATABASE {name}")
+    yield _postgres_server.url(name)
+    _admin_execute(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An initialised, empty database: SQLite in memory, then a real PostgreSQL."""
+    from inspect_app.storage.db import init_db, make_engine
+
+    url = (
+        "sqlite://" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
+    )
+    db = make_engine(url)
+    init_db(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+@pytest.fixture
+def seed_review_task() -> Callable[..., int]:
+    """Add an inspection and its review task as the pipeline would; returns the task id.
+
+    For queue tests that need tasks without running the model.
+    """
+    from inspect_app.domain import Decision, Route, TaskReason
+    from inspect_app.storage.tables import Inspection, ReviewTask
+
+    def seed(
+        session: Session,
+        line_id: str,
+        *,
+        reason: TaskReason = TaskReason.DECIDE,
+        show_model: bool = False,
+        probabilities: dict[str, float] | None = None,
+        created_at: datetime | None = None,
+        true_class: str | None = None,
+    ) -> int:
+        decide = reason == TaskReason.DECIDE
+        predicted = max(probabilities, key=probabilities.__getitem__) if probabilities else None
+        inspection = Inspection(
+            line_id=line_id,
+            image_sha256=uuid.uuid4().hex * 2,
+            image_format="png",
+            width=64, height=64, brightness=120.0, contrast=30.0, sharpness=200.0,
+            true_class=true_class,
+            model_version="test" if probabilities else None,
+            probabilities=probabilities,
+            predicted_class=predicted,
+            confidence=probabilities[predicted] if probabilities and predicted else None,
+            level="assist" if show_model else "shadow",
+            pass_threshold=0.98, fail_threshold=0.98,
+            route=Route.REVIEW.value if decide else Route.AUDIT.value,
+            show_model=show_model,
+            decision=Decision.PENDING.value if decide else Decision.PASS.value,
+            decided_by=None if decide else "model",
+        )  # fmt: skip
+        session.add(inspection)
+        session.flush()
+        assert inspection.id is not None
+        task = ReviewTask(
+            inspection_id=inspection.id,
+            line_id=line_id,
+            reason=reason.value,
+            priority=0 if decide else 1,
+            show_model=show_model,
+        )
+        if created_at is not None:
+            task.created_at = created_at
+        session.add(task)
+        session.commit()
+        assert task.id is not None
+        return task.id
+
+    return seed
+
+
+# -- the model (model engineer): a real, tiny checkpoint in the bundled format ----------------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real checkpoint of a narrow, randomly initialised network (made in well under a
+    second): loads with ``Predictor.from_checkpoint`` exactly like the bundled weights, but
+    its predictions are meaningless. Deterministic: the same weights every session."""
+    import torch
+
+    from inspect_app.domain import CLASS_NAMES
+    from models.checkpoint import save_checkpoint
+    from models.defect_cnn import DefectCNNConfig, build_model
+    from models.preprocess import Preprocessing
+
+    config = DefectCNNConfig(width_mult=0.1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(config)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    save_checkpoint(
+        path,
+        model,
+        config=config,
+        class_names=CLASS_NAMES,
+        preprocessing=Preprocessing(input_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
+        temperature=1.0,
+        metrics={"note": "tiny random test model"},
+        data_seed=None,
+        version="defect-cnn-tiny-test",
+    )
+    return path
+
+
+# -- the service (pipeline engineer): an app built by create_app on a temp data dir ---------
+
+
+@pytest.fixture
+def app_settings(tmp_path: Path, tiny_checkpoint: Path) -> Settings:
+    """Settings for one test's own service: SQLite and images under tmp_path, the tiny model,
+    no cameras. Tests change what they need with ``app_settings.model_copy(update=...)``."""
+    from inspect_app.settings import Settings
+
+    return Settings(
+        data_dir=tmp_path / "service",
+        database_url=None,
+        weights=tiny_checkpoint,
+        batch_max_wait_ms=2.0,
+        cameras=[],
+        demo=False,
+    )
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[TestClient]:
+    """A TestClient on create_app(app_settings), its lifespan running for the whole test."""
+    from fastapi.testclient import TestClient
+
+    from inspect_app.api.app import create_app
+
+    with TestClient(create_app(app_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def add_line_with_camera(client: TestClient) -> Callable[..., str]:
+    """Create a line on the client's database; returns a new camera key for it."""
+    from inspect_app.accounts import add_camera_key
+    from inspect_app.lines import add_line
+
+    def add(line_id: str = "line-1", level: str = "shadow", **line_settings: object) -> str:
+        with Session(client.app.state.engine, expire_on_commit=False) as db:  # type: ignore[attr-defined]
+            add_line(db, line_id, level, **line_settings)
+            return add_camera_key(db, line_id)
+
+    return add
+
+
+@pytest.fixture
+def user_token(client: TestClient) -> Callable[[str], str]:
+    """A bearer token for a new user of the given role on the client's database."""
+    from inspect_app.accounts import add_user, issue_token
+
+    def token(role: str) -> str:
+        with Session(client.app.state.engine, expire_on_commit=False) as db:  # type: ignore[attr-defined]
+            user = add_user(db, f"{role}-{uuid.uuid4().hex[:8]}", role, "a long test password")
+            return issue_token(db, user)
+
+    return token
+
+
+# -- evidence (evidence engineer): many labeled inspections without running the model -------
+
+
+@pytest.fixture
+def add_labeled_parts() -> Callable[..., list[int]]:
+    """Add inspections with a prediction as the pipeline would route them, and their labels
+    as the review queue would save them; returns the inspection ids (in order).
+
+    A part whose label is None gets an open review task instead (to claim and label through
+    `review_queue`). Decisions default to what routing gives: a human's verdict for review
+    routes, the model's (P(ok) >= 0.5) for audits.
+    """
+    from inspect_app.domain import DefectClass, Route, TaskReason, decision_for_class
+    from inspect_app.storage.tables import Inspection, Label, ReviewTask
+
+    def add(
+        session: Session,
+        line_id: str,
+        p_ok: list[float],
+        labels: list[str | None],
+        *,
+        user_id: int,
+        level: str = "shadow",
+        route: str = "review",
+        pass_threshold: float = 0.98,
+        fail_threshold: float = 0.98,
+        model_version: str = "test",
+        model_shown: bool = False,
+        decisions: list[str] | None = None,
+        received_at: datetime | None = None,
+    ) -> list[int]:
+        if len(p_ok) != len(labels):
+            raise ValueError("one label (or None) per part")
+        rows = []
+        for i, (p, label) in enumerate(zip(p_ok, labels, strict=True)):
+            rest = (1.0 - p) / 4
+            probabilities = {c.value: rest for c in DefectClass} | {"ok": p}
+            predicted = max(probabilities, key=probabilities.__getitem__)
+            if decisions is not None:
+                decision = decisions[i]
+            elif route == Route.AUDIT:
+                decision = "pass" if p >= 0.5 else "fail"
+            else:
+                decision = decision_for_class(label).value if label else "pending"
+            inspection = Inspection(
+                line_id=line_id,
+                image_sha256=uuid.uuid4().hex * 2,
+                image_format="png",
+                width=64, height=64, brightness=120.0, contrast=30.0, sharpness=200.0,
+                model_version=model_version,
+                probabilities=probabilities,
+                predicted_class=predicted,
+                confidence=probabilities[predicted],
+                p_defect=1.0 - p,
+                level=level, pass_threshold=pass_threshold, fail_threshold=fail_threshold,
+                route=route,
+                show_model=model_shown,
+                decision=decision,
+                decided_by=("model" if route == Route.AUDIT else "human") if label else None,
+            )  # fmt: skip
+            if received_at is not None:
+                inspection.received_at = received_at
+            rows.append((inspection, label))
+            session.add(inspection)
+        session.flush()
+        for position, (inspection, label) in enumerate(rows):
+            task = ReviewTask(
+                inspection_id=inspection.id,
+                line_id=line_id,
+                reason=(TaskReason.AUDIT if route == Route.AUDIT else TaskReason.DECIDE).value,
+                priority=1 if route == Route.AUDIT else 0,
+                show_model=model_shown,
+                status="done" if label else "open",
+            )
+            session.add(task)
+            session.flush()
+            if label:
+                session.add(
+                    Label(
+                        inspection_id=inspection.id,
+                        task_id=task.id,
+                        user_id=user_id,
+                        label=label,
+                        model_shown=model_shown,
+                        duration_ms=1000 + position,
+                    )
+                )
+        session.commit()
+        return [inspection.id for inspection, _ in rows]
+
+    return add
