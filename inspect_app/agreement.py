@@ -132,8 +132,24 @@ def labeled_inspections(
         .group_by(Label.inspection_id)
         .subquery()
     )
+    # Columns, not entities: thousands of rows without building an ORM object for each.
     query = (
-        select(Inspection, Label, User.name, label_counts.c.n)
+        select(
+            Inspection.id,
+            Inspection.received_at,
+            Inspection.model_version,
+            Inspection.probabilities,
+            Inspection.predicted_class,
+            Inspection.level,
+            Inspection.route,
+            Inspection.decision,
+            Label.label,
+            User.name,
+            Label.model_shown,
+            Label.created_at,
+            label_counts.c.n,
+            Label.duration_ms,
+        )
         .join(Label, col(Label.inspection_id) == col(Inspection.id))
         .join(User, col(User.id) == col(Label.user_id))
         .join(label_counts, label_counts.c.inspection_id == col(Inspection.id))
@@ -146,27 +162,28 @@ def labeled_inspections(
         query = query.where(Inspection.route == route.value)
     query = query.order_by(col(Inspection.id), col(Label.created_at), col(Label.id))
     latest: dict[int, LabeledInspection] = {}
-    for inspection, label, labeler, count in session.exec(query):
-        assert inspection.id is not None and inspection.model_version is not None
-        probabilities = inspection.probabilities or {}
-        if DefectClass.OK.value not in probabilities or inspection.predicted_class is None:
+    for row in session.exec(query):
+        (inspection_id, received_at, version, probabilities, predicted, level, route_taken,
+         decision, label, labeler, shown, labeled_at, count, duration_ms) = row  # fmt: skip
+        probabilities = probabilities or {}
+        if DefectClass.OK.value not in probabilities or predicted is None:
             continue  # a prediction row without its probabilities is not evidence
         # Ordered by label time: should two current labels ever exist, the later wins.
-        latest[inspection.id] = LabeledInspection(
-            inspection_id=inspection.id,
-            received_at=_utc(inspection.received_at) or inspection.received_at,
-            model_version=inspection.model_version,
+        latest[inspection_id] = LabeledInspection(
+            inspection_id=inspection_id,
+            received_at=_utc(received_at) or received_at,
+            model_version=version,
             p_ok=float(probabilities[DefectClass.OK.value]),
-            predicted_class=inspection.predicted_class,
-            level=inspection.level,
-            route=inspection.route,
-            decision=inspection.decision,
-            label=label.label,
+            predicted_class=predicted,
+            level=level,
+            route=route_taken,
+            decision=decision,
+            label=label,
             labeler=labeler,
-            model_shown=label.model_shown,
-            labeled_at=_utc(label.created_at) or label.created_at,
+            model_shown=bool(shown),
+            labeled_at=_utc(labeled_at) or labeled_at,
             label_count=int(count),
-            duration_ms=label.duration_ms,
+            duration_ms=duration_ms,
         )
     return list(latest.values())
 

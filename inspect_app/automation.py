@@ -33,15 +33,23 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from inspect_app.agreement import current_model_version, gate_evidence, live_audit_counts
+from inspect_app.agreement import (
+    AuditCounts,
+    current_model_version,
+    gate_evidence,
+    live_audit_counts,
+)
 from inspect_app.domain import AutomationLevel, LinePolicy, Route
 from inspect_app.events import record_event
 from inspect_app.evidence import (
     AuditAlarm,
     GateResult,
     GateTargets,
+    Recommendation,
     audit_alarm,
+    automated_masks,
     check_gate,
+    recommend_thresholds,
     what_if,
 )
 from inspect_app.storage.tables import Inspection, Line, utcnow
@@ -147,6 +155,119 @@ def gate_figures(result: GateResult) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LiveEvidence:
+    """The audits of the line's current settings era and the test that may demote it."""
+
+    counts: AuditCounts
+    checks: list[AuditAlarm]  # escape rate, then false-reject rate
+
+
+def live_checks(session: Session, line: Line, model_version: str | None) -> LiveEvidence:
+    counts = live_audit_counts(session, line, model_version)
+    return LiveEvidence(
+        counts=counts,
+        checks=[
+            audit_alarm("escape_rate", counts.escapes, counts.passed, line.max_escape_rate),
+            audit_alarm(
+                "false_reject_rate",
+                counts.false_rejects,
+                counts.failed,
+                line.max_false_reject_rate,
+            ),
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class LineRecommendation:
+    """What `GET /lines/{line}/recommendation` answers: the thresholds to ask for, the gate at
+    the line's current thresholds, the curves, and (at partial/full) the live audits."""
+
+    line_id: str
+    level: AutomationLevel
+    model_version: str | None
+    source: str
+    targets: GateTargets
+    current: GateResult  # partial at the line's current thresholds, from the same evidence
+    recommendation: Recommendation
+    live: LiveEvidence | None  # None below partial: nothing is auto-decided, nothing audited
+
+
+def recommend_for_line(
+    session: Session, line: Line, *, include_shown: bool = False
+) -> LineRecommendation:
+    evidence = gate_evidence(session, line.id, include_shown=include_shown)
+    targets = gate_targets(line)
+    level = AutomationLevel(line.level)
+    current = check_gate(
+        what_if(
+            evidence.p_ok,
+            evidence.human_defect,
+            level=AutomationLevel.PARTIAL,
+            pass_threshold=line.pass_threshold,
+            fail_threshold=line.fail_threshold,
+        ),
+        targets,
+    )
+    return LineRecommendation(
+        line_id=line.id,
+        level=level,
+        model_version=evidence.model_version,
+        source=evidence.source,
+        targets=targets,
+        current=current,
+        recommendation=recommend_thresholds(evidence.p_ok, evidence.human_defect, targets),
+        live=live_checks(session, line, evidence.model_version) if level.needs_evidence else None,
+    )
+
+
+@dataclass(frozen=True)
+class LineWhatIf:
+    """A candidate policy judged on the line's evidence, with the parts behind the errors
+    (inspection ids, at most `limit` each) so a supervisor can look at them."""
+
+    line_id: str
+    model_version: str | None
+    source: str
+    gate: GateResult
+    escapes: list[int]
+    false_rejects: list[int]
+
+
+def what_if_for_line(
+    session: Session,
+    line: Line,
+    *,
+    level: AutomationLevel,
+    pass_threshold: float,
+    fail_threshold: float,
+    include_shown: bool = False,
+    limit: int = 100,
+) -> LineWhatIf:
+    evidence = gate_evidence(session, line.id, include_shown=include_shown)
+    gate = check_gate(
+        what_if(
+            evidence.p_ok,
+            evidence.human_defect,
+            level=level,
+            pass_threshold=pass_threshold,
+            fail_threshold=fail_threshold,
+        ),
+        gate_targets(line),
+    )
+    passed, failed = automated_masks(evidence.p_ok, level, pass_threshold, fail_threshold)
+    ids = evidence.inspection_ids
+    return LineWhatIf(
+        line_id=line.id,
+        model_version=evidence.model_version,
+        source=evidence.source,
+        gate=gate,
+        escapes=ids[passed & evidence.human_defect][:limit].tolist(),
+        false_rejects=ids[failed & ~evidence.human_defect][:limit].tolist(),
+    )
+
+
 def _one_level_down(level: AutomationLevel) -> AutomationLevel:
     return list(AutomationLevel)[level.rank - 1]
 
@@ -190,13 +311,8 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     ):
         return  # an audit of earlier settings: evidence is never pooled across settings
     version = inspection.model_version or current_model_version(session, line_id)
-    counts = live_audit_counts(session, line, version)
-    checks = [
-        audit_alarm("escape_rate", counts.escapes, counts.passed, line.max_escape_rate),
-        audit_alarm(
-            "false_reject_rate", counts.false_rejects, counts.failed, line.max_false_reject_rate
-        ),
-    ]
+    live = live_checks(session, line, version)
+    counts, checks = live.counts, live.checks
     alarms = [c for c in checks if c.alarm]
     logger.debug(
         "line %s live audits: %d/%d escapes (bound %.4f), %d/%d false rejects (bound %.4f)",

@@ -160,7 +160,8 @@ def simulate(
             url=url, line=line, key=key, data=data, rate=rate, count=count, concurrency=concurrency
         )
     except (OSError, ValueError) as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(format_summary(summary))
     if summary.accepted == 0:
         raise typer.Exit(1)

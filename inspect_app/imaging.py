@@ -39,6 +39,7 @@ MEDIA_TYPES: dict[str, str] = {"jpeg": "image/jpeg", "png": "image/png", "bmp": 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _BMP_MAGIC = b"BM"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 class ImageRejected(Exception):
@@ -159,7 +160,8 @@ def _check_complete(data: bytes, fmt: str) -> None:
         if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
             raise ImageRejected(422, "truncated JPEG: the end-of-image marker (FFD9) is missing")
     elif fmt == "png":
-        if b"IEND" not in data[-32:]:
+        # The IEND chunk is always these 12 bytes (empty, fixed CRC); data may follow it.
+        if _PNG_IEND not in data:
             raise ImageRejected(422, "truncated PNG: the IEND chunk is missing")
     elif fmt == "bmp":
         (declared_size,) = struct.unpack("<I", data[2:6])

@@ -219,19 +219,23 @@ def change_automation(
     if not reason:
         raise InvalidLineSettings("a reason is required: it goes into the audit trail")
     target_level = _as_level(level)
-    line = get_line(session, line_id)
+    if pass_threshold is not None:
+        pass_threshold = _check_threshold("pass_threshold", pass_threshold)
+    if fail_threshold is not None:
+        fail_threshold = _check_threshold("fail_threshold", fail_threshold)
+    if audit_rate is not None:
+        audit_rate = _check_rate("audit_rate", audit_rate)
+    # Locked (PostgreSQL) until the commit, so two supervisors' changes apply one after the
+    # other and each event's "old" settings are the ones it really replaced.
+    line = session.get(Line, line_id, with_for_update=True, populate_existing=True)
+    if line is None:
+        raise LineNotFound(f"no line {line_id!r}")
     current = policy_of(line)
     target = LinePolicy(
         level=target_level,
-        pass_threshold=current.pass_threshold
-        if pass_threshold is None
-        else _check_threshold("pass_threshold", pass_threshold),
-        fail_threshold=current.fail_threshold
-        if fail_threshold is None
-        else _check_threshold("fail_threshold", fail_threshold),
-        audit_rate=current.audit_rate
-        if audit_rate is None
-        else _check_rate("audit_rate", audit_rate),
+        pass_threshold=current.pass_threshold if pass_threshold is None else pass_threshold,
+        fail_threshold=current.fail_threshold if fail_threshold is None else fail_threshold,
+        audit_rate=current.audit_rate if audit_rate is None else audit_rate,
     )
     old = _settings_of(line)
     new = {**asdict(target), "level": target.level.value}

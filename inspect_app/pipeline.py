@@ -27,12 +27,20 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from inspect_app.domain import LinePolicy, Prediction, TaskReason
-from inspect_app.imaging import ImageRejected, check_envelope, decode_image, input_stats
+from inspect_app.imaging import (
+    DecodedImage,
+    ImageRejected,
+    InputStats,
+    check_envelope,
+    decode_image,
+    input_stats,
+)
 from inspect_app.inference import BatchedPrediction, BatcherStopped, MicroBatcher
 from inspect_app.lines import LineNotFound, get_line, policy_of
 from inspect_app.metrics import ServiceMetrics
@@ -178,8 +186,7 @@ class InspectionPipeline:
     async def _submit(self, submission: ImageSubmission) -> InspectionOutcome:
         started = time.perf_counter()
         received_at = utcnow()
-        sha256 = sha256_of(submission.data)
-        policy, replayed = await asyncio.to_thread(self._policy_and_replay, submission, sha256)
+        policy, sha256, replayed = await asyncio.to_thread(self._policy_and_replay, submission)
         if replayed is not None:
             logger.info(
                 "capture %s on line %s replayed: inspection %s, decision %s",
@@ -250,8 +257,10 @@ class InspectionPipeline:
         return InspectionOutcome(inspection=inspection, created=True)
 
     def _policy_and_replay(
-        self, submission: ImageSubmission, sha256: str
-    ) -> tuple[LinePolicy, Inspection | None]:
+        self, submission: ImageSubmission
+    ) -> tuple[LinePolicy, str, Inspection | None]:
+        """The line's policy now, the image's hash, and the inspection an earlier upload with
+        the same capture_id made (or None)."""
         with Session(self.engine, expire_on_commit=False) as session:
             try:
                 line = get_line(session, submission.line_id)
@@ -267,12 +276,13 @@ class InspectionPipeline:
                 )
             except ImageRejected as exc:
                 raise IngestError(exc.status_code, exc.detail) from exc
+            sha256 = sha256_of(submission.data)
             if submission.capture_id is None:
-                return policy, None
+                return policy, sha256, None
             existing = self._by_capture(session, submission.line_id, submission.capture_id)
         if existing is None:
-            return policy, None
-        return policy, self._same_image_or_conflict(existing, submission, sha256)
+            return policy, sha256, None
+        return policy, sha256, self._same_image_or_conflict(existing, submission, sha256)
 
     @staticmethod
     def _by_capture(session: Session, line_id: str, capture_id: str) -> Inspection | None:
@@ -294,7 +304,7 @@ class InspectionPipeline:
             )
         return existing
 
-    def _decode(self, submission: ImageSubmission):  # type: ignore[no-untyped-def]
+    def _decode(self, submission: ImageSubmission) -> tuple[DecodedImage, InputStats]:
         decoded = decode_image(
             submission.data,
             submission.content_type,
@@ -303,7 +313,7 @@ class InspectionPipeline:
         )
         return decoded, input_stats(decoded.image)
 
-    async def _predict(self, image) -> BatchedPrediction:  # type: ignore[no-untyped-def]
+    async def _predict(self, image: np.ndarray) -> BatchedPrediction:
         try:
             return await self.batcher.predict(image)
         except BatcherStopped:

@@ -23,10 +23,15 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def rate_html(r: RateEstimate) -> str:
-    """0.40% (2 / 500) [0.05%–1.44%]"""
+def rate_html(r: RateEstimate, *, compact: bool = False) -> str:
+    """0.40% (2 / 500) [0.05%–1.44%]; compact: the interval on hover only."""
     if r.n == 0:
         return '<span class="rate rate-none">no data</span>'
+    if compact:
+        return (
+            f'<span class="rate" title="95% interval {pct(r.lower)} – {pct(r.upper)}">'
+            f'<b>{pct(r.rate, 1)}</b> <span class="rate-count">{r.count:,}/{r.n:,}</span></span>'
+        )
     return (
         f'<span class="rate"><b>{pct(r.rate)}</b> <span class="rate-count">({r.count:,} / '
         f'{r.n:,})</span> <span class="rate-ci">[{pct(r.lower)} – {pct(r.upper)}]</span></span>'
@@ -119,8 +124,8 @@ def versions_table_html(reports: Sequence[AgreementReport]) -> str:
         return '<h3 class="panel-title">Per model version</h3><div class="empty-table">No model predictions on this line yet.</div>'
     body = "".join(
         f"<tr><td><code>{esc(r.model_version)}</code></td><td>{r.labeled:,} / {r.predicted:,}</td>"
-        f"<td>{rate_html(r.blind.accuracy)}</td><td>{kappa_html(r.blind.kappa)}</td>"
-        f"<td>{rate_html(r.blind.escape_rate)}</td><td>{rate_html(r.blind.false_reject_rate)}</td></tr>"
+        f"<td>{rate_html(r.blind.accuracy, compact=True)}</td><td>{kappa_html(r.blind.kappa)}</td>"
+        f"<td>{rate_html(r.blind.escape_rate, compact=True)}</td><td>{rate_html(r.blind.false_reject_rate, compact=True)}</td></tr>"
         for r in reports
     )
     return (
@@ -136,8 +141,8 @@ def inspectors_table_html(report: AgreementReport) -> str:
         return '<h3 class="panel-title">Agreement per inspector</h3><div class="empty-table">No labels in this window.</div>'
     body = "".join(
         f"<tr><td>{esc(i.inspector)}</td><td>{i.labels:,}</td>"
-        f"<td>{rate_html(i.blind.accuracy)}</td><td>{kappa_html(i.blind.kappa)}</td>"
-        f"<td>{rate_html(i.shown.accuracy)}</td><td>{rate_html(i.redo_rate)}</td>"
+        f"<td>{rate_html(i.blind.accuracy, compact=True)}</td><td>{kappa_html(i.blind.kappa)}</td>"
+        f"<td>{rate_html(i.shown.accuracy, compact=True)}</td><td>{rate_html(i.redo_rate, compact=True)}</td>"
         f"<td>{'—' if i.median_duration_ms is None else f'{i.median_duration_ms / 1000:.1f} s'}</td></tr>"
         for i in report.by_inspector
     )

@@ -49,7 +49,7 @@ class InspectPage:
 def _blind_reason(task: ClaimedTask) -> str:
     if task.reason == TaskReason.AUDIT.value:
         return "audits are blind"
-    return "this line's automation level keeps the model hidden"
+    return "blind at this line's level"
 
 
 def _viewer(view: DeskView, context: ReviewContext) -> str:
@@ -118,7 +118,7 @@ def _model(view: DeskView) -> str:
     if part is None:
         return ""
     return views.model_panel_html(
-        part.predicted_class, part.confidence, part.probabilities, blind_reason=_blind_reason(part)
+        part.predicted_class, part.confidence, blind_reason=_blind_reason(part)
     )
 
 
@@ -202,11 +202,15 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
                     verdict_buttons[cls.value] = gr.Button(
                         views.CLASS_TITLES[cls.value],
                         elem_id=f"verdict-{cls.value}",
-                        elem_classes=["verdict", "verdict-defect" if cls.is_defect else "verdict-ok"],
+                        elem_classes=[
+                            "verdict",
+                            "verdict-defect" if cls.is_defect else "verdict-ok",
+                        ],
                     )
             note = gr.Textbox(
-                label="Note (n to write, Esc to leave)",
-                placeholder="optional: what you saw",
+                label="Note",
+                show_label=False,
+                placeholder="Note (optional): press n to write, Esc to leave",
                 lines=1,
                 max_lines=4,
                 max_length=2000,

@@ -178,7 +178,9 @@ def _supervisor(
 
 def build_lines_page(context: ReviewContext) -> LinesPage:
     levels = [lv.value for lv in AutomationLevel]
-    gr.HTML('<h2 class="page-title">Lines</h2>', js_on_load=None)
+    with gr.Row(elem_classes=["lines-head"]):
+        gr.HTML('<h2 class="page-title">Lines</h2>', js_on_load=None)
+        refresh = gr.Button("Refresh", elem_id="lines-refresh", size="sm", scale=0)
     table = gr.HTML(js_on_load=None, elem_id="lines-table")
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, elem_classes=["panel"]):
@@ -226,7 +228,6 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
             result = gr.HTML(js_on_load=None, elem_id="change-result")
             gr.HTML('<h3 class="panel-title">Event log</h3>', js_on_load=None)
             events = gr.HTML(js_on_load=None, elem_id="events-table")
-    refresh = gr.Button("Refresh", elem_id="lines-refresh", size="sm")
     timer = gr.Timer(15.0, active=False)
 
     def refresh_lines(selected: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -406,7 +407,8 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
         with gr.Column(scale=1, elem_classes=["panel"]):
             figures = gr.HTML(js_on_load=None, elem_id="evidence-figures")
         with gr.Column(scale=1, elem_classes=["panel"]):
-            plot = gr.Plot(label="Coverage versus risk", elem_id="evidence-curve")
+            gr.HTML('<h3 class="panel-title">Coverage versus risk</h3>', js_on_load=None)
+            plot = gr.Plot(show_label=False, elem_id="evidence-curve")
             recommendation = gr.HTML(js_on_load=None, elem_id="evidence-recommendation")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, elem_classes=["panel"]):

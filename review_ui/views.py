@@ -18,7 +18,9 @@ from inspect_app.domain import AutomationLevel, DefectClass, TaskReason
 
 # One key per class, in the model's class order: 1 ok, 2 scratch, 3 crack, 4 pit, 5 discoloration.
 VERDICT_KEYS: dict[str, DefectClass] = {str(i + 1): c for i, c in enumerate(DefectClass)}
-CLASS_TITLES: dict[str, str] = {c.value: c.value.capitalize() for c in DefectClass}
+CLASS_TITLES: dict[str, str] = {
+    c.value: "OK" if c is DefectClass.OK else c.value.capitalize() for c in DefectClass
+}
 
 # What each other key does; the page's script and the legend both read this.
 COMMAND_KEYS: tuple[tuple[str, str], ...] = (
@@ -64,6 +66,21 @@ def format_duration(seconds: float) -> str:
         return f"{hours} h {minutes:02d} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+def format_duration_short(seconds: float) -> str:
+    """For tight spaces: 45s, 3m05s, 2h10m, 3d4h."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
 
 
 def format_time(value: datetime | None) -> str:
@@ -175,30 +192,23 @@ def part_card_html(
 def model_panel_html(
     predicted_class: str | None,
     confidence: float | None,
-    probabilities: Mapping[str, float] | None,
     *,
     blind_reason: str,
 ) -> str:
     """The model's call where the line's level shows it; otherwise say why it is hidden."""
-    if predicted_class is None or probabilities is None:
+    if predicted_class is None:
         return f'<div class="model-panel model-hidden">Model hidden: {esc(blind_reason)}</div>'
-    bars = "".join(
-        f'<div class="prob-row{" prob-top" if name == predicted_class else ""}">'
-        f'<span class="prob-name">{esc(CLASS_TITLES.get(name, name))}</span>'
-        f'<span class="prob-bar"><span style="width:{100 * p:.1f}%"></span></span>'
-        f'<span class="prob-val">{100 * p:.1f}%</span></div>'
-        for name, p in sorted(probabilities.items(), key=lambda kv: -kv[1])
-    )
-    conf = f"{100 * confidence:.1f}%" if confidence is not None else "—"
-    defect = "cls-ok" if predicted_class == DefectClass.OK.value else "cls-defect"
+    share = 100 * confidence if confidence is not None else 0.0
+    conf = f"{share:.1f}%" if confidence is not None else "—"
+    kind = "cls-ok" if predicted_class == DefectClass.OK.value else "cls-defect"
+    title = esc(CLASS_TITLES.get(predicted_class, predicted_class))
     return (
-        '<div class="model-panel">'
-        '<div class="model-head">Model says '
-        f'<span class="model-call {defect}">{esc(CLASS_TITLES.get(predicted_class, predicted_class))}'
-        f'</span> <span class="model-conf">{conf}</span></div>'
-        f'<div class="probs">{bars}</div>'
+        '<div class="model-panel"><div class="model-head">'
+        f'<span>Model says <span class="model-call {kind}">{title}</span></span>'
+        f'<span class="model-conf" title="calibrated confidence">{conf}</span>'
         '<button class="heatmap-toggle" data-action="toggle-heatmap" type="button">'
         "<kbd>h</kbd> heatmap</button></div>"
+        f'<div class="conf-bar {kind}"><span style="width:{share:.1f}%"></span></div></div>'
     )
 
 
@@ -213,7 +223,7 @@ def counters_html(
     *, waiting: int, oldest_wait_s: float | None, my_labels: int, shift_started: datetime
 ) -> str:
     oldest = (
-        f'<span class="{wait_class(oldest_wait_s)}">{esc(format_duration(oldest_wait_s))}</span>'
+        f'<span class="{wait_class(oldest_wait_s)}">{esc(format_duration_short(oldest_wait_s))}</span>'
         if oldest_wait_s is not None
         else "—"
     )
@@ -230,14 +240,12 @@ def counters_html(
 
 
 def hotkey_legend_html() -> str:
-    verdicts = "".join(
-        f"<li><kbd>{key}</kbd> {esc(CLASS_TITLES[c.value])}</li>" for key, c in VERDICT_KEYS.items()
-    )
+    """The keys besides the verdicts (those are on their buttons)."""
     commands = "".join(f"<li><kbd>{esc(k)}</kbd> {esc(v)}</li>" for k, v in COMMAND_KEYS)
     return (
-        '<div class="hotkeys"><span class="hotkeys-title">Keys</span>'
-        f'<ul class="hotkeys-verdicts">{verdicts}</ul><ul class="hotkeys-commands">{commands}</ul>'
-        "</div>"
+        '<div class="hotkeys"><ul><li class="hotkeys-title">Keys</li>'
+        "<li><kbd>1</kbd>…<kbd>5</kbd> verdict (on the buttons)</li>"
+        f"{commands}</ul></div>"
     )
 
 
@@ -302,13 +310,65 @@ def change_failed_html(message: str) -> str:
 
 
 def refusal_html(reason: str, evidence: Mapping[str, Any]) -> str:
-    """The gate said no: say why, with every figure it looked at (nothing fails silently)."""
+    """The gate said no: say why, the figures of each side against its target, and (folded)
+    every figure it looked at. Nothing fails silently."""
     return (
         '<div class="result result-refused" data-testid="refusal">'
-        f'<div class="refusal-title">Refused by the evidence gate</div>'
+        '<div class="refusal-title">Refused by the evidence gate</div>'
         f'<div class="refusal-reason">{esc(reason)}</div>'
-        f"{evidence_table_html(evidence)}</div>"
+        f"{gate_sides_html(evidence)}"
+        "<details><summary>All figures</summary>"
+        f"{evidence_table_html(evidence)}</details></div>"
     )
+
+
+# The sides of the gate as `inspect_app.automation.gate_figures` reports them.
+_GATE_SIDES = (
+    ("escape", "Escapes (auto-passed, human: defect)"),
+    ("false_reject", "False rejects (auto-failed, human: ok)"),
+)
+
+
+def gate_sides_html(evidence: Mapping[str, Any]) -> str:
+    """One row per side: parts, errors, rate, the 95% bound against its target, and what is
+    missing. Empty when the evidence does not have that shape."""
+    rows = ""
+    for key, title in _GATE_SIDES:
+        side = evidence.get(key)
+        if not isinstance(side, Mapping):
+            continue
+        passed = bool(side.get("passed"))
+        missing = []
+        if side.get("labels_short"):
+            missing.append(
+                f"{side['labels_short']:,} labeled parts short of {side.get('min_labels'):,}"
+            )
+        if side.get("bound_excess"):
+            missing.append(f"bound {_pct(side.get('bound_excess'))} over target")
+        if side.get("more_labels_needed") is not None and not passed:
+            missing.append(f"≈{side['more_labels_needed']:,} more labels needed")
+        rows += (
+            f'<tr class="{"met" if passed else "short"}"><th>{esc(title)}</th>'
+            f"<td>{_count(side.get('n'))}</td><td>{_count(side.get('errors'))}</td>"
+            f"<td>{_pct(side.get('rate'))}</td>"
+            f"<td><b>{_pct(side.get('upper_bound'))}</b> vs {_pct(side.get('target'))}</td>"
+            f"<td>{'✓ met' if passed else '✗ ' + esc('; '.join(missing) or 'short')}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        '<table class="ia-table gate-table"><thead><tr><th>Side</th><th>Parts</th>'
+        "<th>Errors</th><th>Rate</th><th>95% upper bound vs target</th><th>Verdict</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _pct(value: Any) -> str:
+    return "—" if not isinstance(value, int | float) else f"{100 * value:.2f}%"
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "—"
 
 
 def evidence_table_html(evidence: Mapping[str, Any]) -> str:

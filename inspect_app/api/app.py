@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from inspect_app.api.routes import images, inspections, lines, ops, reviews, users
+from inspect_app.api.routes import evidence, images, inspections, lines, ops, reviews, users
 from inspect_app.inference import MicroBatcher
 from inspect_app.lines import list_lines
 from inspect_app.metrics import ServiceMetrics
@@ -69,6 +70,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await asyncio.to_thread(init_db, engine)
     metrics = ServiceMetrics(queue_depths=partial(_queue_depths, engine))
     predictor = await asyncio.to_thread(Predictor.from_checkpoint, settings.weights)
+    # The first forward pass allocates and tunes; pay for it now, not on the first part.
+    await asyncio.to_thread(predictor.predict, [np.zeros((32, 32, 3), dtype=np.uint8)])
     logger.info(
         "model %s loaded from %s (classes: %s)",
         predictor.version,
@@ -138,7 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings if settings is not None else Settings()
-    for module in (images, inspections, lines, reviews, users, ops):
+    for module in (images, inspections, lines, reviews, users, evidence, ops):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)
+    from review_ui.app import mount_review_ui  # gradio: imported when an app is built
+
+    mount_review_ui(app)  # the review UI under /review, on the same service layer
     return app

@@ -130,10 +130,11 @@ def capture_key(*parts: object) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI without a password, so camera credentials never reach a log or an id."""
+    """The URI without its secret, so camera credentials never reach a log or an id."""
     parts = urlsplit(uri)
     if not parts.scheme or "@" not in parts.netloc:
         return uri
     host = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}" if user else host))
+    # user:password keeps the user (which account is configured); a lone user may be a token
+    hidden = f"{parts.username}:***" if parts.password is not None else "***"
+    return urlunsplit(parts._replace(netloc=f"{hidden}@{host}"))

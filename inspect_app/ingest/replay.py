@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from data.dataset import LabeledImage, load_dataset
-
 from inspect_app.ingest.base import (
     CameraSource,
     CameraSourceError,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from data.dataset import load_dataset
 
+from data.dataset import load_dataset
 from inspect_app.ingest.base import content_type_for
 from inspect_app.ingest.replay import replay_order
 

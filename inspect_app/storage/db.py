@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
@@ -48,7 +48,18 @@ def make_engine(url: str) -> Engine:
     )
 
 
+# Any number of service processes may start at once on one PostgreSQL database: creating
+# the tables under one advisory lock stops them racing on CREATE TABLE (the losers would
+# fail with a duplicate-type error); the later ones find the tables there and skip them.
+_SCHEMA_LOCK_KEY = 0x696E7370  # "insp"
+
+
 def init_db(engine: Engine) -> None:
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            SQLModel.metadata.create_all(conn)
+        return
     SQLModel.metadata.create_all(engine)
 
 

@@ -129,6 +129,11 @@ def test_padding_after_the_jpeg_end_marker_is_accepted() -> None:
     assert decoded.format == "jpeg"
 
 
+def test_data_after_the_png_end_chunk_is_accepted() -> None:
+    decoded = decode_image(encode(".png") + b"camera trailer " * 8, "image/png", **LIMITS)
+    assert decoded.format == "png"
+
+
 @pytest.mark.parametrize(("ext", "name"), [(".png", "PNG"), (".bmp", "BMP")])
 def test_truncated_png_and_bmp_are_refused(ext: str, name: str) -> None:
     data = encode(ext)

@@ -138,4 +138,4 @@ def test_a_wrong_camera_key_is_reported_not_accepted(
 def test_an_empty_dataset_is_a_clear_error(live_service: LiveService, tmp_path: Path) -> None:
     result = simulate(live_service, tmp_path)
     assert result.exit_code != 0
-    assert "no images" in result.output
+    assert "no labeled images" in result.output

@@ -1,0 +1,101 @@
+"""Evidence: how far the model can be trusted on a line, and which thresholds it has earned.
+
+Supervisors only (design section 6: evidence). The figures come from
+`inspect_app.agreement` (which labels count) and `inspect_app.evidence` (the statistics);
+this module only reads the query and translates errors to HTTP.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, Query, status
+from sqlmodel import Session
+
+from inspect_app import lines as line_service
+from inspect_app.agreement import AgreementReport, agreement_report
+from inspect_app.api.deps import SessionDep, SupervisorUser
+from inspect_app.automation import (
+    LineRecommendation,
+    LineWhatIf,
+    recommend_for_line,
+    what_if_for_line,
+)
+from inspect_app.domain import AutomationLevel
+from inspect_app.storage.tables import Line
+
+router = APIRouter(prefix="/api/v1/lines", tags=["evidence"])
+
+_INCLUDE_SHOWN = Query(
+    default=False,
+    description="also count labels given with the model's answer shown (assist); they are "
+    "swayed towards the model, so the gate never counts them",
+)
+
+
+def _line_or_404(session: Session, line_id: str) -> Line:
+    try:
+        return line_service.get_line(session, line_id)
+    except line_service.LineNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+
+
+@router.get("/{line}/agreement", response_model=AgreementReport)
+def read_agreement(
+    line: str,
+    session: SessionDep,
+    user: SupervisorUser,
+    model_version: str | None = Query(
+        default=None, description="default: the model of the line's latest prediction"
+    ),
+    since: datetime | None = Query(default=None, description="inspections received from"),
+    until: datetime | None = Query(default=None, description="... up to (not including)"),
+) -> AgreementReport:
+    """Model against humans: confusion matrices, accuracy, kappa, recall, escape and
+    false-reject rates with 95% intervals, blind and shown labels apart, per inspector."""
+    _line_or_404(session, line)
+    try:
+        return agreement_report(
+            session, line, model_version=model_version, since=since, until=until
+        )
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.get("/{line}/recommendation", response_model=LineRecommendation)
+def read_recommendation(
+    line: str, session: SessionDep, user: SupervisorUser, include_shown: bool = _INCLUDE_SHOWN
+) -> LineRecommendation:
+    """The thresholds with the most coverage that pass the gate (fixed-sequence tests from
+    strictest to loosest), the gate at the line's current thresholds, the coverage-versus-risk
+    curves for both sides, and the live audit figures at partial/full."""
+    return recommend_for_line(session, _line_or_404(session, line), include_shown=include_shown)
+
+
+@router.get("/{line}/what-if", response_model=LineWhatIf)
+def read_what_if(
+    line: str,
+    session: SessionDep,
+    user: SupervisorUser,
+    pass_threshold: float = Query(gt=0.5, le=1.0, description="auto-pass when P(ok) >= this"),
+    fail_threshold: float = Query(gt=0.5, le=1.0, description="auto-fail when P(defect) >= this"),
+    level: AutomationLevel = Query(
+        default=AutomationLevel.PARTIAL, description="partial, or full (decides at P(ok) 0.5)"
+    ),
+    include_shown: bool = _INCLUDE_SHOWN,
+) -> LineWhatIf:
+    """Which labeled parts a policy would have auto-passed and auto-failed, what humans said
+    about them, and whether the gate would let the line go there."""
+    if not level.needs_evidence:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"at {level.value} the model decides nothing; ask for partial or full",
+        )
+    return what_if_for_line(
+        session,
+        _line_or_404(session, line),
+        level=level,
+        pass_threshold=pass_threshold,
+        fail_threshold=fail_threshold,
+        include_shown=include_shown,
+    )

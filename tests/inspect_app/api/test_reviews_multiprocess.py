@@ -1,0 +1,143 @@
+"""The issue's test: two service processes (`inspect-app serve`, real HTTP) share one
+PostgreSQL database, and concurrent claimers on both never receive the same task."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+from inspect_app.accounts import add_user, issue_token
+from inspect_app.domain import TaskReason
+from inspect_app.lines import add_line
+from inspect_app.storage.db import init_db, make_engine
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+N_TASKS = 60
+N_CLAIMERS = 8  # half on each process
+STARTUP_TIMEOUT_S = 180.0  # two cold Python processes importing torch on a busy machine
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_serving(base_url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"`inspect-app serve` exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(
+        f"`inspect-app serve` did not answer within {STARTUP_TIMEOUT_S}s:\n{log.read_text()}"
+    )
+
+
+@pytest.fixture
+def two_services(
+    fresh_postgres_url: str, tiny_checkpoint: Path, tmp_path: Path
+) -> Iterator[list[str]]:
+    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database."""
+    processes: list[tuple[subprocess.Popen, Path]] = []
+    env = {**os.environ, "INSPECT_WEIGHTS": str(tiny_checkpoint)}
+    urls = []
+    try:
+        for i in range(2):
+            port = _free_port()
+            log = tmp_path / f"serve-{i}.log"
+            handle = log.open("w")
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "inspect_app.cli", "serve",
+                    "--host", "127.0.0.1", "--port", str(port),
+                    "--data-dir", str(tmp_path / f"service-{i}"),
+                    "--database-url", fresh_postgres_url,
+                    "--log-level", "warning",
+                ],
+                env=env, stdout=handle, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            processes.append((process, log))
+            urls.append(f"http://127.0.0.1:{port}")
+        for url, (process, log) in zip(urls, processes, strict=True):
+            _wait_until_serving(url, process, log)
+        yield urls
+    finally:
+        for process, _ in processes:
+            process.terminate()
+        for process, _ in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_claimers_on_two_processes_never_share_a_task(
+    fresh_postgres_url: str, seed_review_task: Callable[..., int], two_services: list[str]
+) -> None:
+    engine = make_engine(fresh_postgres_url)
+    init_db(engine)
+    with Session(engine, expire_on_commit=False) as db:
+        add_line(db, "line-1")
+        tokens = [
+            issue_token(db, add_user(db, f"inspector{i}", "inspector", "inspector password"))
+            for i in range(N_CLAIMERS)
+        ]
+        for i in range(N_TASKS):
+            seed_review_task(db, "line-1", reason=TaskReason.AUDIT if i % 4 else TaskReason.DECIDE)
+    engine.dispose()
+
+    claims: list[tuple[int, int]] = []  # (task id, which process)
+    errors: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(N_CLAIMERS)
+
+    def claimer(index: int) -> None:
+        process = index % 2
+        headers = {"Authorization": f"Bearer {tokens[index]}"}
+        with httpx.Client(base_url=two_services[process], headers=headers, timeout=60) as http:
+            start.wait()
+            while True:
+                claim = http.post("/api/v1/reviews/claim")
+                if claim.status_code == 204:
+                    return
+                if claim.status_code != 200:
+                    errors.append(f"claim: {claim.status_code} {claim.text}")
+                    return
+                task_id = claim.json()["task_id"]
+                with lock:
+                    claims.append((task_id, process))
+                label = http.post(f"/api/v1/reviews/{task_id}/label", json={"label": "ok"})
+                if label.status_code != 200:
+                    errors.append(f"label {task_id}: {label.status_code} {label.text}")
+                    return
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(N_CLAIMERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+    task_ids = [task_id for task_id, _ in claims]
+    assert len(task_ids) == N_TASKS
+    assert len(set(task_ids)) == N_TASKS
+    per_process = [sum(1 for _, p in claims if p == i) for i in range(2)]
+    print(f"claims served per process: {per_process}")

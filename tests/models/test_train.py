@@ -1,0 +1,81 @@
+"""Training on tiny data: the loop learns, splits are disjoint, the checkpoint loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inspect_app.domain import CLASS_NAMES
+from models.predictor import Predictor
+from models.train import Augmenter, TrainConfig, fit, stratified_split
+
+SIZE = 48
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _toy_images(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Grey noisy plates (ok) and plates with a dark diagonal line (scratch), 48x48 RGB."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([0, 1] * (n // 2))
+    images = rng.normal(140, 6, size=(n, 3, SIZE, SIZE))
+    for i in np.flatnonzero(labels == 1):
+        offset = rng.integers(-12, 12)
+        for r in range(6, SIZE - 6):
+            c = int(np.clip(r + offset, 0, SIZE - 2))
+            images[i, :, r, c : c + 2] -= 50
+    return torch.from_numpy(np.clip(images, 0, 255).astype(np.uint8)), labels
+
+
+def test_tiny_training_run_learns(tmp_path: Path) -> None:
+    images, labels = _toy_images(96, seed=0)
+    config = TrainConfig(
+        data=tmp_path, out=tmp_path / "toy.pt", epochs=6, batch_size=16, lr=1e-2,
+        width_mult=0.25, input_size=SIZE, val_fraction=0.25, calib_fraction=0.25, seed=0,
+    )  # fmt: skip
+    result = fit(config, images, labels)
+
+    first, last = result.history[0], result.history[-1]
+    assert last["train_loss"] < first["train_loss"]
+    assert result.report is not None
+    assert result.report.binary_accuracy > 0.75  # chance is 0.5
+    assert result.model_card.exists() and result.model_card.with_suffix(".json").exists()
+
+    predictor = Predictor.from_checkpoint(result.checkpoint)
+    assert predictor.version == result.version
+    assert predictor.input_size == SIZE
+    test_images, test_labels = _toy_images(40, seed=1)
+    bgr = [im.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for im in test_images]
+    predicted = [p.predicted_class for p in predictor.predict(bgr)]
+    right = sum(p == CLASS_NAMES[t] for p, t in zip(predicted, test_labels, strict=True))
+    assert right / len(test_labels) > 0.75
+
+
+def test_splits_are_disjoint_stratified_and_deterministic() -> None:
+    labels = np.array([0] * 40 + [1] * 20 + [2] * 20)
+    train, val, calib = stratified_split(labels, [0.1, 0.2], seed=3)
+    assert len(set(train) | set(val) | set(calib)) == len(labels)
+    assert not (set(train) & set(val)) and not (set(val) & set(calib))
+    assert np.bincount(labels[val]).tolist() == [4, 2, 2]
+    assert np.bincount(labels[calib]).tolist() == [8, 4, 4]
+    again = stratified_split(labels, [0.1, 0.2], seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, calib), again, strict=True))
+
+
+def test_augmentation_keeps_a_dark_line_visible() -> None:
+    images, labels = _toy_images(16, seed=2)
+    x = images.to(torch.float32)
+    out = Augmenter(SIZE, torch.Generator().manual_seed(0))(x.clone())
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    # every scratched plate still has pixels far darker than its own median
+    for img, label in zip(out, labels, strict=True):
+        grey = img.mean(0)
+        darkest = float(grey.flatten().kthvalue(20).values)
+        gap = float(grey.median()) - darkest
+        assert (gap > 25) == bool(label), f"label {label}: gap {gap:.1f}"
