@@ -691,6 +691,25 @@ def _curve(
     ]
 
 
+def _why_no_threshold(
+    side: str, curve: list[CurvePoint], target: float, targets: GateTargets
+) -> str:
+    failed = [p for p in curve if p.status == FAILED]
+    if failed:
+        point = failed[0]
+        return (
+            f"{side} stops at its first tested threshold {point.threshold:g}, whose bound"
+            f" {_pct(point.upper_bound)} exceeds the {_pct(target)} target"
+            f" ({point.errors:,} errors in {point.n:,} parts)"
+        )
+    floor = max(targets.min_labels, zero_error_sample_size(target, targets.confidence))
+    most = max((p.n for p in curve), default=0)
+    return (
+        f"{side} needs at least {floor:,} labeled parts beyond a threshold to be tested"
+        f" against its {_pct(target)} target, and has at most {most:,}"
+    )
+
+
 def recommend_thresholds(
     p_ok: ArrayLike,
     human_defect: ArrayLike,
@@ -723,6 +742,8 @@ def recommend_thresholds(
         ),
         targets,
     )
+    pass_curve = _curve(grid, pass_n, pass_e, pass_status, total)
+    fail_curve = _curve(grid, fail_n, fail_e, fail_status, total)
     gate = None
     if pass_threshold is not None and fail_threshold is not None:
         gate = check_gate(
@@ -742,26 +763,22 @@ def recommend_thresholds(
             f" {_pct(gate.false_reject.upper_bound)}, from {total:,} labeled parts."
         )
     else:
-        missing = [
-            side
-            for side, chosen in (("auto-pass", pass_threshold), ("auto-fail", fail_threshold))
+        stuck = [
+            _why_no_threshold(side, curve, target, targets)
+            for side, chosen, curve, target in (
+                ("auto-pass", pass_threshold, pass_curve, targets.max_escape_rate),
+                ("auto-fail", fail_threshold, fail_curve, targets.max_false_reject_rate),
+            )
             if chosen is None
         ]
-        reason = (
-            f"No threshold passes the gate for {' or '.join(missing)} yet with {total:,} labeled"
-            f" parts (each side needs at least"
-            f" {max(targets.min_labels, zero_error_sample_size(targets.max_escape_rate)):,}"
-            f" parts for the escape side and"
-            f" {max(targets.min_labels, zero_error_sample_size(targets.max_false_reject_rate)):,}"
-            f" for the false-reject side at the strictest threshold that clears its target)."
-        )
+        reason = f"Nothing to recommend yet from {total:,} labeled parts: " + "; ".join(stuck) + "."
     return Recommendation(
         pass_threshold=pass_threshold,
         fail_threshold=fail_threshold,
         gate=gate,
         full=full,
-        pass_curve=_curve(grid, pass_n, pass_e, pass_status, total),
-        fail_curve=_curve(grid, fail_n, fail_e, fail_status, total),
+        pass_curve=pass_curve,
+        fail_curve=fail_curve,
         n_labeled=total,
         reason=reason,
     )

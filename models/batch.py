@@ -64,9 +64,7 @@ def list_files(input_dir: Path) -> list[Path]:
 def _read(path: Path) -> np.ndarray:
     """Decode one file like the camera endpoint would; raises ImageRejected or OSError."""
     data = path.read_bytes()
-    return decode_image(
-        data, None, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS
-    ).image
+    return decode_image(data, None, max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS).image
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

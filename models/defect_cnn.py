@@ -22,6 +22,7 @@ resized to 256 by the predictor (``models/preprocess.py``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 
 import torch
 import torchvision
@@ -86,6 +87,9 @@ def build_model(config: DefectCNNConfig) -> nn.Module:
         num_classes=config.num_classes,
         width_mult=config.width_mult,
         dropout=config.dropout,
+        # torchvision's momentum of 0.01 suits ImageNet's 100k+ steps; a few thousand steps
+        # here need the running statistics to follow the weights faster.
+        norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.1),
     )
     return model.to(memory_format=torch.channels_last)
 

@@ -52,6 +52,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     calib_fraction: float = 0.1
     augment: bool = True
+    bn_images: int = 640  # training images that re-measure batch-norm statistics each epoch
     width_mult: float = DefectCNNConfig.width_mult
     input_size: int = INPUT_SIZE
     data_seed: int | None = None  # the generator seed of `data`, recorded in the checkpoint
@@ -193,6 +194,31 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty((0, len(CLASS_NAMES)))
 
 
+def refresh_batchnorm(
+    model: nn.Module, images: torch.Tensor, prep: Preprocessing, batch_size: int = 32
+) -> None:
+    """Re-estimate batch-norm statistics as exact averages over `images` (un-augmented).
+
+    The running averages kept during training trail the weights and carry the augmentation's
+    lighting shifts; re-measuring them on camera-like images before every validation makes
+    the validated (and saved) network the one that will be served. Cheap: forward passes only.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, images.shape[0] - 1, batch_size):
+            xb = normalize(images[start : start + batch_size], prep)
+            if xb.shape[0] > 1:
+                model(xb.contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
 def fit(
     config: TrainConfig,
     images: torch.Tensor,
@@ -241,6 +267,8 @@ def fit(
     generator = torch.Generator().manual_seed(config.seed)
     augment = Augmenter(config.input_size, generator) if config.augment else None
 
+    # the training images that re-measure batch-norm statistics before each validation
+    bn_idx = np.sort(np.random.default_rng(config.seed).permutation(train_idx)[: config.bn_images])
     best_loss, best_epoch, best_state = math.inf, 0, None
     history: list[dict[str, float]] = []
     for epoch in range(1, config.epochs + 1):
@@ -273,6 +301,7 @@ def fit(
             seen += len(batch)
             bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
 
+        refresh_batchnorm(model, images[bn_idx], prep, config.batch_size)
         val_logits = predict_logits(model, images[val_idx], prep)
         val_loss = negative_log_likelihood(val_logits.numpy(), labels[val_idx])
         val_acc = float((val_logits.argmax(1).numpy() == labels[val_idx]).mean())

@@ -192,8 +192,13 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
                 js_on_load=None,
             )
             with gr.Row():
+                # Lines come and go: the handler checks the id, not the page's list.
                 line = gr.Dropdown(
-                    label="Line", choices=[], elem_id="change-line", interactive=True
+                    label="Line",
+                    choices=[],
+                    elem_id="change-line",
+                    interactive=True,
+                    allow_custom_value=True,
                 )
                 level = gr.Dropdown(
                     label="Level", choices=levels, elem_id="change-level", interactive=True
@@ -390,11 +395,18 @@ def _thumbnail(context: ReviewContext, sha: str) -> str | None:
 def build_evidence_page(context: ReviewContext) -> EvidencePage:
     gr.HTML('<h2 class="page-title">Evidence</h2>', js_on_load=None)
     with gr.Row(elem_classes=["panel", "evidence-controls"]):
-        line = gr.Dropdown(label="Line", choices=[], elem_id="evidence-line", interactive=True)
+        line = gr.Dropdown(
+            label="Line",
+            choices=[],
+            elem_id="evidence-line",
+            interactive=True,
+            allow_custom_value=True,
+        )
         version = gr.Dropdown(
             label="Model version",
             choices=[CURRENT_MODEL],
             value=CURRENT_MODEL,
+            allow_custom_value=True,
             elem_id="evidence-version",
             interactive=True,
         )

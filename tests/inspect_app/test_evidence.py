@@ -437,6 +437,8 @@ def test_recommendation_with_too_little_evidence_recommends_nothing() -> None:
     assert result.gate is None
     assert not result.full.passed
     assert {p.status for p in result.pass_curve} == {"skipped"}
+    assert "auto-pass needs at least 598 labeled parts" in result.reason
+    assert "auto-fail needs at least 200 labeled parts" in result.reason  # min_labels > 149
 
 
 # ----------------------------------------------------------------------------- live audits

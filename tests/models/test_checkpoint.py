@@ -20,7 +20,9 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _save(path: Path, *, class_names: tuple[str, ...] = CLASS_NAMES, seed: int = 0) -> torch.nn.Module:
+def _save(
+    path: Path, *, class_names: tuple[str, ...] = CLASS_NAMES, seed: int = 0
+) -> torch.nn.Module:
     config = DefectCNNConfig(width_mult=0.1)
     torch.manual_seed(seed)
     model = build_model(config)

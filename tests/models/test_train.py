@@ -36,7 +36,7 @@ def _toy_images(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
 def test_tiny_training_run_learns(tmp_path: Path) -> None:
     images, labels = _toy_images(96, seed=0)
     config = TrainConfig(
-        data=tmp_path, out=tmp_path / "toy.pt", epochs=6, batch_size=16, lr=1e-2,
+        data=tmp_path, out=tmp_path / "toy.pt", epochs=8, batch_size=8, lr=1e-2,
         width_mult=0.25, input_size=SIZE, val_fraction=0.25, calib_fraction=0.25, seed=0,
     )  # fmt: skip
     result = fit(config, images, labels)

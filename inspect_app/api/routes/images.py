@@ -93,8 +93,9 @@ def require_known_line(line: str, session: SessionDep) -> str:
 KnownLine = Annotated[str, Depends(require_known_line)]
 
 
-async def read_limited_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is over `limit` bytes."""
+async def read_limited_body(request: Request, limit: int, what: str = "") -> bytes:
+    """The request body, refused with 413 as soon as it is over `limit` bytes; `what` explains
+    the limit in the refusal."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -103,13 +104,13 @@ async def read_limited_body(request: Request, limit: int) -> bytes:
             raise IngestError(400, f"Content-Length {declared!r} is not a number") from None
         if declared_length > limit:
             raise IngestError(
-                413, f"the body is {declared_length} bytes, over the limit of {limit}"
+                413, f"the body is {declared_length} bytes, over the limit of {limit}{what}"
             )
     body = bytearray()
     async for chunk in request.stream():
         body.extend(chunk)
         if len(body) > limit:
-            raise IngestError(413, f"the body is over the limit of {limit} bytes")
+            raise IngestError(413, f"the body is over the limit of {limit} bytes{what}")
     return bytes(body)
 
 
@@ -162,7 +163,9 @@ def _merge(name: str, query_value: str | None, form_value: str | None) -> str | 
         "Inspects one image of one part and answers with the decision: `pass`, `fail`, or "
         "`pending` (a human decides; poll `GET /api/v1/inspections/{id}`). Send the image as "
         "the raw body (`Content-Type: image/jpeg`, `image/png` or `image/bmp`) or as the "
-        "multipart file field `image`. Authenticate with the line's camera key in "
+        "multipart file field `image`. `capture_id`, `part_serial` and `captured_at` go in "
+        "the query string; a multipart upload may send them as form fields instead. "
+        "Authenticate with the line's camera key in "
         "`X-Api-Key`. The answer comes after the image and the inspection are stored "
         "durably. The model's output is included only where the line's level shows it."
     ),
@@ -214,7 +217,12 @@ async def post_image(
     multipart = (content_type or "").lower().startswith("multipart/form-data")
     try:
         if multipart:
-            body = await read_limited_body(request, settings.max_image_bytes + _MULTIPART_OVERHEAD)
+            body = await read_limited_body(
+                request,
+                settings.max_image_bytes + _MULTIPART_OVERHEAD,
+                f" (an image of at most {settings.max_image_bytes} bytes plus 64 KiB of "
+                "multipart envelope)",
+            )
             data, content_type, fields = await parse_multipart(request, body)
         else:
             format_for_content_type(content_type)  # 415 before reading a body of that type

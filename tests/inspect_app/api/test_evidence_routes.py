@@ -109,8 +109,11 @@ def test_recommendation_gives_thresholds_bounds_and_curves(
     # reaches the loosest candidate.
     assert rec["pass_threshold"] is None
     assert rec["fail_threshold"] == 0.51
-    assert {p["status"] for p in rec["fail_curve"]} == {"passed"}
+    fail_statuses = [p["status"] for p in rec["fail_curve"]]
+    assert fail_statuses[:2] == ["skipped", "skipped"]  # P(defect) 0.999: none above 0.9995
+    assert set(fail_statuses[2:]) == {"passed"}
     assert rec["gate"] is None
+    assert "auto-pass stops at its first tested threshold 0.9995" in rec["reason"]
     assert rec["pass_curve"][0]["threshold"] == 0.9999
     statuses = [p["status"] for p in rec["pass_curve"]]
     assert statuses[:2] == ["skipped", "failed"] and set(statuses[2:]) == {"not_reached"}
