@@ -21,6 +21,10 @@ blind audits of the model's decisions keep the escape and false-reject estimates
 current settings only. When the sequential test in `inspect_app.evidence.audit_alarm` finds
 either rate clearly above its target, the line drops one level (full -> partial,
 partial -> assist) if `Line.auto_demote` is on, with an `auto_demotion` event by `system`.
+
+Reading (`recommend_for_line`, `what_if_for_line`, for `GET /lines/{line}/recommendation` and
+`/what-if` and the supervisor's console): the same evidence and targets as the gate, so what a
+supervisor is shown is what the gate will decide.
 """
 
 from __future__ import annotations

@@ -30,14 +30,18 @@ class NotLoggedIn(gr.Error):
     """No user behind the request, or one that no longer exists or is deactivated."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(html.escape(message), duration=None, title="Signed out")
+        super().__init__(
+            html.escape(message), duration=None, title="Signed out", print_exception=False
+        )
 
 
 class AccessDenied(gr.Error):
     """The user's role may not do this; the message names the role it needs."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(html.escape(message), duration=None, title="Not allowed")
+        super().__init__(
+            html.escape(message), duration=None, title="Not allowed", print_exception=False
+        )
 
 
 def login_checker(engine_of: Callable[[], Engine]) -> Callable[[str, str], Awaitable[bool]]:

@@ -19,6 +19,11 @@ from inspect_app.storage.tables import Line
 from review_ui.views import CLASS_TITLES, esc, format_time, level_badge
 
 
+def titled_empty(title: str, message: str, tag: str = "h3") -> str:
+    cls = ' class="panel-title"' if tag == "h3" else ""
+    return f'<{tag}{cls}>{esc(title)}</{tag}><div class="empty-table">{esc(message)}</div>'
+
+
 def pct(x: float | None, digits: int = 2) -> str:
     return "—" if x is None else f"{100 * x:.{digits}f}%"
 
@@ -80,7 +85,7 @@ def _matrix_html(
 
 def agreement_block_html(title: str, f: AgreementFigures) -> str:
     if f.n == 0:
-        return f'<div class="agreement-block"><h4>{esc(title)}</h4><div class="empty-table">No labels.</div></div>'
+        return f'<div class="agreement-block">{titled_empty(title, "No labels.", "h4")}</div>'
     rates = (
         ("Accuracy (class)", rate_html(f.accuracy)),
         ("Accuracy (ok / defect)", rate_html(f.binary_accuracy)),
@@ -121,11 +126,12 @@ def figures_html(report: AgreementReport) -> str:
 
 def versions_table_html(reports: Sequence[AgreementReport]) -> str:
     if not reports:
-        return '<h3 class="panel-title">Per model version</h3><div class="empty-table">No model predictions on this line yet.</div>'
+        return titled_empty("Per model version", "No model predictions on this line yet.")
     body = "".join(
         f"<tr><td><code>{esc(r.model_version)}</code></td><td>{r.labeled:,} / {r.predicted:,}</td>"
         f"<td>{rate_html(r.blind.accuracy, compact=True)}</td><td>{kappa_html(r.blind.kappa)}</td>"
-        f"<td>{rate_html(r.blind.escape_rate, compact=True)}</td><td>{rate_html(r.blind.false_reject_rate, compact=True)}</td></tr>"
+        f"<td>{rate_html(r.blind.escape_rate, compact=True)}</td>"
+        f"<td>{rate_html(r.blind.false_reject_rate, compact=True)}</td></tr>"
         for r in reports
     )
     return (
@@ -138,12 +144,13 @@ def versions_table_html(reports: Sequence[AgreementReport]) -> str:
 
 def inspectors_table_html(report: AgreementReport) -> str:
     if not report.by_inspector:
-        return '<h3 class="panel-title">Agreement per inspector</h3><div class="empty-table">No labels in this window.</div>'
+        return titled_empty("Agreement per inspector", "No labels in this window.")
     body = "".join(
         f"<tr><td>{esc(i.inspector)}</td><td>{i.labels:,}</td>"
         f"<td>{rate_html(i.blind.accuracy, compact=True)}</td><td>{kappa_html(i.blind.kappa)}</td>"
-        f"<td>{rate_html(i.shown.accuracy, compact=True)}</td><td>{rate_html(i.redo_rate, compact=True)}</td>"
-        f"<td>{'—' if i.median_duration_ms is None else f'{i.median_duration_ms / 1000:.1f} s'}</td></tr>"
+        f"<td>{rate_html(i.shown.accuracy, compact=True)}</td>"
+        f"<td>{rate_html(i.redo_rate, compact=True)}</td>"
+        f"<td>{_seconds(i.median_duration_ms)}</td></tr>"
         for i in report.by_inspector
     )
     return (
@@ -153,6 +160,10 @@ def inspectors_table_html(report: AgreementReport) -> str:
         "<th>Redo rate</th><th>Median time</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
     )
+
+
+def _seconds(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms / 1000:.1f} s"
 
 
 def recommendation_html(rec: Recommendation | None, source: str, line: Line) -> str:
@@ -262,8 +273,9 @@ def gallery_html(items: Sequence[Disagreement]) -> str:
         )
         + f'<figcaption><div class="dis-calls"><span class="dis-model">model: '
         f"{esc(CLASS_TITLES.get(d.model_call, d.model_call))} (P(ok) {d.model_p_ok:.2f})</span>"
-        f'<span class="dis-human">human: {esc(CLASS_TITLES.get(d.human_call, d.human_call))}</span></div>'
-        f'<div class="dis-meta">#{d.inspection_id} · {esc(d.labeler)} · {esc(format_time(d.labeled_at))}'
+        f'<span class="dis-human">human: {esc(CLASS_TITLES.get(d.human_call, d.human_call))}'
+        f'</span></div><div class="dis-meta">#{d.inspection_id} · {esc(d.labeler)} · '
+        f"{esc(format_time(d.labeled_at))}"
         f"{' · model shown' if d.model_shown else ''}</div></figcaption></figure>"
         for d in items
     )

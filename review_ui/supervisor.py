@@ -422,11 +422,8 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
             gr.HTML('<h3 class="panel-title">Coverage versus risk</h3>', js_on_load=None)
             plot = gr.Plot(show_label=False, elem_id="evidence-curve")
             recommendation = gr.HTML(js_on_load=None, elem_id="evidence-recommendation")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, elem_classes=["panel"]):
-            versions = gr.HTML(js_on_load=None, elem_id="evidence-versions")
-        with gr.Column(scale=1, elem_classes=["panel"]):
-            inspectors = gr.HTML(js_on_load=None, elem_id="evidence-inspectors")
+    versions = gr.HTML(js_on_load=None, elem_id="evidence-versions")
+    inspectors = gr.HTML(js_on_load=None, elem_id="evidence-inspectors")
     gallery = gr.HTML(js_on_load=None, elem_id="evidence-gallery")
 
     def show_evidence(

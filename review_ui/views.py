@@ -223,7 +223,8 @@ def counters_html(
     *, waiting: int, oldest_wait_s: float | None, my_labels: int, shift_started: datetime
 ) -> str:
     oldest = (
-        f'<span class="{wait_class(oldest_wait_s)}">{esc(format_duration_short(oldest_wait_s))}</span>'
+        f'<span class="{wait_class(oldest_wait_s)}">'
+        f"{esc(format_duration_short(oldest_wait_s))}</span>"
         if oldest_wait_s is not None
         else "—"
     )
@@ -271,7 +272,10 @@ def level_badge(level: str) -> str:
 
 def lines_table_html(rows: Sequence[LineRow]) -> str:
     if not rows:
-        return '<div class="empty-table">No lines yet: add one with <code>inspect-app lines add</code>.</div>'
+        return (
+            '<div class="empty-table">No lines yet: add one with '
+            "<code>inspect-app lines add</code>.</div>"
+        )
     head = (
         "<tr><th>Line</th><th>Level</th><th>Pass ≥ P(ok)</th><th>Fail ≥ P(defect)</th>"
         "<th>Audit rate</th><th>Queue</th><th>Oldest waiting</th><th>Inspected today</th>"
@@ -451,5 +455,6 @@ def event_summary(kind: str, details: Mapping[str, Any] | None) -> str:
             suffix = " (gate: allowed)" if gate.get("allowed") else " (gate: refused)"
         return (", ".join(changed) or "no change") + suffix
     if kind == "relabel":
-        return f"inspection {details.get('inspection_id')}: {details.get('old_label')} → {details.get('new_label')}"
+        old_label, new_label = details.get("old_label"), details.get("new_label")
+        return f"inspection {details.get('inspection_id')}: {old_label} → {new_label}"
     return ", ".join(f"{k}={_fmt(v)}" for k, v in details.items() if not isinstance(v, Mapping))

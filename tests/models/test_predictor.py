@@ -71,7 +71,7 @@ def test_heatmaps_come_at_each_images_size(tiny_checkpoint: Path) -> None:
     for image, p, q in zip(images, with_maps, without, strict=True):
         assert p.heatmap is not None
         assert p.heatmap.shape == image.shape[:2] and p.heatmap.dtype == np.float32
-        assert 0.0 <= p.heatmap.min() and p.heatmap.max() <= 1.0
+        assert p.heatmap.min() >= 0.0 and p.heatmap.max() <= 1.0
         assert p.probabilities == pytest.approx(q.probabilities)
 
 

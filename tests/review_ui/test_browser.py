@@ -33,7 +33,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
-        reason="browser tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)",
+        reason="browser tests need Debian's chromium at /usr/bin/chromium "
+        "(apt-get install chromium)",
     ),
 ]
 
