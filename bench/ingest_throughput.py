@@ -166,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--samples", type=Path, default=SAMPLES_DIR)
-    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
+    parser.add_argument("--clients", type=int, default=12, help="concurrent HTTP clients")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each paced load")
     parser.add_argument("--max-images", type=int, default=400, help="images for the max load")
     parser.add_argument("--bare-seconds", type=float, default=10.0)
@@ -200,7 +200,7 @@ def main() -> None:
                 )  # fmt: skip
                 return asyncio.run(posting)
 
-            run(0, 2 * BATCH)  # warm-up: connections, the model's first batches
+            warmup = run(0, 2 * BATCH)  # connections, the model's first batches
             results: list[tuple[str, SimulationSummary]] = []
             for rate in (2.0, 10.0):
                 results.append((f"offered {rate:g} images/s", run(rate, int(rate * args.seconds))))
@@ -216,10 +216,10 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    accepted = 2 * BATCH + sum(s.accepted for _, s in results)
+    accepted = warmup.accepted + sum(s.accepted for _, s in results)
     end_to_end = saturated.accepted_per_s
     print()
-    for name, summary in results:
+    for name, summary in [("warm-up (not counted)", warmup), *results]:
         print(describe(name, summary))
         for kind, n in sorted(summary.errors.items()):
             print(f"    {kind} x{n}, e.g. {summary.error_examples[kind]}")

@@ -47,6 +47,7 @@ def train(
     ),
     batch_size: int = typer.Option(32, help="Images per optimisation step"),
     lr: float = typer.Option(3e-3, help="Peak learning rate of the one-cycle schedule"),
+    threads: int | None = typer.Option(None, help="Torch threads (default: one per core)"),
 ) -> None:
     """Train the defect CNN from scratch, calibrate it, and write checkpoint + model card."""
     _log_to_stderr()
@@ -55,7 +56,7 @@ def train(
     try:
         config = TrainConfig(
             data=data, out=out, epochs=epochs, seed=seed, data_seed=data_seed,
-            batch_size=batch_size, lr=lr,
+            batch_size=batch_size, lr=lr, threads=threads,
         )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc

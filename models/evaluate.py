@@ -174,7 +174,6 @@ def evaluate_checkpoint(
 ) -> EvaluationReport:
     """Run a checkpoint (default: the bundled weights) over a labeled dataset folder."""
     from data.dataset import load_dataset
-
     from models.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)

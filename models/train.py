@@ -56,6 +56,9 @@ class TrainConfig:
     width_mult: float = DefectCNNConfig.width_mult
     input_size: int = INPUT_SIZE
     data_seed: int | None = None  # the generator seed of `data`, recorded in the checkpoint
+    # torch threads; None keeps torch's default (one per core). On a shared machine 1 can be
+    # faster than 2: a thread that waits for a descheduled sibling wastes its core.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
@@ -234,6 +237,8 @@ def fit(
     if images.ndim != 4 or images.shape[0] != len(labels):
         raise ValueError(f"images {tuple(images.shape)} and {len(labels)} labels do not match")
     started = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     train_idx, val_idx, calib_idx = stratified_split(
         labels, [config.val_fraction, config.calib_fraction], config.seed

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -163,17 +164,15 @@ class EvidencePage:
     outputs: list[Any]
 
 
-def _supervisor(
+@contextmanager
+def _as_supervisor(
     context: ReviewContext, request: gr.Request | None, action: str
-) -> tuple[Session, User]:
-    db = context.session()
-    try:
+) -> Iterator[tuple[Session, User]]:
+    """A database session and the user, once the user is known to be a supervisor."""
+    with context.session() as db:
         user = current_user(db, request)
         require_role(user, Role.SUPERVISOR, action)
-    except Exception:
-        db.close()
-        raise
-    return db, user
+        yield db, user
 
 
 def build_lines_page(context: ReviewContext) -> LinesPage:
@@ -236,8 +235,7 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
     timer = gr.Timer(15.0, active=False)
 
     def refresh_lines(selected: str | None, request: gr.Request) -> tuple[Any, ...]:
-        db, _user = _supervisor(context, request, "see lines")
-        with db:
+        with _as_supervisor(context, request, "see lines") as (db, _user):
             rows = line_rows(db, utcnow())
             ids = [r.line_id for r in rows]
             chosen = selected if selected in ids else (ids[0] if ids else None)
@@ -248,8 +246,7 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
             )
 
     def select_line(line_id: str | None, request: gr.Request) -> tuple[Any, ...]:
-        db, _user = _supervisor(context, request, "see lines")
-        with db:
+        with _as_supervisor(context, request, "see lines") as (db, _user):
             if not line_id:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
             try:
@@ -273,8 +270,7 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
         why: str | None,
         request: gr.Request,
     ) -> tuple[Any, ...]:
-        db, user = _supervisor(context, request, "change a line's automation")
-        with db:
+        with _as_supervisor(context, request, "change a line's automation") as (db, user):
             if not line_id or not new_level:
                 return (
                     views.change_failed_html("choose a line and a level"),
@@ -429,8 +425,7 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
     def show_evidence(
         line_id: str | None, model_version: str | None, window_name: str | None, request: gr.Request
     ) -> tuple[Any, ...]:
-        db, _user = _supervisor(context, request, "see the evidence")
-        with db:
+        with _as_supervisor(context, request, "see the evidence") as (db, _user):
             ids = [ln.id for ln in lines.list_lines(db)]
             chosen = line_id if line_id in ids else (ids[0] if ids else None)
             if chosen is None:

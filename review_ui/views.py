@@ -344,9 +344,8 @@ def gate_sides_html(evidence: Mapping[str, Any]) -> str:
         passed = bool(side.get("passed"))
         missing = []
         if side.get("labels_short"):
-            missing.append(
-                f"{side['labels_short']:,} labeled parts short of {side.get('min_labels'):,}"
-            )
+            have = side.get("n") or 0
+            missing.append(f"{have:,} of {side.get('min_labels'):,} labeled parts needed")
         if side.get("bound_excess"):
             missing.append(f"bound {_pct(side.get('bound_excess'))} over target")
         if side.get("more_labels_needed") is not None and not passed:
