@@ -81,25 +81,66 @@ class DefectCNNConfig:
         return cls(**d)  # type: ignore[arg-type]
 
 
-def build_model(config: DefectCNNConfig) -> nn.Module:
+class DefectCNN(nn.Module):
+    """MobileNetV3-Small with a defect-locator head on its stride-16 features.
+
+    The classifier is torchvision's, unchanged except for the pooling. The locator is a
+    small extra head that, in training, is told where the defect is (the generator's boxes);
+    without it, 2,000-image from-scratch runs stayed at the class prior for 8 epochs, because
+    a 3-px pit gives almost no gradient among 65,000 background pixels. The locator's map
+    (one channel per defect class) is also what the heatmap shows an inspector.
+    """
+
+    def __init__(self, config: DefectCNNConfig) -> None:
+        super().__init__()
+        net = torchvision.models.mobilenet_v3_small(
+            weights=None,
+            num_classes=config.num_classes,
+            width_mult=config.width_mult,
+            dropout=config.dropout,
+            # torchvision's momentum of 0.01 suits ImageNet's 100k+ steps; a few thousand
+            # steps here need the running statistics to follow the weights faster.
+            norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.1),
+        )
+        self.features = net.features
+        # "max": a part is defective if *any* place looks defective (see DefectCNNConfig.pool)
+        self.pool = nn.AdaptiveMaxPool2d(1) if config.pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.classifier = net.classifier
+        mid = self.features[LOCATOR_BLOCK].out_channels
+        self.locator = nn.Sequential(
+            nn.Conv2d(mid, LOCATOR_WIDTH, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(LOCATOR_WIDTH, config.num_classes - 1, 1),  # one map per defect class
+        )
+
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> ((B, num_classes) logits, (B, num_classes - 1, S/16, S/16) logits
+        of "this cell shows a defect of class k")."""
+        mid = self.features[: LOCATOR_BLOCK + 1](x)  # (B, C16, S/16, S/16)
+        deep = self.features[LOCATOR_BLOCK + 1 :](mid)  # (B, C32, S/32, S/32)
+        logits = self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
+        return logits, self.locator(mid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mid = self.features[: LOCATOR_BLOCK + 1](x)
+        deep = self.features[LOCATOR_BLOCK + 1 :](mid)
+        return self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
+
+
+# The last stride-16 block of MobileNetV3-Small (16x16 cells of 16 px at 256 px input):
+# fine enough to place a pit, deep enough to know a pit from dust.
+LOCATOR_BLOCK = 8
+LOCATOR_WIDTH = 32
+
+
+def build_model(config: DefectCNNConfig) -> DefectCNN:
     """A freshly initialised network (no pretrained weights exist offline, none are wanted).
 
     (B, 3, S, S) normalised RGB -> (B, num_classes) logits. Feature strides for S=256:
     features[0] stem 128x128, [1] 64x64, [2:4] 32x32, [4:9] 16x16, [9:13] 8x8.
     Channels-last memory layout: ~3x faster depthwise convolutions on x86 CPUs.
     """
-    model = torchvision.models.mobilenet_v3_small(
-        weights=None,
-        num_classes=config.num_classes,
-        width_mult=config.width_mult,
-        dropout=config.dropout,
-        # torchvision's momentum of 0.01 suits ImageNet's 100k+ steps; a few thousand steps
-        # here need the running statistics to follow the weights faster.
-        norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.1),
-    )
-    if config.pool == "max":
-        model.avgpool = nn.AdaptiveMaxPool2d(1)  # (B, C, h, w) -> (B, C, 1, 1); no weights
-    return model.to(memory_format=torch.channels_last)
+    return DefectCNN(config).to(memory_format=torch.channels_last)
 
 
 def cam_layers(model: nn.Module) -> list[nn.Module]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from inspect_app.domain import CLASS_NAMES
+from inspect_app.domain import CLASS_NAMES, DefectClass
 from models.calibrate import calibrated_probabilities, fit_temperature, negative_log_likelihood
 from models.checkpoint import save_checkpoint
 from models.defect_cnn import INPUT_SIZE, DefectCNNConfig, build_model
@@ -35,6 +35,9 @@ from models.evaluate import EvaluationReport, evaluate_probabilities, write_mode
 from models.preprocess import Preprocessing, channel_stats, normalize, resize_to_input
 
 log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1, pixels, inclusive-exclusive
+LOCATOR_POS_WEIGHT = 20.0
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     calib_fraction: float = 0.1
     augment: bool = True
+    locator_weight: float = 1.0  # the box-supervised locator's loss, relative to the class loss
     bn_images: int = 640  # training images that re-measure batch-norm statistics each epoch
     width_mult: float = DefectCNNConfig.width_mult
     input_size: int = INPUT_SIZE
@@ -86,16 +90,40 @@ class TrainResult:
 # -- data -------------------------------------------------------------------------------------
 
 
-def load_images(paths: Sequence[Path], size: int, *, progress: bool = False) -> torch.Tensor:
-    """Decode images into one (N, 3, size, size) uint8 RGB tensor (an unreadable file is an
-    error here: training data are expected to be clean)."""
+def load_images(
+    paths: Sequence[Path], size: int, *, progress: bool = False
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Decode images into one (N, 3, size, size) uint8 RGB tensor, plus each file's own
+    (height, width) for scaling its boxes. An unreadable file is an error here: training
+    data are expected to be clean."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    sizes = []
     for i, path in enumerate(tqdm(paths, desc="load", unit="img", disable=not progress)):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError(f"cannot read training image {path}")
+        sizes.append((image.shape[0], image.shape[1]))
         out[i] = torch.from_numpy(resize_to_input(image, size)).permute(2, 0, 1)
-    return out
+    return out, sizes
+
+
+def scale_boxes(boxes: Sequence[Box], height: int, width: int, size: int) -> list[Box]:
+    """Boxes in a (height, width) image -> boxes in its (size, size) resized version."""
+    sx, sy = size / width, size / height
+    return [
+        (int(x0 * sx), int(y0 * sy), max(int(x0 * sx) + 1, math.ceil(x1 * sx)),
+         max(int(y0 * sy) + 1, math.ceil(y1 * sy)))
+        for x0, y0, x1, y1 in boxes
+    ]  # fmt: skip
+
+
+def box_masks(boxes: Sequence[Sequence[Box]], size: int) -> torch.Tensor:
+    """Per image, 1 inside its defect boxes, 0 elsewhere: (B, 1, size, size) float32."""
+    mask = torch.zeros((len(boxes), 1, size, size))
+    for i, image_boxes in enumerate(boxes):
+        for x0, y0, x1, y1 in image_boxes:
+            mask[i, 0, max(y0, 0) : y1, max(x0, 0) : x1] = 1.0
+    return mask
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -138,8 +166,9 @@ class Augmenter:
     def _u(self, *shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(shape, generator=self.generator)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) float32 in [0, 255] -> the same, augmented (modified in place)."""
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) float32 in [0, 255] and its (B, 1, S, S) defect mask -> both
+        augmented alike (the image in place); the mask follows every geometric change."""
         b, _, s, _ = x.shape
         u = self._u
 
@@ -160,8 +189,10 @@ class Augmenter:
         flip_v = torch.rand(b, generator=self.generator) < 0.5
         if flip_h.any():
             x[flip_h] = x[flip_h].flip(3)
+            mask[flip_h] = mask[flip_h].flip(3)
         if flip_v.any():
             x[flip_v] = x[flip_v].flip(2)
+            mask[flip_v] = mask[flip_v].flip(2)
 
         warp = torch.rand(b, generator=self.generator) < 1 / 3
         n = int(warp.sum())
@@ -178,7 +209,10 @@ class Augmenter:
             x[warp] = F.grid_sample(
                 x[warp], grid, mode="bilinear", padding_mode="reflection", align_corners=False
             )
-        return x.clamp_(0.0, 255.0)
+            mask[warp] = F.grid_sample(
+                mask[warp], grid, mode="nearest", padding_mode="zeros", align_corners=False
+            )
+        return x.clamp_(0.0, 255.0), mask
 
 
 # -- training --------------------------------------------------------------------------------
@@ -195,6 +229,34 @@ def predict_logits(
             xb = normalize(images[start : start + batch_size], prep)
             out.append(model(xb.contiguous(memory_format=torch.channels_last)))
     return torch.cat(out) if out else torch.empty((0, len(CLASS_NAMES)))
+
+
+def locator_loss(
+    cell_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    located: torch.Tensor,
+    ok_index: int,
+) -> torch.Tensor:
+    """Binary cross-entropy of "cell shows a defect of class k" against the box masks.
+
+    `cell_logits` (B, K, h, w) for the K defect classes in order; `mask` (B, 1, S, S). A
+    cell is positive for the image's own class if any box pixel falls in it. Positives are
+    weighted up (a pit is 1-4 of 256 cells), and images whose defect place is unknown
+    (`located` False) do not count.
+    """
+    h, w = cell_logits.shape[-2:]
+    cells = F.adaptive_max_pool2d(mask, (h, w))  # (B, 1, h, w)
+    target = torch.zeros_like(cell_logits)
+    defect = labels != ok_index
+    channel = labels - (labels > ok_index).long()  # class index -> defect channel
+    rows = torch.nonzero(defect).flatten()
+    target[rows, channel[rows]] = cells[rows, 0]
+    per_cell = F.binary_cross_entropy_with_logits(
+        cell_logits, target, pos_weight=torch.tensor(LOCATOR_POS_WEIGHT), reduction="none"
+    )
+    per_image = per_cell.mean(dim=(1, 2, 3)) * located.float()
+    return per_image.sum() / located.float().sum().clamp_min(1.0)
 
 
 def refresh_batchnorm(
@@ -227,15 +289,26 @@ def fit(
     images: torch.Tensor,
     labels: np.ndarray,
     *,
+    boxes: Sequence[Sequence[Box]] | None = None,
     class_names: Sequence[str] = CLASS_NAMES,
     progress: bool = False,
 ) -> TrainResult:
     """Train, early-stop, calibrate, evaluate and write checkpoint + model card.
 
-    `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices.
+    `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices;
+    `boxes`: per image, its defect boxes in input pixels (empty where unknown). The locator
+    head learns from images whose defect place is known: every ok image (nowhere) and every
+    defect image with boxes; the rest teach the classifier only.
     """
     if images.ndim != 4 or images.shape[0] != len(labels):
         raise ValueError(f"images {tuple(images.shape)} and {len(labels)} labels do not match")
+    boxes = [list(b) for b in boxes] if boxes is not None else [[] for _ in range(len(labels))]
+    if len(boxes) != len(labels):
+        raise ValueError(f"{len(boxes)} box lists for {len(labels)} images")
+    ok_index = list(class_names).index(DefectClass.OK)
+    located = torch.tensor(
+        [lab == ok_index or bool(b) for lab, b in zip(labels, boxes, strict=True)]
+    )
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -279,7 +352,7 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
-        total, correct, seen = 0.0, 0, 0
+        total, total_where, correct, seen = 0.0, 0.0, 0, 0
         bar = tqdm(
             range(steps_per_epoch),
             desc=f"epoch {epoch}/{config.epochs}",
@@ -292,16 +365,20 @@ def fit(
             if len(batch) < 2:  # batch norm needs two images
                 continue
             xb = images[batch].to(torch.float32)
+            mask = box_masks([boxes[i] for i in batch.tolist()], config.input_size)
             if augment is not None:
-                xb = augment(xb)
+                xb, mask = augment(xb, mask)
             xb = normalize(xb, prep).contiguous(memory_format=torch.channels_last)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, y[batch])
+            logits, cell_logits = model.forward_with_map(xb)  # (B, C), (B, C-1, S/16, S/16)
+            class_loss = F.cross_entropy(logits, y[batch])
+            where_loss = locator_loss(cell_logits, mask, y[batch], located[batch], ok_index)
+            loss = class_loss + config.locator_weight * where_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss.detach()) * len(batch)
+            total += float(class_loss.detach()) * len(batch)
+            total_where += float(where_loss.detach()) * len(batch)
             correct += int((logits.argmax(1) == y[batch]).sum())
             seen += len(batch)
             bar.set_postfix(loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -314,16 +391,18 @@ def fit(
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
             "train_accuracy": correct / max(seen, 1),
+            "train_locator_loss": total_where / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "minutes": (time.perf_counter() - started) / 60,
         }
         history.append(record)
         log.info(
-            "epoch %d: train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1f min",
+            "epoch %d: train loss %.4f acc %.3f locator %.4f | val loss %.4f acc %.3f | %.1f min",
             epoch,
             record["train_loss"],
             record["train_accuracy"],
+            record["train_locator_loss"],
             val_loss,
             val_acc,
             record["minutes"],
@@ -406,5 +485,9 @@ def train_model(config: TrainConfig, *, progress: bool = False) -> TrainResult:
     if unknown:
         raise ValueError(f"{config.data} has labels {unknown} that are not classes {CLASS_NAMES}")
     labels = np.array([CLASS_NAMES.index(it.label) for it in items], dtype=np.int64)
-    images = load_images([it.path for it in items], config.input_size, progress=progress)
-    return fit(config, images, labels, progress=progress)
+    images, sizes = load_images([it.path for it in items], config.input_size, progress=progress)
+    boxes = [
+        scale_boxes(it.boxes, h, w, config.input_size)
+        for it, (h, w) in zip(items, sizes, strict=True)
+    ]
+    return fit(config, images, labels, boxes=boxes, progress=progress)

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 # Local hours at which a shift starts; "my labels this shift" counts from the latest one.
 SHIFT_STARTS: tuple[int, ...] = (6, 14, 22)
 MAX_NOTE_CHARS = 2000  # as the API's LabelIn
+STALE_AFTER_S = 12 * 3600.0
 
 
 class BadInput(ValueError):
@@ -83,6 +84,8 @@ class DeskSession:
     correcting: bool = False  # showing `last` again; the next verdict relabels it
     paused: bool = False
     counters: Counters | None = None  # counted on open and each tick, kept up to date between
+    overlay_key: str | None = None  # the part whose heatmap the tab holds (it holds one)
+    last_seen: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -280,10 +283,20 @@ class InspectorDesk:
         except Exception as exc:  # the tab is gone, nobody to tell: log it, the lease expires
             logger.info("review UI: task %d not released on tab close: %s", held.task_id, exc)
 
-    def on_screen(self, session_hash: str | None, username: str | None) -> DeskView:
-        """What the tab shows now, without changing anything."""
+    def heatmap_due(self, session_hash: str | None, username: str | None) -> DeskView | None:
+        """The part on screen if the tab may see the model's view of it and does not hold its
+        heatmap yet (then it counts as sent); else None. Decided here, from the server's
+        claim, never from what the page says it shows."""
         with self._action(session_hash, username) as (_db, _user, desk):
-            return self._current(desk, changed=False)
+            view = self._current(desk, changed=False)
+            part = view.part
+            if part is None or part.predicted_class is None:
+                return None
+            key = view_key(view)
+            if desk.overlay_key == key:
+                return None
+            desk.overlay_key = key
+            return view
 
     def open_tabs(self) -> int:
         with self._sessions_lock:
@@ -305,10 +318,19 @@ class InspectorDesk:
             with self._sessions_lock:
                 desk = self._sessions.get(session_hash)
                 if desk is None or desk.user_name != user.name:
+                    self._forget_stale()
                     desk = DeskSession(user_name=user.name)
                     self._sessions[session_hash] = desk
+                desk.last_seen = time.monotonic()
             with desk.lock:
                 yield db, user, desk
+
+    def _forget_stale(self) -> None:
+        """Drop desks not heard from in `STALE_AFTER_S` (API clients have no unload event);
+        their leases have long expired. Called with the sessions lock held."""
+        cutoff = time.monotonic() - STALE_AFTER_S
+        for key in [k for k, d in self._sessions.items() if d.last_seen < cutoff]:
+            del self._sessions[key]
 
     def _show_next(
         self,
@@ -416,6 +438,11 @@ class InspectorDesk:
             my_labels=int(mine),
             shift_started=started,
         )
+
+
+def view_key(view: DeskView) -> str:
+    """Names the part on screen, so its heatmap finds its way to it and to no other."""
+    return f"{view.mode}-{view.part.inspection_id}" if view.part is not None else ""
 
 
 @dataclass(frozen=True)

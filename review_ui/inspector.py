@@ -1,9 +1,11 @@
 """The Inspect page: one large part image, one key per verdict, nothing else in the way.
 
 Layout: the image fills the left three quarters (zoom and pan in the browser, see
-static/review.js); on the right the part's card (line, serial, capture time, how long it
-has waited, why it is here), the model's call where the line's level shows it, the verdict
-keys, a note, undo/skip, the queue counters and the key legend.
+static/review.js), the key legend under it; on the right, top to bottom, the queue
+counters, the part's card (line, serial, capture time, how long it has waited, why it is
+here), the model's call where the line's level shows it, the verdict keys (each with its
+key), a note, undo/skip and one line saying what just happened. Everything fits a
+1440x900 screen without scrolling.
 
 Every handler here is thin: it reads ``gr.Request`` for the session and the user's name,
 calls `review_ui.desk.InspectorDesk` (which checks the user and calls
@@ -29,7 +31,7 @@ from inspect_app.review_queue import ClaimedTask
 from models.heatmap import overlay
 from review_ui import views
 from review_ui.context import ReviewContext, data_uri, encode_jpeg_uri
-from review_ui.desk import BadInput, DeskView, InspectorDesk
+from review_ui.desk import BadInput, DeskView, InspectorDesk, view_key
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +87,7 @@ def _viewer(view: DeskView, context: ReviewContext) -> str:
             f"CORRECTING part #{part.inspection_id}: you said "
             f"{(view.verdict_given or '').upper()}. Press the right key, Esc to cancel."
         )
-    return views.viewer_html(views.PartView(key=_key(view), image_uri=uri, banner=banner))
-
-
-def _key(view: DeskView) -> str:
-    """Names the part on screen, so the heatmap finds its way to the right one."""
-    if view.part is None:
-        return ""
-    return f"{view.mode}-{view.part.inspection_id}"
+    return views.viewer_html(views.PartView(key=view_key(view), image_uri=uri, banner=banner))
 
 
 def _card(view: DeskView) -> str:
@@ -179,7 +174,7 @@ def heatmap_source(context: ReviewContext, view: DeskView) -> str:
     except Exception:  # the part is already on screen: a failed heatmap must not hide it
         logger.exception("review UI: heatmap of inspection %d failed", part.inspection_id)
         return ""
-    return f'<img class="overlay-src" data-for="{html.escape(_key(view))}" alt="" src="{uri}">'
+    return f'<img class="overlay-src" data-for="{html.escape(view_key(view))}" alt="" src="{uri}">'
 
 
 def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPage:
@@ -263,10 +258,8 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
     def load_heatmap(request: gr.Request) -> str | dict:
         # The part comes from the server's desk, never from the page: a forged request
         # cannot get the model's view of a blind part.
-        view = desk.on_screen(request.session_hash, request.username)
-        if view.part is None or view.part.predicted_class is None:
-            return gr.skip()
-        return heatmap_source(context, view)
+        view = desk.heatmap_due(request.session_hash, request.username)
+        return gr.skip() if view is None else heatmap_source(context, view)
 
     def with_heatmap(event: Any) -> None:
         event.then(
@@ -279,7 +272,8 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
             concurrency_id="heatmap",
         )
 
-    quick = {"show_progress": "hidden", "concurrency_limit": None}
+    # Straight to the handler, not through the queue: ~30 ms less per key on a plant LAN.
+    quick = {"show_progress": "hidden", "queue": False}
     for label, button in verdict_buttons.items():
         with_heatmap(
             button.click(make_verdict(label), [note], outputs, api_name=f"label_{label}", **quick)

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import cv2
 import httpx
+import numpy as np
 import pytest
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from data.synth import render_sample
 from inspect_app.accounts import add_camera_key
-from inspect_app.storage.tables import Event, Label, Line
+from inspect_app.storage.images import ImageStore
+from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
 from tests.review_ui.conftest import ARTIFACTS, PASSWORD, LiveService, add_lines, add_people
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -160,6 +163,54 @@ def test_an_inspector_labels_three_parts_by_keyboard_and_undoes_one(
     assert len(everything) == 4  # the undone "crack" kept as superseded: a counted redo
     assert page.locator("[data-testid=my-labels]").inner_text().strip() == "3"
 
+    # Logging out leaves the page: the part still on screen goes back to the queue at once.
+    held = int(shown_task(page) or 0)
+    assert task_status(engine, held) == "claimed"
+    page.locator("[data-testid=logout]").click()
+    page.wait_for_selector("input[type=password]", timeout=60_000)
+    deadline = time.monotonic() + 30
+    while task_status(engine, held) != "open":
+        assert time.monotonic() < deadline, "the part was not released when the page closed"
+        time.sleep(0.2)
+
+
+def test_at_assist_the_model_and_its_heatmap_are_shown_on_request(
+    live_service: LiveService, page: Page
+) -> None:
+    add_people(live_service.engine, ("ines", "inspector"))
+    add_lines(live_service.engine, ("line-a", "assist"))
+    post_parts(live_service, "line-a", ["crack", "pit"])
+    log_in(page, live_service, "ines")
+    assert "Model says" in page.locator("#model-box").inner_text()
+    overlay = page.locator(".part-viewer .part-overlay")
+    page.wait_for_function(
+        "() => !!document.querySelector('.part-viewer.has-overlay .part-overlay[src]')",
+        timeout=60_000,
+    )
+    assert not overlay.is_visible()  # off until asked for
+    page.keyboard.press("h")
+    assert overlay.is_visible()
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    shot(page, "inspect_assist_heatmap")
+    press_and_wait(page, "3")  # the next part: its own heatmap, never the last one's
+    page.wait_for_function(
+        "() => { const v = document.querySelector('.part-viewer.has-overlay'); "
+        "const s = document.querySelector('img.overlay-src'); "
+        "return v && s && s.dataset.for === v.dataset.key; }",
+        timeout=60_000,
+    )
+    assert overlay.is_visible()  # the choice stays on from part to part
+    page.keyboard.press("h")
+    assert not overlay.is_visible()
+
+
+def task_status(engine: Engine, task_id: int) -> str:
+    with Session(engine) as db:
+        task = db.get(ReviewTask, task_id)
+        assert task is not None
+        return task.status
+
 
 def test_an_inspector_cannot_reach_the_supervisor_handlers_with_their_session(
     live_service: LiveService, page: Page
@@ -236,7 +287,73 @@ def test_a_supervisor_is_refused_a_raise_with_the_figures_and_lowers_the_line(
     assert line is not None and line.level == "human_only"
     assert "level_change_refused" in kinds and "level_change" in kinds
 
+
+def seed_history(
+    service: LiveService, line_id: str, add_labeled_parts: Callable[..., list[int]]
+) -> int:
+    """A line's labeled past, as two inspectors left it in shadow: mostly confident and
+    right, some disagreements; the disagreements get real images. Returns how many differ."""
+    rng = np.random.default_rng(7)
+    n = 1500
+    truth_defect = rng.random(n) < 0.3
+    p_ok = np.where(truth_defect, rng.beta(1, 30, n), rng.beta(30, 1, n))
+    # The test model calls every defect "scratch" (its first defect class). The humans agree
+    # on ok/defect except for two false rejects, and name 20 defects differently.
+    labels = ["scratch" if d else "ok" for d in truth_defect]
+    defects = np.flatnonzero(truth_defect)
+    for i in rng.choice(defects, size=22, replace=False)[:20]:
+        labels[i] = str(rng.choice(["crack", "pit", "discoloration"]))
+    for i in [j for j in defects if labels[j] == "scratch"][:2]:
+        labels[i] = "ok"
+    version = service.app.state.predictor.version
+    store = ImageStore(service.settings.image_dir)
+    with Session(service.engine, expire_on_commit=False) as db:
+        users = {u.name: u for u in db.exec(select(User))}
+        ids: list[int] = []
+        half = n // 2
+        for name, part in (("ines", slice(0, half)), ("sam", slice(half, n))):
+            ids += add_labeled_parts(
+                db,
+                line_id,
+                [float(p) for p in p_ok[part]],
+                labels[part],
+                user_id=users[name].id,
+                model_version=version,
+            )
+        differing = 0
+        for inspection_id, label in zip(ids, labels, strict=True):
+            inspection = db.get(Inspection, inspection_id)
+            assert inspection is not None
+            if inspection.predicted_class == label:
+                continue
+            ok, jpeg = cv2.imencode(".jpg", render_sample(inspection_id, label).image)
+            assert ok
+            inspection.image_sha256 = store.put(jpeg.tobytes())
+            inspection.image_format = "jpeg"
+            db.add(inspection)
+            differing += 1
+        db.commit()
+    return differing
+
+
+def test_the_evidence_page_shows_a_lines_labeled_history(
+    live_service: LiveService, page: Page, add_labeled_parts: Callable[..., list[int]]
+) -> None:
+    engine = live_service.engine
+    add_people(engine, ("sam", "supervisor"), ("ines", "inspector"))
+    add_lines(engine, ("line-1", "shadow"))
+    differing = seed_history(live_service, "line-1", add_labeled_parts)
+    log_in(page, live_service, "sam")
     page.get_by_role("tab", name="Evidence").click()
     page.wait_for_selector(".evidence-summary", timeout=120_000)
+    page.wait_for_selector("#evidence-curve img", timeout=60_000)
     page.wait_for_timeout(1000)
     shot(page, "evidence", full_page=True)
+
+    assert "1,500 labeled" in page.locator(".evidence-summary").inner_text()
+    figures = page.locator("#evidence-figures").inner_text()
+    assert "Escape rate" in figures and "Cohen's kappa" in figures and "[" in figures
+    inspectors = page.locator("#evidence-inspectors").inner_text()
+    assert "ines" in inspectors and "sam" in inspectors
+    assert page.locator(".dis-card img").count() == min(differing, 24)
+    assert "1,500" in page.locator("#evidence-recommendation").inner_text()
