@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -112,6 +113,10 @@ class DefectCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(LOCATOR_WIDTH, config.num_classes - 1, 1),  # one map per defect class
         )
+        # How much the locator's strongest cell adds to its defect class's logit. The
+        # classifier alone learns "pit somewhere in 65,000 pixels" slowly; the locator learns
+        # "pit here" from the boxes quickly, and this hands that evidence straight on.
+        self.locator_gain = nn.Parameter(torch.ones(config.num_classes - 1))
 
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> ((B, num_classes) logits, (B, num_classes - 1, S/16, S/16) logits
@@ -119,12 +124,14 @@ class DefectCNN(nn.Module):
         mid = self.features[: LOCATOR_BLOCK + 1](x)  # (B, C16, S/16, S/16)
         deep = self.features[LOCATOR_BLOCK + 1 :](mid)  # (B, C32, S/32, S/32)
         logits = self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
-        return logits, self.locator(mid)
+        cells = self.locator(mid)  # (B, num_classes - 1, S/16, S/16)
+        evidence = self.locator_gain * cells.amax(dim=(2, 3))  # (B, num_classes - 1)
+        # the ok logit (index 0, see CLASS_NAMES) gets no locator evidence
+        logits = logits + F.pad(evidence, (1, 0))  # (B, num_classes)
+        return logits, cells
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mid = self.features[: LOCATOR_BLOCK + 1](x)
-        deep = self.features[LOCATOR_BLOCK + 1 :](mid)
-        return self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
+        return self.forward_with_map(x)[0]
 
 
 # The last stride-16 block of MobileNetV3-Small (16x16 cells of 16 px at 256 px input):

@@ -55,6 +55,12 @@ class TrainConfig:
     val_fraction: float = 0.1
     calib_fraction: float = 0.1
     augment: bool = True
+    # Most epochs train on `crop_size` windows round the defects (4x cheaper than full
+    # images, and the defect is a larger share of what the network sees, so it learns where
+    # to look in a few hundred steps instead of thousands); the last `full_epochs` train on
+    # whole images, which is what the line sends. Crops need every defect image's boxes.
+    crop_size: int = 128
+    full_epochs: int = 3
     locator_weight: float = 1.0  # the box-supervised locator's loss, relative to the class loss
     bn_images: int = 640  # training images that re-measure batch-norm statistics each epoch
     width_mult: float = DefectCNNConfig.width_mult
@@ -151,8 +157,9 @@ class Augmenter:
     Keeps every defect in the picture and visible: flips, a small affine on a third of the
     batch (±6°, ±5 px, ±5 % scale; the generator leaves a margin round the part, so it
     never leaves the frame), lighting gain/offset, contrast and colour-temperature jitter,
-    and sensor noise. No crops, no cutout, no blur: any of those can erase a 3-px pit and
-    teach the model that a labeled defect may be invisible. The other two thirds keep their
+    and sensor noise. No cutout, no blur: either can erase a 3-px pit and teach the model
+    that a labeled defect may be invisible (crops, which `defect_crops` places round the
+    defect, are the training loop's business). The other two thirds keep their
     pixels unresampled, so the model also sees 1-px scratches as the camera drew them.
 
     Noise comes from a bank of pre-drawn fields (drawing 6 M normals per batch cost as much
@@ -183,7 +190,7 @@ class Augmenter:
 
         pick = torch.randint(0, self.noise.shape[0], (b,), generator=self.generator)
         std = u(b, 1, 1, 1, lo=0.0, hi=3.0)  # grey levels
-        x.add_(self.noise[pick] * std)
+        x.add_(self.noise[pick, :, : x.shape[2], : x.shape[3]] * std)
 
         flip_h = torch.rand(b, generator=self.generator) < 0.5
         flip_v = torch.rand(b, generator=self.generator) < 0.5
@@ -229,6 +236,69 @@ def predict_logits(
             xb = normalize(images[start : start + batch_size], prep)
             out.append(model(xb.contiguous(memory_format=torch.channels_last)))
     return torch.cat(out) if out else torch.empty((0, len(CLASS_NAMES)))
+
+
+def defect_crops(
+    labels: Sequence[int],
+    boxes: Sequence[Sequence[Box]],
+    size: int,
+    crop: int,
+    ok_index: int,
+    generator: torch.Generator,
+) -> list[tuple[int, int]]:
+    """(top, left) of a `crop`-pixel window per image that keeps the label true.
+
+    An ok image: anywhere. A defect image: round one of its boxes, chosen at random, with the
+    whole box inside where it fits and at least its central half where it does not (a long
+    crack cut at its tips is still a crack). Callers only crop images whose boxes are known.
+    """
+    span = size - crop
+
+    def rand_in(lo: float, hi: float) -> int:
+        lo, hi = max(0, math.floor(lo)), min(span, math.ceil(hi))
+        if hi <= lo:
+            return min(max(lo, 0), span)
+        return lo + int(torch.randint(0, hi - lo + 1, (1,), generator=generator))
+
+    origins = []
+    for label, image_boxes in zip(labels, boxes, strict=True):
+        if label == ok_index or not image_boxes:
+            origins.append((rand_in(0, span), rand_in(0, span)))
+            continue
+        pick = int(torch.randint(0, len(image_boxes), (1,), generator=generator))
+        x0, y0, x1, y1 = image_boxes[pick]
+
+        def axis(a0: int, a1: int) -> int:
+            if a1 - a0 <= crop:  # the whole box fits
+                return rand_in(a1 - crop, a0)
+            centre, quarter = (a0 + a1) / 2, (a1 - a0) / 4
+            return rand_in(centre + quarter - crop, centre - quarter)
+
+        origins.append((axis(y0, y1), axis(x0, x1)))
+    return origins
+
+
+def _crop_batch(
+    xb: torch.Tensor,
+    mask: torch.Tensor,
+    batch: torch.Tensor,
+    labels: np.ndarray,
+    boxes: Sequence[Sequence[Box]],
+    config: TrainConfig,
+    ok_index: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's images and masks cut to `config.crop_size` windows by `defect_crops`."""
+    c = config.crop_size
+    index = batch.tolist()
+    at = defect_crops(
+        labels[index].tolist(), [boxes[i] for i in index], config.input_size, c, ok_index, generator
+    )
+    xs = torch.stack([xb[k, :, top : top + c, left : left + c] for k, (top, left) in enumerate(at)])
+    ms = torch.stack(
+        [mask[k, :, top : top + c, left : left + c] for k, (top, left) in enumerate(at)]
+    )
+    return xs, ms
 
 
 def locator_loss(
@@ -349,8 +419,16 @@ def fit(
     bn_idx = np.sort(np.random.default_rng(config.seed).permutation(train_idx)[: config.bn_images])
     best_loss, best_epoch, best_state = math.inf, 0, None
     history: list[dict[str, float]] = []
+    # crops need to know where each defect is; a dataset without boxes trains on full images
+    can_crop = (
+        bool(located[torch.from_numpy(train_idx)].all()) and config.crop_size < config.input_size
+    )
+    if not can_crop:
+        log.info("training on full images only (crop_size %d, boxes known for all: %s)",
+                 config.crop_size, bool(located.all()))  # fmt: skip
     for epoch in range(1, config.epochs + 1):
         model.train()
+        cropping = can_crop and epoch <= config.epochs - config.full_epochs
         order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
         total, total_where, correct, seen = 0.0, 0.0, 0, 0
         bar = tqdm(
@@ -366,6 +444,8 @@ def fit(
                 continue
             xb = images[batch].to(torch.float32)
             mask = box_masks([boxes[i] for i in batch.tolist()], config.input_size)
+            if cropping:
+                xb, mask = _crop_batch(xb, mask, batch, labels, boxes, config, ok_index, generator)
             if augment is not None:
                 xb, mask = augment(xb, mask)
             xb = normalize(xb, prep).contiguous(memory_format=torch.channels_last)

@@ -34,6 +34,7 @@ SOURCE_KINDS: dict[str, type[CameraSource]] = {
 }
 # Refusals worth retrying: the request, not the image, was the problem.
 _TRANSIENT_STATUS = {408, 425, 429}
+_MAX_BACKOFF_S = 30.0
 
 
 def build_camera_source(config: CameraSourceConfig) -> CameraSource:
@@ -94,6 +95,7 @@ class CameraWorker(threading.Thread):
         self._stop_event = stop_event
         self._submit_timeout_s = submit_timeout_s
         self._error_backoff_s = error_backoff_s
+        self._failures_in_a_row = 0
 
     def run(self) -> None:
         try:
@@ -110,7 +112,7 @@ class CameraWorker(threading.Thread):
                 except Exception as exc:
                     self._count_error(exc)
                     log.exception("camera %s: read failed; retrying", self.source.name)
-                    self._stop_event.wait(self._error_backoff_s)
+                    self._back_off()
                     continue
                 if image is None:
                     if self.source.finished:
@@ -159,7 +161,7 @@ class CameraWorker(threading.Thread):
             )
             self.source.rejected(image, reason, permanent=permanent)
             if not permanent:
-                self._stop_event.wait(self._error_backoff_s)
+                self._back_off()
             return
         except Exception as exc:
             self._count_error(exc)
@@ -172,8 +174,9 @@ class CameraWorker(threading.Thread):
                 exc_info=not isinstance(exc, TimeoutError),
             )
             self.source.rejected(image, describe_refusal(exc), permanent=False)
-            self._stop_event.wait(self._error_backoff_s)
+            self._back_off()
             return
+        self._failures_in_a_row = 0
         inspection = outcome.inspection
         if outcome.created:
             self.stats.ingested += 1
@@ -188,6 +191,13 @@ class CameraWorker(threading.Thread):
             "" if outcome.created else " (already inspected under this capture id)",
         )
         self.source.ingested(image)
+
+    def _back_off(self) -> None:
+        """Wait longer after each failure in a row (up to 30 s), so a camera that stays
+        broken is retried without flooding the log; any success resets it."""
+        self._failures_in_a_row += 1
+        delay = min(_MAX_BACKOFF_S, self._error_backoff_s * 2 ** (self._failures_in_a_row - 1))
+        self._stop_event.wait(delay)
 
     def _count_error(self, exc: BaseException) -> None:
         self.stats.errors += 1

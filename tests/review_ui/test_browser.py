@@ -86,8 +86,8 @@ def log_in(page: Page, service: LiveService, name: str, *, screenshot: str | Non
     page.locator("input").first.fill(name)
     page.locator("input[type=password]").fill(PASSWORD)
     page.get_by_role("button", name="Login").click()
-    page.wait_for_selector(".part-viewer", timeout=60_000)
     page.wait_for_selector(f"[data-testid=user-name]:has-text('{name}')", timeout=60_000)
+    page.wait_for_selector(".part-card", timeout=60_000)  # the desk has opened
 
 
 def post_parts(service: LiveService, line_id: str, classes: list[str]) -> None:

@@ -17,8 +17,9 @@ from inspect_app.api.app import create_app
 from inspect_app.ingest import CameraSourceGroup, start_camera_sources
 from inspect_app.ingest.folder import FolderSource
 from inspect_app.ingest.replay import replay_order
+from inspect_app.ingest.runner import is_permanent_refusal
 from inspect_app.lines import add_line
-from inspect_app.pipeline import ImageSubmission, InspectionPipeline
+from inspect_app.pipeline import ImageSubmission, IngestError, InspectionPipeline
 from inspect_app.settings import CameraSourceConfig, Settings
 from inspect_app.storage.db import init_db, make_engine
 from inspect_app.storage.tables import Inspection
@@ -221,3 +222,14 @@ def test_an_unknown_kind_stops_the_start_before_any_camera_runs(client: TestClie
     ]
     with pytest.raises(ValueError, match=r"unknown kind 'usb' \(known: folder, opencv, replay\)"):
         start_camera_sources(cameras, client.app.state.pipeline)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [(400, True), (404, True), (409, True), (415, True), (422, True),
+     (408, False), (429, False), (503, False)],
+)  # fmt: skip
+def test_bad_input_is_refused_for_good_but_an_overloaded_service_is_retried(
+    status: int, permanent: bool
+) -> None:
+    assert is_permanent_refusal(IngestError(status, "why")) is permanent
