@@ -24,8 +24,10 @@ from inspect_app.storage.tables import User
 
 logger = logging.getLogger(__name__)
 
-_bearer = HTTPBearer(auto_error=False, description="A user's API token (`inspect-app users token`)")
-_camera_key = APIKeyHeader(
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="A user's API token (`inspect-app users token`)"
+)
+camera_key_scheme = APIKeyHeader(
     name="X-Api-Key", auto_error=False, description="A camera key (`inspect-app cameras add`)"
 )
 
@@ -51,7 +53,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 def get_current_user(
     session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
@@ -99,7 +101,9 @@ SupervisorUser = Annotated[User, Depends(require_role(Role.SUPERVISOR))]
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 
 
-def get_camera_line(session: SessionDep, key: Annotated[str | None, Depends(_camera_key)]) -> str:
+def get_camera_line(
+    session: SessionDep, key: Annotated[str | None, Depends(camera_key_scheme)]
+) -> str:
     """The line the camera key in ``X-Api-Key`` belongs to, else 401."""
     if not key:
         raise HTTPException(

@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field
 from inspect_app.api.deps import (
     InspectorUser,
     SessionDep,
-    _bearer,
-    _camera_key,
+    bearer_scheme,
+    camera_key_scheme,
     get_camera_line,
     get_current_user,
 )
@@ -108,8 +108,8 @@ def _inspection(session: SessionDep, inspection_id: int) -> Inspection:
 def get_readable_inspection(
     inspection_id: int,
     session: SessionDep,
-    camera_key: Annotated[str | None, Depends(_camera_key)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    camera_key: Annotated[str | None, Depends(camera_key_scheme)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> Inspection:
     """The inspection, for the camera key of its line or for any signed-in user."""
     if not camera_key and credentials is None:
