@@ -150,13 +150,7 @@ def build_model(config: DefectCNNConfig) -> DefectCNN:
     return DefectCNN(config).to(memory_format=torch.channels_last)
 
 
-def cam_layers(model: nn.Module) -> list[nn.Module]:
-    """The blocks whose activations the heatmap reads, finest first.
-
-    The last block (8x8 at 256 px) knows best *what* the defect is but places it only to
-    within 32 px, too coarse for a 3-px pit; the last 16x16 block (stride 16) and the
-    last 32x32 block (stride 8) place it to within a few pixels. ``models/heatmap.py``
-    combines them.
-    """
-    features = model.features  # type: ignore[attr-defined]
-    return [features[3], features[8], features[12]]
+def cam_layers(model: DefectCNN) -> list[nn.Module]:
+    """The blocks whose activations refine the heatmap: the last stride-8 block (32x32 at
+    256 px), fine enough to place a 3-px pit inside the locator's 16-px cell."""
+    return [model.features[3]]

@@ -1,12 +1,12 @@
-"""Where the model looks: a class-activation heatmap, as an array and as an overlay.
+"""Where the model looks: a defect heatmap, as an array and as an overlay.
 
-Layer-CAM (Jiang et al., 2021), a Grad-CAM variant that weights each activation by its
-own positive gradient instead of one weight per channel, so it stays sharp on early,
-high-resolution layers. Plain Grad-CAM on MobileNet's last block has an 8x8 grid at
-256 px: it finds the defective region but places a 3-px pit only to within ~32 px.
-Layer-CAM maps from three depths (strides 8, 16, 32; see `defect_cnn.cam_layers`) are
-normalised and multiplied (geometric mean), so the deep map says *which* region and the
-fine maps say *where* in it.
+Two maps, multiplied (geometric mean) and scaled to [0, 1]:
+
+- the locator's map (`DefectCNN.locator`, trained on the generator's defect boxes):
+  "a defect of class k is in this 16-px cell", the most reliable *where*, but coarse;
+- Layer-CAM (Jiang et al., 2021; Grad-CAM weighting each activation by its own positive
+  gradient, which stays sharp on early layers) of the class logit on the stride-8 block:
+  it places a 3-px pit within its 16-px cell.
 
 The class explained is the most likely defect class: for a defect prediction that is the
 predicted class; for an `ok` prediction it shows what the model would call a defect, which
@@ -21,10 +21,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from inspect_app.domain import CLASS_NAMES, DefectClass
-from models.defect_cnn import cam_layers
+from models.defect_cnn import DefectCNN, cam_layers
 
 
 def _defect_indices(class_names: Sequence[str]) -> list[int]:
@@ -34,8 +33,15 @@ def _defect_indices(class_names: Sequence[str]) -> list[int]:
     return idx
 
 
+def _unit(m: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) non-negative -> each map divided by its peak; an all-zero map becomes all
+    ones, so a layer with no evidence anywhere does not veto the others."""
+    peak = m.amax(dim=(2, 3), keepdim=True)
+    return torch.where(peak > 0, m / peak.clamp_min(1e-12), torch.ones_like(m))
+
+
 def logits_and_heatmaps(
-    model: nn.Module, x: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES
+    model: DefectCNN, x: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES
 ) -> tuple[torch.Tensor, np.ndarray]:
     """(B, 3, S, S) normalised input -> ((B, C) logits, (B, S, S) float32 maps in [0, 1]).
 
@@ -45,17 +51,18 @@ def logits_and_heatmaps(
     """
     if x.ndim != 4:
         raise ValueError(f"expected (B, 3, S, S), got {tuple(x.shape)}")
-    layers = cam_layers(model)
     activations: list[torch.Tensor] = []
     hooks = [
-        layer.register_forward_hook(lambda _m, _i, out: activations.append(out)) for layer in layers
+        layer.register_forward_hook(lambda _m, _i, out: activations.append(out))
+        for layer in cam_layers(model)
     ]
     defect_idx = torch.tensor(_defect_indices(class_names))
     try:
         with torch.enable_grad():
             # the input asks for gradients so activations get them even with frozen weights
-            logits = model(x.detach().requires_grad_(True))  # (B, C)
-            target = defect_idx[logits[:, defect_idx].argmax(dim=1)]  # (B,) most likely defect
+            logits, cells = model.forward_with_map(x.detach().requires_grad_(True))
+            channel = logits[:, defect_idx].argmax(dim=1)  # (B,) most likely defect
+            target = defect_idx[channel]  # (B,) its class index
             score = logits.gather(1, target[:, None]).sum()
             grads = torch.autograd.grad(score, activations)
     finally:
@@ -63,23 +70,23 @@ def logits_and_heatmaps(
             h.remove()
 
     size = x.shape[-2:]
-    combined = torch.ones((x.shape[0], 1, *size))
+    where = torch.sigmoid(cells.detach()[torch.arange(x.shape[0]), channel])[:, None]  # (B,1,h,w)
+    maps = [_unit(F.interpolate(where, size=size, mode="bilinear", align_corners=False))]
     for act, grad in zip(activations, grads, strict=True):
         cam = F.relu((F.relu(grad) * act).sum(dim=1, keepdim=True)).detach()  # (B, 1, h, w)
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)  # (B, 1, S, S)
-        peak = cam.amax(dim=(2, 3), keepdim=True)
-        # a layer with no positive evidence anywhere does not veto the others
-        cam = torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.ones_like(cam))
-        combined = combined * cam
+        maps.append(_unit(F.interpolate(cam, size=size, mode="bilinear", align_corners=False)))
+    combined = torch.ones_like(maps[0])
+    for m in maps:
+        combined = combined * m
     # geometric mean: the same peak as the product, but a map that still reads as a region
-    combined = combined[:, 0] ** (1.0 / len(activations))  # (B, S, S)
+    combined = combined[:, 0] ** (1.0 / len(maps))  # (B, S, S)
     peak = combined.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
-    maps = (combined / peak).clamp(0.0, 1.0).numpy().astype(np.float32)
-    return logits.detach(), maps
+    heat = (combined / peak).clamp(0.0, 1.0).numpy().astype(np.float32)
+    return logits.detach(), heat
 
 
 def heatmap(
-    model: nn.Module, x: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES
+    model: DefectCNN, x: torch.Tensor, class_names: Sequence[str] = CLASS_NAMES
 ) -> np.ndarray:
     """One image, (3, S, S) or (1, 3, S, S) normalised -> (S, S) float32 map in [0, 1]."""
     if x.ndim == 3:

@@ -10,7 +10,7 @@ import torch
 
 from inspect_app.domain import CLASS_NAMES
 from models.predictor import Predictor
-from models.train import Augmenter, TrainConfig, fit, stratified_split
+from models.train import Augmenter, TrainConfig, defect_crops, fit, locator_loss, stratified_split
 
 SIZE = 48
 
@@ -71,11 +71,48 @@ def test_splits_are_disjoint_stratified_and_deterministic() -> None:
 def test_augmentation_keeps_a_dark_line_visible() -> None:
     images, labels = _toy_images(16, seed=2)
     x = images.to(torch.float32)
-    out = Augmenter(SIZE, torch.Generator().manual_seed(0))(x.clone())
+    mask = torch.zeros(16, 1, SIZE, SIZE)
+    mask[:, :, 10:20, 30:40] = 1.0
+    out, out_mask = Augmenter(SIZE, torch.Generator().manual_seed(0))(x.clone(), mask.clone())
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 255
+    # the mask moves with the image (flips, warps) but keeps its area
+    assert out_mask.shape == mask.shape
+    assert torch.allclose(out_mask.sum(dim=(1, 2, 3)), mask.sum(dim=(1, 2, 3)), rtol=0.25)
     # every scratched plate still has pixels far darker than its own median
     for img, label in zip(out, labels, strict=True):
         grey = img.mean(0)
         darkest = float(grey.flatten().kthvalue(20).values)
         gap = float(grey.median()) - darkest
         assert (gap > 25) == bool(label), f"label {label}: gap {gap:.1f}"
+
+
+def test_defect_crops_keep_the_defect_in_the_window() -> None:
+    generator = torch.Generator().manual_seed(0)
+    boxes = [[], [(10, 20, 30, 40)], [(0, 0, 200, 60)], [(240, 250, 246, 256)]]
+    for _ in range(50):
+        origins = defect_crops([0, 1, 2, 3], boxes, 256, 128, 0, generator)
+        for (top, left), image_boxes in zip(origins, boxes, strict=True):
+            assert 0 <= top <= 128 and 0 <= left <= 128
+            for x0, y0, x1, y1 in image_boxes:
+                # small boxes whole; a box wider than the window keeps its central half
+                assert top <= y0 and y1 <= top + 128
+                cx, quarter = (x0 + x1) / 2, (x1 - x0) / 4
+                if x1 - x0 <= 128:
+                    assert left <= x0 and x1 <= left + 128
+                else:
+                    assert left <= cx - quarter and cx + quarter <= left + 128
+
+
+def test_locator_loss_rewards_the_right_cell() -> None:
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[0, 0, 20:24, 40:44] = 1.0  # a pit in cell (1, 2) of a 4x4 grid of 16-px cells
+    labels, located = torch.tensor([3]), torch.tensor([True])  # pit: defect channel 2
+    right = torch.full((1, 4, 4, 4), -5.0)
+    right[0, 2, 1, 2] = 5.0
+    wrong = torch.full((1, 4, 4, 4), -5.0)
+    wrong[0, 2, 3, 3] = 5.0
+    assert locator_loss(right, mask, labels, located, 0) < locator_loss(
+        wrong, mask, labels, located, 0
+    )
+    # an image whose defect place is unknown teaches the locator nothing
+    assert locator_loss(wrong, mask, labels, torch.tensor([False]), 0) == 0
