@@ -109,8 +109,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(data_dir: Path, weights: Path, port: int) -> subprocess.Popen[bytes]:
+def start_service(
+    data_dir: Path, weights: Path, port: int, torch_threads: int | None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "INSPECT_WEIGHTS": str(weights)}
+    if torch_threads is not None:
+        env["OMP_NUM_THREADS"] = str(torch_threads)  # torch's default intra-op thread count
     log = (data_dir / "serve.log").open("wb")
     cmd = [sys.executable, "-m", "inspect_app.cli", "serve", "--port", str(port),
            "--data-dir", str(data_dir), "--log-level", "warning"]  # fmt: skip
@@ -188,6 +192,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each paced load")
     parser.add_argument("--max-images", type=int, default=400, help="images for the max load")
     parser.add_argument("--bare-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads for the bare model and the service (default: torch's, one per "
+        "core); on a machine shared with other work, fewer threads than cores avoids "
+        "OpenMP threads waiting on each other",
+    )
     args = parser.parse_args()
 
     if not args.weights.is_file():
@@ -198,7 +210,12 @@ def main() -> None:
     images = load_camera_images(args.samples)
     print(f"load average before: {load_average()}")
     print(f"weights {args.weights}, {len(images)} sample images from {args.samples}")
+    print(f"torch threads: {args.torch_threads or 'torch default (one per core)'}")
 
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     model = BareModel(args.weights, images)
     bare_before = model.throughput(args.bare_seconds)
     print(f"bare predictor, batches of {BATCH}: {describe_rates(bare_before)}")
@@ -208,7 +225,7 @@ def main() -> None:
         settings, key = prepare_service_data(data_dir)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = start_service(data_dir, args.weights, port)
+        process = start_service(data_dir, args.weights, port, args.torch_threads)
         try:
             wait_ready(url, process, data_dir / "serve.log", timeout_s=300)
 

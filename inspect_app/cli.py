@@ -65,7 +65,12 @@ def train(
         )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    result = train_model(config, progress=True)
+    from data.dataset import DatasetError
+
+    try:
+        result = train_model(config, progress=True)
+    except DatasetError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"wrote {result.checkpoint} ({result.version}) and {result.model_card}")
     if result.report is not None:
         typer.echo("validation split, calibrated:")
@@ -85,15 +90,17 @@ def evaluate(
     _log_to_stderr()
     import json
 
+    from data.dataset import DatasetError
     from models.checkpoint import CheckpointError
-    from models.evaluate import add_test_result, evaluate_checkpoint
+    from models.evaluate import add_test_result, evaluate_predictor
     from models.predictor import Predictor
 
     try:
-        report = evaluate_checkpoint(data, checkpoint, progress=True)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        predictor = Predictor.from_checkpoint(checkpoint)
+        report = evaluate_predictor(predictor, data, progress=True)
+    except (CheckpointError, DatasetError) as exc:
         raise typer.BadParameter(str(exc)) from exc
-    version = Predictor.from_checkpoint(checkpoint).version
+    version = predictor.version
     typer.echo(f"model {version} on {data}:")
     typer.echo(report.summary())
     if json_out is not None:

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -27,6 +28,9 @@ from inspect_app.evidence import clopper_pearson_interval
 from models.calibrate import expected_calibration_error
 from models.defect_cnn import DefectCNNConfig
 from models.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from models.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +177,19 @@ def evaluate_checkpoint(
     data: Path, checkpoint: Path | None = None, *, batch_size: int = 32, progress: bool = False
 ) -> EvaluationReport:
     """Run a checkpoint (default: the bundled weights) over a labeled dataset folder."""
-    from data.dataset import load_dataset
     from models.predictor import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint)
+    return evaluate_predictor(predictor, data, batch_size=batch_size, progress=progress)
+
+
+def evaluate_predictor(
+    predictor: Predictor, data: Path, *, batch_size: int = 32, progress: bool = False
+) -> EvaluationReport:
+    """Run a loaded predictor over a labeled dataset folder (class folders or manifest.csv)."""
+    from data.dataset import load_dataset
+
     items = load_dataset(data)
-    if not items:
-        raise ValueError(f"no labeled images under {data}")
     labels = np.array([predictor.class_names.index(it.label) for it in items], dtype=np.int64)
     probs = []
     for start in tqdm(
@@ -194,13 +204,10 @@ def evaluate_checkpoint(
         probs.append(predictor.predict_tensor(predictor.preprocess(images)))
     report = evaluate_probabilities(np.concatenate(probs), labels, predictor.class_names)
     log.info(
-        "evaluated %s on %s: binary accuracy %.4f, defect recall %s, ECE %.4f",
-        predictor.version,
-        data,
-        report.binary_accuracy,
-        report.defect_recall,
+        "evaluated %s on %s (%d images): binary accuracy %.4f, defect recall %s, ECE %.4f",
+        predictor.version, data, report.n, report.binary_accuracy, report.defect_recall,
         report.ece,
-    )
+    )  # fmt: skip
     return report
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,32 @@ def test_mismatched_inputs_are_refused() -> None:
         evaluate_probabilities(np.zeros((3, 4)), np.zeros(3, dtype=int))
     with pytest.raises(ValueError):
         evaluate_probabilities(np.zeros((0, 5)), np.zeros(0, dtype=int))
+
+
+def test_evaluate_command_prints_and_writes_the_figures(
+    tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    import json
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from inspect_app.cli import app
+
+    rng = np.random.default_rng(0)
+    for cls in ("ok", "pit"):
+        (tmp_path / "set" / cls).mkdir(parents=True)
+        for i in range(3):
+            image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            cv2.imwrite(str(tmp_path / "set" / cls / f"{i}.png"), image)
+    out = tmp_path / "figures.json"
+    result = CliRunner().invoke(
+        app,
+        ["evaluate", "--data", str(tmp_path / "set"), "--checkpoint", str(tiny_checkpoint),
+         "--json", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "binary accuracy" in result.output and "defect recall" in result.output
+    figures = json.loads(out.read_text())
+    assert figures["n"] == 6 and figures["model_version"] == "defect-cnn-tiny-test"
+    assert set(figures["per_class"]) == {"ok", "scratch", "crack", "pit", "discoloration"}
