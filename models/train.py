@@ -467,7 +467,9 @@ def fit(
         refresh_batchnorm(model, images[bn_idx], prep, config.batch_size)
         val_logits = predict_logits(model, images[val_idx], prep)
         val_loss = negative_log_likelihood(val_logits.numpy(), labels[val_idx])
-        val_acc = float((val_logits.argmax(1).numpy() == labels[val_idx]).mean())
+        val_pred = val_logits.argmax(1).numpy()
+        val_acc = float((val_pred == labels[val_idx]).mean())
+        val_binary = float(((val_pred == ok_index) == (labels[val_idx] == ok_index)).mean())
         record = {
             "epoch": epoch,
             "train_loss": total / max(seen, 1),
@@ -475,25 +477,17 @@ def fit(
             "train_locator_loss": total_where / max(seen, 1),
             "val_loss": val_loss,
             "val_accuracy": val_acc,
+            "val_binary_accuracy": val_binary,
             "minutes": (time.perf_counter() - started) / 60,
         }
         history.append(record)
         log.info(
-            "epoch %d: train loss %.4f acc %.3f locator %.4f | val loss %.4f acc %.3f | %.1f min",
-            epoch,
-            record["train_loss"],
-            record["train_accuracy"],
-            record["train_locator_loss"],
-            val_loss,
-            val_acc,
-            record["minutes"],
-        )
-        if progress:
-            tqdm.write(
-                f"epoch {epoch}: train loss {record['train_loss']:.4f}"
-                f" acc {record['train_accuracy']:.3f}"
-                f" | val loss {val_loss:.4f} acc {val_acc:.3f} | {record['minutes']:.1f} min"
-            )
+            "epoch %d (%s): train loss %.4f acc %.3f locator %.4f | val loss %.4f acc %.3f "
+            "binary %.3f | %.1f min",
+            epoch, "crops" if cropping else "full images", record["train_loss"],
+            record["train_accuracy"], record["train_locator_loss"], val_loss, val_acc,
+            val_binary, record["minutes"],
+        )  # fmt: skip
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
