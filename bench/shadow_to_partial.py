@@ -243,7 +243,7 @@ def main() -> None:
     key, inspector, supervisor = prepare_line(data_dir, args)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start_service(data_dir, args.weights, port)
+    process = start_service(data_dir, args.weights, port, torch_threads=None)
     try:
         wait_ready(url, process, data_dir / "serve.log", timeout_s=180)
         scenario = Scenario(url, key, inspector, supervisor, args)

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 25_000_000
 
+    # Threads for the model's math. None keeps torch's default (one per core). On a small
+    # line PC the event loop, decoding and the database need a core too: 1 thread measured
+    # p99 110 ms vs 200 ms at 10 images/s on 2 cores (bench/ingest_throughput.py).
+    torch_threads: int | None = None
+
     review_lease_seconds: float = 60.0
     cameras: list[CameraSourceConfig] = Field(default_factory=list)
     demo: bool = False  # seed line-1, demo users, a camera key and the replay camera

@@ -279,6 +279,9 @@ def _figures_table(fig: dict) -> list[str]:
         f"| share with confidence >= {CONFIDENT} | {pct(fig['confident_share'])} |",
         f"| binary error among those | {pct(fig['confident_binary_error'])} "
         f"({fig['confident_binary_errors']} of {fig['confident_count']}) |",
+        f"| share with max(P(ok), P(defect)) >= {CONFIDENT} (what routing thresholds) "
+        f"| {pct(fig['binary_confident_share'])} |",
+        f"| binary error among those | {pct(fig['binary_confident_error'])} |",
         "",
         "| class | precision | recall | support |",
         "| --- | --- | --- | --- |",
@@ -298,8 +301,10 @@ def _card_markdown(card: dict) -> str:
         f"Defect classifier for phone inspection images, `{card['checkpoint']}`.",
         "",
         "## Model",
-        f"- torchvision `{arch['arch']}`, width x{arch['width_mult']}, dropout {arch['dropout']}, "
-        f"{arch['num_classes']} classes ({', '.join(CLASS_NAMES)}), trained from scratch.",
+        f"- torchvision `{arch['arch']}`, width x{arch['width_mult']}, global {arch['pool']} "
+        f"pooling, dropout {arch['dropout']}, {arch['num_classes']} classes "
+        f"({', '.join(CLASS_NAMES)}), trained from scratch, with a box-supervised defect "
+        "locator on the stride-16 features (see `models/defect_cnn.py`).",
         f"- Input: {prep['input_size']}x{prep['input_size']} RGB (BGR images are converted), "
         f"mean {[round(v, 4) for v in prep['mean']]}, std {[round(v, 4) for v in prep['std']]}.",
         f"- Calibration: temperature {val.get('temperature', float('nan')):.4f}, fitted on "

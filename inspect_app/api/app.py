@@ -69,6 +69,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.resolved_database_url)
     await asyncio.to_thread(init_db, engine)
     metrics = ServiceMetrics(queue_depths=partial(_queue_depths, engine))
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     predictor = await asyncio.to_thread(Predictor.from_checkpoint, settings.weights)
     # The first forward pass allocates and tunes; pay for it now, not on the first part.
     await asyncio.to_thread(predictor.predict, [np.zeros((32, 32, 3), dtype=np.uint8)])

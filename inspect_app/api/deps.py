@@ -102,14 +102,20 @@ AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 
 
 def get_camera_line(
-    session: SessionDep, key: Annotated[str | None, Depends(camera_key_scheme)]
+    engine: EngineDep,
+    key: Annotated[str | None, Depends(camera_key_scheme)],
 ) -> str:
-    """The line the camera key in ``X-Api-Key`` belongs to, else 401."""
+    """The line the camera key in ``X-Api-Key`` belongs to, else 401.
+
+    Uses its own short session: a request-scoped one would hold a pooled connection while
+    the image is read and inspected, and a burst of cameras would then exhaust the pool.
+    """
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="a camera key is required in X-Api-Key"
         )
-    line_id = line_for_camera_key(session, key)
+    with Session(engine) as session:
+        line_id = line_for_camera_key(session, key)
     if line_id is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="the camera key is unknown or revoked"

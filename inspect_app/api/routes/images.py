@@ -23,10 +23,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from sqlmodel import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from inspect_app.api.deps import CameraForLine, CameraLine, SessionDep, SettingsDep
+from inspect_app.api.deps import CameraForLine, CameraLine, EngineDep, SettingsDep
 from inspect_app.api.pipeline_deps import PipelineDep
 from inspect_app.api.routes.inspections import InspectionPublic, inspection_public
 from inspect_app.imaging import ImageRejected, format_for_content_type
@@ -82,9 +83,11 @@ def parse_captured_at(value: str | None) -> datetime | None:
         ) from None
 
 
-def require_known_line(line: str, session: SessionDep) -> str:
+def require_known_line(line: str, engine: EngineDep) -> str:
+    # A short session of its own, for the reason given in deps.get_camera_line.
     try:
-        get_line(session, line)
+        with Session(engine) as session:
+            get_line(session, line)
     except LineNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown line {line!r}") from None
     return line

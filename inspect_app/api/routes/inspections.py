@@ -119,7 +119,7 @@ def get_readable_inspection(
             headers={"WWW-Authenticate": "Bearer"},
         )
     if camera_key:
-        camera_line = get_camera_line(session, camera_key)  # 401 without a valid key
+        camera_line = get_camera_line(session.get_bind(), camera_key)  # 401 without a valid key
         row = _inspection(session, inspection_id)
         if row.line_id != camera_line:
             logger.warning(
