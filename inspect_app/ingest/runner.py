@@ -182,7 +182,8 @@ class CameraWorker(threading.Thread):
             self.stats.ingested += 1
         else:
             self.stats.duplicates += 1
-        log.info(
+        # DEBUG: the pipeline already logs every decision at INFO; this adds only the origin.
+        log.debug(
             "camera %s: %s -> inspection %s, decision %s%s",
             self.source.name,
             image.origin,
