@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from inspect_app.domain import CLASS_NAMES
-from models.defect_cnn import DefectCNNConfig, build_model
+from models.defect_cnn import DefectCNN, DefectCNNConfig, build_model
 from models.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class CheckpointError(ValueError):
 class LoadedCheckpoint:
     """A checkpoint read back: the network is built, loaded and in eval mode."""
 
-    model: nn.Module
+    model: DefectCNN  # built from `config`, weights loaded, eval mode
     config: DefectCNNConfig
     class_names: tuple[str, ...]
     preprocessing: Preprocessing
