@@ -37,8 +37,8 @@ format: setup
 
 # The default weights, reproducibly: training data seed 1, training seed 0.
 weights: setup
-	$(BIN)/inspect-app data generate --out $(DATA_DIR)/train --n 6000 --seed 1
-	$(BIN)/inspect-app train --data $(DATA_DIR)/train --out models/weights/default.pt --seed 0
+	$(BIN)/inspect-app data generate --out $(DATA_DIR)/train --n 8000 --seed 1
+	$(BIN)/inspect-app train --data $(DATA_DIR)/train --out models/weights/default.pt --seed 0 --data-seed 1
 
 bench: setup
 	$(BIN)/python bench/model_throughput.py
