@@ -8,8 +8,12 @@ Prints figures only; nothing here asserts on time. Usage:
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# as the models package does (see models/__init__.py), before this script imports torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +50,10 @@ def main() -> None:
     s = args.camera_size
     images = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(16)]
     print(f"model {predictor.version}, input {predictor.input_size}px, camera images {s}x{s}")
-    print(f"os.cpu_count()={os.cpu_count()}  torch threads={torch.get_num_threads()}")
+    print(
+        f"os.cpu_count()={os.cpu_count()}  torch threads={torch.get_num_threads()}  "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine skews figures)"
     )

@@ -50,11 +50,6 @@ def train(
     threads: int | None = typer.Option(None, help="Torch threads (default: one per core)"),
 ) -> None:
     """Train the defect CNN from scratch, calibrate it, and write checkpoint + model card."""
-    import os
-
-    # Before torch loads OpenMP: an idle thread sleeps instead of spinning, which on a shared
-    # machine (load ~6) training ran at 19 img/s this way against 4 img/s with spinning threads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _log_to_stderr()
     from models.train import TrainConfig, train_model
 
@@ -138,6 +133,7 @@ def batch(
     ),
 ) -> None:
     """Run every image in a folder through the model; unreadable files get an error row."""
+    _log_to_stderr()
     from models.batch import run_batch_inspection
     from models.checkpoint import CheckpointError
 

@@ -1,0 +1,13 @@
+"""The defect model: network, training, calibration, checkpoint, predictor, heatmap.
+
+Importing this package sets ``OMP_WAIT_POLICY=PASSIVE`` (unless already set) before any of
+its modules imports torch. With OpenMP's default, a torch thread that finishes early spins
+waiting for its sibling; on a 2-core line PC shared with the web service, the database and
+other processes that spinning starves everyone. ``bench/model_throughput.py`` measured the
+predictor at load ~2.5 on this 2-core machine: 6 img/s (batch 1) and 25 img/s (batch 16)
+spinning, 86 and 218 img/s passive. It only takes effect if torch is not imported yet.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,16 +1,17 @@
-"""The defect classifier: torchvision's MobileNetV3-Small, trained from scratch.
+"""The defect classifier: torchvision's MobileNetV3-Small, trained from scratch, plus a
+small box-supervised defect locator (see `DefectCNN`).
 
 Why this network: the line PC (and the machine the default weights are trained on) has
-2 CPU cores. Measured on those 2 cores at 256x256, batch 32, channels-last (see
-``bench/model_throughput.py`` for inference figures):
+2 CPU cores. Training throughput measured on those 2 cores at 256x256, batch 32, while
+other work shared the machine (so only the ratios mean much):
 
-    MobileNetV3-Small x1.0  ~21-27 img/s training    x0.5  ~80-92 img/s training
-    ShuffleNetV2 x0.5       ~46 img/s                MobileNetV2 x0.5   ~7 img/s
-    ResNet-18-like [1,1,1,1] ~4 img/s
+    MobileNetV3-Small x1.0   15 img/s (21 channels-last)   x0.5   31 img/s (92 channels-last)
+    ShuffleNetV2 x0.5        46 img/s                      MobileNetV2 x0.5   7 img/s
+    ResNet with BasicBlock [1, 1, 1, 1] (64-512 channels)   4 img/s
 
-so MobileNetV3-Small is the one that trains to the quality targets inside the 45-minute
-budget, and its squeeze-excitation blocks let a few channels act as "is there a thin line
-anywhere" detectors, which is what faint scratches need.
+MobileNetV3-Small x0.5 is the one that reaches the quality targets inside the 45-minute
+budget (the model card beside the default weights has the figures); inference figures come
+from ``bench/model_throughput.py``.
 
 Why 256x256 input: the synthetic line camera writes 256x256 images in which a pit has a
 radius of 1.5-4 px and a faint scratch is 1 px wide. Downscaling to 224 would shrink a

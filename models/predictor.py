@@ -60,6 +60,7 @@ class Predictor:
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Decoded BGR uint8 images of any size -> (B, 3, S, S) normalised float32."""
         x = stack_uint8(images, self.input_size)  # (B, 3, S, S) uint8 RGB
+        # channels-last already (see stack_uint8); contiguous() is a no-op then
         return normalize(x, self._checkpoint.preprocessing).contiguous(
             memory_format=torch.channels_last
         )
