@@ -7,13 +7,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -424,3 +429,60 @@ def add_labeled_parts() -> Callable[..., list[int]]:
         return ids
 
     return add
+
+
+# ----------------------------------------------------------------------------- live services
+
+SERVICE_START_GUARD_S = 180.0  # cold processes import torch on a busy machine; a hang guard only
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@contextmanager
+def _running_service(
+    data_dir: Path, *, weights: Path, log: Path, database_url: str | None = None
+) -> Iterator[ServiceProcess]:
+    """`inspect-app serve` in its own process on a free port (real HTTP), ready when yielded;
+    stopped (terminate, then kill) on exit, unless the test already killed it."""
+    port = _free_port()
+    command = [sys.executable, "-m", "inspect_app.cli", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
+    if database_url:
+        command += ["--database-url", database_url]
+    env = {**os.environ, "INSPECT_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"}
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVICE_START_GUARD_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"serve did not get ready:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield ServiceProcess(process=process, url=url, log=log)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        process.wait(30)
+
+
+@pytest.fixture(scope="session")
+def running_service() -> Callable[..., AbstractContextManager[ServiceProcess]]:
+    """The one way tests start a live `inspect-app serve` process (see `_running_service`)."""
+    return _running_service

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
@@ -26,45 +21,10 @@ from inspect_app.storage.db import init_db, make_engine
 
 pytestmark = pytest.mark.slow
 
-STARTUP_LIMIT_S = 180  # a generous bound on a loaded machine; not a measurement
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def running_service(
-    data_dir: Path, port: int, weights: Path, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "INSPECT_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "inspect_app.cli", "serve", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--data-dir", str(data_dir)]
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + STARTUP_LIMIT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the service exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the service did not get ready:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(30)
-
-
-def test_an_acknowledged_image_survives_sigkill(tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_an_acknowledged_image_survives_sigkill(
+    tmp_path: Path, tiny_checkpoint: Path, running_service: Callable[..., Any]
+) -> None:
     data_dir = tmp_path / "service"
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir()
@@ -83,10 +43,10 @@ def test_an_acknowledged_image_survives_sigkill(tmp_path: Path, tiny_checkpoint:
     data = buf.tobytes()
     log = tmp_path / "service.log"
 
-    port = free_port()
-    with running_service(data_dir, port, tiny_checkpoint, log) as process:
+    with running_service(data_dir, weights=tiny_checkpoint, log=log) as service:
+        process = service.process
         response = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/lines/line-1/images",
+            f"{service.url}/api/v1/lines/line-1/images",
             content=data,
             headers={"X-Api-Key": camera_key, "Content-Type": "image/png"},
             params={"capture_id": "before-the-crash"},
@@ -98,9 +58,8 @@ def test_an_acknowledged_image_survives_sigkill(tmp_path: Path, tiny_checkpoint:
         process.wait(30)
         assert process.returncode == -signal.SIGKILL
 
-    port = free_port()
-    with running_service(data_dir, port, tiny_checkpoint, log):
-        base = f"http://127.0.0.1:{port}/api/v1/inspections/{acknowledged['inspection_id']}"
+    with running_service(data_dir, weights=tiny_checkpoint, log=log) as service:
+        base = f"{service.url}/api/v1/inspections/{acknowledged['inspection_id']}"
         state = httpx.get(base, headers={"X-Api-Key": camera_key}, timeout=30)
         assert state.status_code == 200, state.text
         assert state.json() == acknowledged
@@ -111,7 +70,7 @@ def test_an_acknowledged_image_survives_sigkill(tmp_path: Path, tiny_checkpoint:
         assert hashlib.sha256(stored.content).hexdigest() == hashlib.sha256(data).hexdigest()
         # the line's software, unsure whether its post made it, retries: same inspection
         retry = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/lines/line-1/images",
+            f"{service.url}/api/v1/lines/line-1/images",
             content=data,
             headers={"X-Api-Key": camera_key, "Content-Type": "image/png"},
             params={"capture_id": "before-the-crash"},

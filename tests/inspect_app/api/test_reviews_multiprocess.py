@@ -3,14 +3,11 @@ PostgreSQL database, and concurrent claimers on both never receive the same task
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,68 +22,29 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 N_TASKS = 60
 N_CLAIMERS = 8  # half on each process
-STARTUP_TIMEOUT_S = 180.0  # two cold Python processes importing torch on a busy machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until_serving(base_url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"`inspect-app serve` exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(
-        f"`inspect-app serve` did not answer within {STARTUP_TIMEOUT_S}s:\n{log.read_text()}"
-    )
 
 
 @pytest.fixture
 def two_services(
-    fresh_postgres_url: str, tiny_checkpoint: Path, tmp_path: Path
+    fresh_postgres_url: str,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    running_service: Callable[..., AbstractContextManager[Any]],
 ) -> Iterator[list[str]]:
     """Base URLs of two `inspect-app serve` processes on one PostgreSQL database."""
-    processes: list[tuple[subprocess.Popen, Path]] = []
-    env = {**os.environ, "INSPECT_WEIGHTS": str(tiny_checkpoint)}
-    urls = []
-    try:
-        for i in range(2):
-            port = _free_port()
-            log = tmp_path / f"serve-{i}.log"
-            handle = log.open("w")
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "inspect_app.cli", "serve",
-                    "--host", "127.0.0.1", "--port", str(port),
-                    "--data-dir", str(tmp_path / f"service-{i}"),
-                    "--database-url", fresh_postgres_url,
-                    "--log-level", "warning",
-                ],
-                env=env, stdout=handle, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            processes.append((process, log))
-            urls.append(f"http://127.0.0.1:{port}")
-        for url, (process, log) in zip(urls, processes, strict=True):
-            _wait_until_serving(url, process, log)
-        yield urls
-    finally:
-        for process, _ in processes:
-            process.terminate()
-        for process, _ in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with ExitStack() as stack:
+        services = [
+            stack.enter_context(
+                running_service(
+                    tmp_path / f"service-{i}",
+                    weights=tiny_checkpoint,
+                    log=tmp_path / f"serve-{i}.log",
+                    database_url=fresh_postgres_url,
+                )
+            )
+            for i in range(2)
+        ]
+        yield [service.url for service in services]
 
 
 def test_claimers_on_two_processes_never_share_a_task(

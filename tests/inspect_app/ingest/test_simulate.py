@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
@@ -24,7 +20,6 @@ from inspect_app.storage.db import init_db, make_engine
 from inspect_app.storage.tables import Inspection
 
 pytestmark = pytest.mark.slow
-START_GUARD_S = 180.0  # the service loads torch and the model; only a hang guard
 
 
 @dataclass(frozen=True)
@@ -34,15 +29,11 @@ class LiveService:
     settings: Settings
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_service(
-    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_checkpoint: Path,
+    running_service: Callable[..., AbstractContextManager[Any]],
 ) -> Iterator[LiveService]:
     """`inspect-app serve` in its own process on a free port, line-1 (shadow) with a key."""
     data_dir = tmp_path_factory.mktemp("service")
@@ -54,41 +45,8 @@ def live_service(
         key = add_camera_key(session, "line-1")
     engine.dispose()
 
-    port = _free_port()
-    env = {**os.environ, "INSPECT_WEIGHTS": str(tiny_checkpoint), "OMP_NUM_THREADS": "1"}
-    log = (data_dir / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inspect_app.cli", "serve", "--port", str(port),
-         "--data-dir", str(data_dir), "--log-level", "warning"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_GUARD_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}: {_tail(data_dir)}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve did not become ready: {_tail(data_dir)}")
-            time.sleep(0.2)
-        yield LiveService(url=url, key=key, settings=settings)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-def _tail(data_dir: Path) -> str:
-    return (data_dir / "serve.log").read_text()[-3000:]
+    with running_service(data_dir, weights=tiny_checkpoint, log=data_dir / "serve.log") as live:
+        yield LiveService(url=live.url, key=key, settings=settings)
 
 
 def http_inspections(settings: Settings) -> list[Inspection]:
