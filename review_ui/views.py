@@ -53,34 +53,22 @@ def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def format_duration(seconds: float) -> str:
-    """How long, the way a person says it: 45 s, 3 min 05 s, 2 h 10 min, 3 d 4 h."""
+def format_duration(seconds: float, *, compact: bool = False) -> str:
+    """How long, the way a person says it: 45 s, 3 min 05 s, 2 h 10 min, 3 d 4 h;
+    `compact` for tight spaces: 45s, 3m05s, 2h10m, 3d4h."""
+    s, m, h, d = ("s", "m", "h", "d") if compact else (" s", " min", " h", " d")
+    sep = "" if compact else " "
     seconds = max(0, int(seconds))
     if seconds < 60:
-        return f"{seconds} s"
+        return f"{seconds}{s}"
     minutes, secs = divmod(seconds, 60)
     if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
+        return f"{minutes}{m}{sep}{secs:02d}{s}"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes:02d} min"
+        return f"{hours}{h}{sep}{minutes:02d}{m}"
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
-def format_duration_short(seconds: float) -> str:
-    """For tight spaces: 45s, 3m05s, 2h10m, 3d4h."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours}h"
+    return f"{days}{d}{sep}{hours}{h}"
 
 
 def format_time(value: datetime | None) -> str:
@@ -224,7 +212,7 @@ def counters_html(
 ) -> str:
     oldest = (
         f'<span class="{wait_class(oldest_wait_s)}">'
-        f"{esc(format_duration_short(oldest_wait_s))}</span>"
+        f"{esc(format_duration(oldest_wait_s, compact=True))}</span>"
         if oldest_wait_s is not None
         else "—"
     )

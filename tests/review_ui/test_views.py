@@ -48,7 +48,7 @@ def test_the_page_script_and_the_key_badges_come_from_the_same_table() -> None:
 )
 def test_durations_read_as_people_say_them(seconds: float, long: str, short: str) -> None:
     assert views.format_duration(seconds) == long
-    assert views.format_duration_short(seconds) == short
+    assert views.format_duration(seconds, compact=True) == short
 
 
 def test_a_part_card_escapes_what_cameras_and_people_typed() -> None:
