@@ -5,22 +5,37 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= var
+HOST ?= 127.0.0.1
+PORT ?= 8000
+LOCK := requirements.lock
 
-.PHONY: run test setup system-deps lint format weights bench clean
+.PHONY: run test setup lock system-deps lint format weights bench clean
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements.lock names (every package, direct and transitive, at one
+# version with its hashes), so two fresh clones on different days get the same packages.
+# pyproject.toml keeps the ranges; `make lock` turns them into a new lock.
+$(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Regenerate the lock from pyproject.toml's ranges (needs the package index; minutes, as the
+# torch wheels are hashed). Review the diff, then commit pyproject.toml and the lock together.
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --extra dev --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 
 system-deps:
 	./scripts/system-deps.sh
 
 run: setup
-	$(BIN)/inspect-app serve --demo --data-dir $(DATA_DIR)
+	$(BIN)/inspect-app serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 test: setup system-deps
 	$(BIN)/ruff check .
@@ -50,4 +65,4 @@ bench: setup
 	$(BIN)/python bench/review_latency.py
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock $(DATA_DIR) .pytest_cache .ruff_cache
