@@ -48,9 +48,10 @@ from inspect_app.ingest.simulate import (
     post_images,
 )
 from inspect_app.lines import add_line
-from inspect_app.settings import DEFAULT_WEIGHTS, SAMPLES_DIR, Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.settings import SAMPLES_DIR, Settings
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
+from models import DEFAULT_WEIGHTS
 
 LINE = "bench"
 BATCH = 16
@@ -95,7 +96,7 @@ def prepare_service_data(data_dir: Path) -> tuple[Settings, str]:
     """The service's database with the benchmark line and a camera key for it."""
     settings = Settings(data_dir=data_dir)
     engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine) as session:
         add_line(session, LINE, "shadow", actor="bench")
         key = add_camera_key(session, LINE, actor="bench")

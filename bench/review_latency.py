@@ -43,7 +43,7 @@ from inspect_app import review_queue
 from inspect_app.accounts import add_user
 from inspect_app.domain import CLASS_NAMES, DefectClass, Role, Route, TaskReason, TaskStatus
 from inspect_app.lines import add_line
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User, utcnow
 
 LINES = ("line-1", "line-2", "line-3")
@@ -219,7 +219,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="review-latency-")
     url = args.database_url or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     engine = make_engine(url)
-    init_db(engine)
+    upgrade_database(engine)
     rng = random.Random(args.seed)
     t0 = time.perf_counter()
     seed(engine, args.inspections, args.waiting, rng)

@@ -46,8 +46,9 @@ from inspect_app.evidence import rate_estimate
 from inspect_app.ingest.base import content_type_for
 from inspect_app.ingest.replay import replay_order
 from inspect_app.lines import add_line
-from inspect_app.settings import DEFAULT_WEIGHTS, Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.settings import Settings
+from inspect_app.storage.db import make_engine, upgrade_database
+from models import DEFAULT_WEIGHTS
 
 LINE = "scenario"
 
@@ -89,7 +90,7 @@ def prepare_line(data_dir: Path, args: argparse.Namespace) -> tuple[str, str, st
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine, expire_on_commit=False) as session:
         add_line(
             session,

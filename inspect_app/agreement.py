@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,6 +41,7 @@ from inspect_app.evidence import (
     rate_estimate,
 )
 from inspect_app.storage.tables import Inspection, Label, Line, User
+from inspect_app.timeutil import as_utc
 
 # Levels at which every part is routed to a human whatever the model said.
 REPRESENTATIVE_LEVELS: tuple[str, ...] = (
@@ -72,13 +74,6 @@ class LabeledInspection:
         return self.label != DefectClass.OK
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Naive timestamps (SQLite, PostgreSQL ``timestamp``) were written as UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _window(query, line_id: str, model_version: str | None, since, until):  # type: ignore[no-untyped-def]
     query = query.where(Inspection.line_id == line_id, col(Inspection.model_version).is_not(None))
     if model_version is not None:
@@ -91,7 +86,7 @@ def _window(query, line_id: str, model_version: str | None, since, until):  # ty
 
 
 def _check_window(since: datetime | None, until: datetime | None) -> None:
-    if since is not None and until is not None and _utc(until) <= _utc(since):  # type: ignore[operator]
+    if since is not None and until is not None and as_utc(until) <= as_utc(since):  # type: ignore[operator]
         raise ValueError(f"the window is empty: until ({until}) is not after since ({since})")
 
 
@@ -175,7 +170,7 @@ def labeled_inspections(
         # Ordered by label time: should two current labels ever exist, the later wins.
         latest[inspection_id] = LabeledInspection(
             inspection_id=inspection_id,
-            received_at=_utc(received_at) or received_at,
+            received_at=as_utc(received_at) or received_at,
             model_version=version,
             p_ok=float(probabilities[DefectClass.OK.value]),
             predicted_class=predicted,
@@ -185,7 +180,7 @@ def labeled_inspections(
             label=label,
             labeler=labeler,
             model_shown=bool(shown),
-            labeled_at=_utc(labeled_at) or labeled_at,
+            labeled_at=as_utc(labeled_at) or labeled_at,
             label_count=int(count),
             duration_ms=duration_ms,
         )
@@ -204,6 +199,19 @@ def count_predicted(
     _check_window(since, until)
     query = _window(select(func.count(col(Inspection.id))), line_id, model_version, since, until)
     return int(session.exec(query).one())
+
+
+def disagreement_images(session: Session, inspection_ids: Sequence[int]) -> dict[int, str]:
+    """The stored image (its sha256) of each inspection: what a supervisor looks at where
+    the human's label and the model's call differ. Unknown ids are absent."""
+    if not inspection_ids:
+        return {}
+    rows = session.exec(
+        select(Inspection.id, Inspection.image_sha256).where(
+            col(Inspection.id).in_(list(inspection_ids))
+        )
+    ).all()
+    return {int(inspection_id): sha for inspection_id, sha in rows}
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,8 +295,8 @@ def agreement_report(
         line_id=line_id,
         model_version=version,
         model_versions=versions,
-        since=_utc(since),
-        until=_utc(until),
+        since=as_utc(since),
+        until=as_utc(until),
         predicted=predicted,
         labeled=len(rows),
         coverage=rate_estimate(len(rows), predicted),
@@ -395,5 +403,5 @@ def live_audit_counts(session: Session, line: Line, model_version: str | None) -
             counts["failed"] += count
             counts["false_rejects"] += count if ok else 0
     return AuditCounts(
-        model_version=model_version, era_start=_utc(era_start) or era_start, **counts
+        model_version=model_version, era_start=as_utc(era_start) or era_start, **counts
     )

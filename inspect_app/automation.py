@@ -56,7 +56,8 @@ from inspect_app.evidence import (
     recommend_thresholds,
     what_if,
 )
-from inspect_app.storage.tables import Inspection, Line, utcnow
+from inspect_app.storage.tables import Inspection, Line
+from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 

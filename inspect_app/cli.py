@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlmodel import Session
 
     from inspect_app.settings import Settings
+    from inspect_app.storage.db import SchemaState, UpgradeReport
 
 app = typer.Typer(no_args_is_help=True, help="Human-in-the-loop visual inspection of phones.")
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic line-camera data.")
@@ -105,7 +106,7 @@ def evaluate(
         )
         typer.echo(f"wrote {json_out}")
     if card:
-        from inspect_app.settings import DEFAULT_WEIGHTS
+        from models import DEFAULT_WEIGHTS
 
         md = add_test_result(checkpoint or DEFAULT_WEIGHTS, str(data), report, version)
         typer.echo(f"recorded in {md}")
@@ -134,7 +135,7 @@ def batch(
 ) -> None:
     """Run every image in a folder through the model; unreadable files get an error row."""
     _log_to_stderr()
-    from models.batch import run_batch_inspection
+    from inspect_app.batch import run_batch_inspection
     from models.checkpoint import CheckpointError
 
     try:
@@ -203,14 +204,31 @@ def _settings(data_dir: Path | None, database_url: str | None) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def _open_database(settings: Settings) -> Engine:
-    """The engine of `settings`' database, created (tables included) if new."""
-    from inspect_app.storage.db import init_db, make_engine
+def _database_engine(settings: Settings) -> Engine:
+    """The engine of `settings`' database (the data folder made first if it is SQLite's)."""
+    from inspect_app.storage.db import make_engine
 
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    return make_engine(settings.resolved_database_url)
+
+
+def _upgrade_or_exit(engine: Engine) -> UpgradeReport:
+    """Upgrade to head (see `upgrade_database`); a failure is exit code 1, not a traceback."""
+    from inspect_app.storage.db import SchemaError, upgrade_database
+
+    try:
+        return upgrade_database(engine)
+    except SchemaError as exc:
+        engine.dispose()
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _open_database(settings: Settings) -> Engine:
+    """The engine of `settings`' database, upgraded to the current schema (created if new)."""
+    engine = _database_engine(settings)
+    _upgrade_or_exit(engine)
     return engine
 
 
@@ -353,6 +371,68 @@ def lines_list(
                 f"fail>={found.fail_threshold:g}\taudit={found.audit_rate:g}\t"
                 f"queue={queue_depth(session, found.id)}"
             )
+
+
+# -- the database's schema (inspect_app.storage.db, inspect_app.storage.migrations)
+
+db_app = typer.Typer(no_args_is_help=True, help="The database's schema revisions.")
+app.add_typer(db_app, name="db")
+
+
+def _describe_schema(state: SchemaState) -> str:
+    if state.revision is None:
+        return "empty database (no schema)"
+    if not state.stamped:
+        return "round-1 schema (unstamped)"
+    return f"{state.revision} (head)" if state.at_head else state.revision
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Upgrade the database to this version's schema (serve and the other commands do it
+    too at start); a SQLite database is copied first."""
+    engine = _database_engine(_settings(data_dir, database_url))
+    try:
+        report = _upgrade_or_exit(engine)
+    finally:
+        engine.dispose()
+    if not report.applied:
+        typer.echo(f"already at {_describe_schema(report.before)}")
+        return
+    typer.echo(f"before: {_describe_schema(report.before)}")
+    typer.echo(f"after: {report.after} (head)")
+    typer.echo(f"applied: {', '.join(report.applied)}")
+    if report.backup is not None:
+        typer.echo(f"backup: {report.backup}")
+
+
+@db_app.command("current")
+def db_current(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Print the database's revision and whether it is this version's head; changes nothing."""
+    from inspect_app.storage.db import SchemaError, current_revision, make_engine, sqlite_path
+
+    engine = make_engine(_settings(data_dir, database_url).resolved_database_url)
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():  # connecting would create an empty file
+        typer.echo(f"no database at {path} yet: `inspect-app db upgrade` makes one")
+        return
+    try:
+        state = current_revision(engine)
+    except SchemaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    if state.at_head:
+        typer.echo(_describe_schema(state))
+    else:
+        typer.echo(f"{_describe_schema(state)}, upgrade needed (head is {state.head})")
 
 
 # -- the service (inspect_app.api.app)

@@ -13,15 +13,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from inspect_app import automation
 from inspect_app.automation import GateVerdict
 from inspect_app.domain import AutomationLevel, LinePolicy, Role
 from inspect_app.events import record_event
-from inspect_app.storage.tables import Line, User, utcnow
+from inspect_app.storage.tables import Inspection, Label, Line, User
+from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +159,28 @@ def get_line(session: Session, line_id: str) -> Line:
 
 def list_lines(session: Session) -> list[Line]:
     return list(session.exec(select(Line).order_by(col(Line.id))))
+
+
+def inspection_counts_by_line(session: Session, since: datetime) -> dict[str, int]:
+    """Parts received on each line since `since`; a line with none is absent."""
+    rows = session.exec(
+        select(Inspection.line_id, func.count())
+        .where(col(Inspection.received_at) >= since)
+        .group_by(Inspection.line_id)
+    ).all()
+    return {line_id: int(count) for line_id, count in rows}
+
+
+def label_counts_by_line(session: Session, since: datetime) -> dict[str, int]:
+    """Labels given since `since` on each line's parts that still stand: a relabel replaces
+    a label, it does not add one. A line with none is absent."""
+    rows = session.exec(
+        select(Inspection.line_id, func.count())
+        .join(Label, col(Label.inspection_id) == col(Inspection.id))
+        .where(col(Label.created_at) >= since, col(Label.superseded).is_(False))
+        .group_by(Inspection.line_id)
+    ).all()
+    return {line_id: int(count) for line_id, count in rows}
 
 
 def policy_of(line: Line) -> LinePolicy:

@@ -25,7 +25,7 @@ import random
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -47,6 +47,7 @@ from inspect_app.metrics import ServiceMetrics
 from inspect_app.routing import RoutingOutcome, route_inspection
 from inspect_app.storage.images import ImageStore, sha256_of
 from inspect_app.storage.tables import Inspection, ReviewTask, utcnow
+from inspect_app.timeutil import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +81,6 @@ class ImageSubmission:
 class InspectionOutcome:
     inspection: Inspection  # committed
     created: bool  # False when capture_id replayed an existing inspection
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _check_submission(submission: ImageSubmission) -> None:
@@ -215,7 +208,7 @@ class InspectionPipeline:
             line_id=submission.line_id,
             capture_id=submission.capture_id,
             part_serial=submission.part_serial,
-            captured_at=_as_utc(submission.captured_at),
+            captured_at=as_utc(submission.captured_at),
             received_at=received_at,
             source=submission.source,
             true_class=submission.true_class,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, update
 from sqlmodel import Session, col, select
@@ -40,7 +40,8 @@ from inspect_app.domain import (
     decision_for_class,
 )
 from inspect_app.events import record_event
-from inspect_app.storage.tables import Inspection, Label, ReviewTask, User, utcnow
+from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
+from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -98,21 +99,14 @@ class ClaimedTask:
     note: str | None = None  # the inspector's note when it was escalated
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """Timestamps come back naive from SQLite and from PostgreSQL's ``timestamp`` columns;
-    they were written as UTC, so say so."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
 def _check_lease(lease_seconds: float) -> timedelta:
     if not lease_seconds > 0:
         raise ValueError(f"lease_seconds must be positive, got {lease_seconds}")
     return timedelta(seconds=lease_seconds)
 
 
-def _as_label(label: DefectClass | str) -> DefectClass:
+def as_label(label: DefectClass | str) -> DefectClass:
+    """The class a verdict names; one check for the API and the review UI alike."""
     try:
         return DefectClass(label)
     except ValueError:
@@ -354,7 +348,7 @@ def submit_label(
     duration_ms: int | None = None,
 ) -> Label:
     """Save the verdict of the lease holder; a pending decision becomes pass/fail by a human."""
-    verdict = _as_label(label)
+    verdict = as_label(label)
     if duration_ms is not None and duration_ms < 0:
         raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
     now = utcnow()
@@ -432,7 +426,7 @@ def relabel(
     counted). A decision a human made follows the latest label; a decision the model made
     (audits) never changes. Allowed to the author of the current label and to supervisors.
     """
-    verdict = _as_label(label)
+    verdict = as_label(label)
     if user.id is None:
         raise ValueError("the user has not been saved yet")
     inspection = session.get(Inspection, inspection_id, populate_existing=True)
@@ -543,6 +537,20 @@ def _waiting(line_id: str | None):  # type: ignore[no-untyped-def]
 def queue_depth(session: Session, line_id: str | None = None) -> int:
     """Tasks not yet labeled (open, claimed or escalated)."""
     return session.exec(select(func.count()).select_from(ReviewTask).where(_waiting(line_id))).one()
+
+
+def labels_given_since(session: Session, user: User, since: datetime) -> int:
+    """Labels `user` has given since `since` that still stand (a replaced one no longer
+    counts): the inspector's own count for the shift."""
+    return session.exec(
+        select(func.count())
+        .select_from(Label)
+        .where(
+            Label.user_id == user.id,
+            col(Label.created_at) >= since,
+            col(Label.superseded).is_(False),
+        )
+    ).one()
 
 
 def oldest_waiting(session: Session, line_id: str | None = None) -> datetime | None:

@@ -10,7 +10,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "default.pt"
+from models import DEFAULT_WEIGHTS
+
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 

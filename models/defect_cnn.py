@@ -119,20 +119,36 @@ class DefectCNN(nn.Module):
         # "pit here" from the boxes quickly, and this hands that evidence straight on.
         self.locator_gain = nn.Parameter(torch.ones(config.num_classes - 1))
 
-    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) -> ((B, num_classes) logits, (B, num_classes - 1, S/16, S/16) logits
-        of "this cell shows a defect of class k")."""
+    def _forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> (logits, locator cells, pooled features): one pass for all three."""
         mid = self.features[: LOCATOR_BLOCK + 1](x)  # (B, C16, S/16, S/16)
         deep = self.features[LOCATOR_BLOCK + 1 :](mid)  # (B, C32, S/32, S/32)
-        logits = self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
+        pooled = torch.flatten(self.pool(deep), 1)  # (B, C32)
+        logits = self.classifier(pooled)  # (B, num_classes)
         cells = self.locator(mid)  # (B, num_classes - 1, S/16, S/16)
         evidence = self.locator_gain * cells.amax(dim=(2, 3))  # (B, num_classes - 1)
         # the ok logit (index 0, see CLASS_NAMES) gets no locator evidence
         logits = logits + F.pad(evidence, (1, 0))  # (B, num_classes)
+        return logits, cells, pooled
+
+    def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> ((B, num_classes) logits, (B, num_classes - 1, S/16, S/16) logits
+        of "this cell shows a defect of class k")."""
+        logits, cells, _ = self._forward_all(x)
         return logits, cells
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) -> ((B, num_classes) logits, (B, C32) embedding), one forward pass.
+
+        The embedding is the pooled last feature map that feeds the classifier (`pool`'s
+        output, 288 values at width 0.5): what the network made of the whole picture, which
+        the image gate compares with the reference profile's (``models/profile.py``).
+        """
+        logits, _, pooled = self._forward_all(x)
+        return logits, pooled
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_map(x)[0]
+        return self._forward_all(x)[0]
 
 
 # The last stride-16 block of MobileNetV3-Small (16x16 cells of 16 px at 256 px input):

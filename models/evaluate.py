@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from scipy.stats import binomtest
 from tqdm import tqdm
 
 from inspect_app.domain import CLASS_NAMES, DefectClass
-from inspect_app.evidence import clopper_pearson_interval
 from models.calibrate import expected_calibration_error
 from models.defect_cnn import DefectCNNConfig
 from models.preprocess import Preprocessing
@@ -104,6 +104,13 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
+def _exact_ci95(successes: int, n: int) -> tuple[float, float]:
+    """Two-sided 95% Clopper-Pearson interval: the exact binomial interval the service's
+    evidence figures use too, so a model card and the supervisor's page never disagree."""
+    ci = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def evaluate_probabilities(
     probs: np.ndarray, labels: np.ndarray, class_names: Sequence[str] = CLASS_NAMES
 ) -> EvaluationReport:
@@ -154,9 +161,9 @@ def evaluate_probabilities(
         n=n,
         accuracy=float((predicted == labels).mean()),
         binary_accuracy=n_right / n,
-        binary_accuracy_ci95=clopper_pearson_interval(n_right, n),
+        binary_accuracy_ci95=_exact_ci95(n_right, n),
         defect_recall=caught / n_defect if n_defect else None,
-        defect_recall_ci95=clopper_pearson_interval(caught, n_defect) if n_defect else (0.0, 1.0),
+        defect_recall_ci95=_exact_ci95(caught, n_defect) if n_defect else (0.0, 1.0),
         false_reject_rate=rejected_ok / n_ok if n_ok else None,
         ece=expected_calibration_error(probs, labels),
         nll=nll,

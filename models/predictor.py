@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from inspect_app.domain import CLASS_NAMES, Prediction
-from inspect_app.settings import DEFAULT_WEIGHTS
+from models import DEFAULT_WEIGHTS
 from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from models.heatmap import logits_and_heatmaps, resize_heatmap
 from models.preprocess import normalize, stack_uint8
@@ -80,21 +80,41 @@ class Predictor:
 
     def predict(self, images: Sequence[np.ndarray], *, heatmap: bool = False) -> list[Prediction]:
         """Calibrated predictions for decoded images, in order; heatmaps at each image's size."""
+        return self.predict_with_embeddings(images, heatmap=heatmap)[0]
+
+    def predict_with_embeddings(
+        self, images: Sequence[np.ndarray], *, heatmap: bool = False
+    ) -> tuple[list[Prediction], np.ndarray]:
+        """`predict`, plus each image's embedding from the same forward pass: (B, D) float32,
+        the pooled features that feed the classifier (`DefectCNN.forward_with_embedding`),
+        which the image gate compares with the version's reference profile."""
+        dim = self._model.classifier[0].in_features
         if len(images) == 0:
-            return []
+            return [], np.zeros((0, dim), dtype=np.float32)
         x = self.preprocess(images)
         if heatmap:
-            with self._lock:
-                logits, maps = logits_and_heatmaps(self._model, x, self.class_names)
-            probs = self._probabilities(logits)
+            # the heatmap's forward pass also yields the embedding: `pool`'s output, caught
+            # on its way to the classifier, so no second forward pass is needed
+            pooled: list[torch.Tensor] = []
+            with self._lock:  # inside the lock: no other thread's forward pass meets the hook
+                hook = self._model.pool.register_forward_hook(
+                    lambda _m, _i, out: pooled.append(torch.flatten(out, 1).detach())
+                )
+                try:
+                    logits, maps = logits_and_heatmaps(self._model, x, self.class_names)
+                finally:
+                    hook.remove()
+            embeddings = pooled[0]
             heats: list[np.ndarray | None] = [
                 resize_heatmap(m, im.shape[0], im.shape[1])
                 for m, im in zip(maps, images, strict=True)
             ]
         else:
-            probs = self.predict_tensor(x)
+            with self._lock, torch.inference_mode():
+                logits, embeddings = self._model.forward_with_embedding(x)  # (B, C), (B, D)
             heats = [None] * len(images)
-        return [
+        probs = self._probabilities(logits)
+        predictions = [
             Prediction(
                 probabilities={c: float(p) for c, p in zip(self.class_names, row, strict=True)},
                 model_version=self.version,
@@ -102,3 +122,4 @@ class Predictor:
             )
             for row, h in zip(probs, heats, strict=True)
         ]
+        return predictions, embeddings.numpy().astype(np.float32, copy=False)

@@ -27,13 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from inspect_app import review_queue
-from inspect_app.domain import DefectClass, Role
+from inspect_app.domain import Role
 from inspect_app.review_queue import ClaimedTask
-from inspect_app.storage.tables import Label, User, utcnow
+from inspect_app.storage.tables import User, utcnow
 from review_ui.auth import current_user, require_role
 from review_ui.context import ReviewContext
 
@@ -422,15 +421,7 @@ class InspectorDesk:
     def _count(self, db: Session, user: User) -> Counters:
         now = utcnow()
         started = shift_start(now.astimezone())
-        mine = db.exec(
-            select(func.count())
-            .select_from(Label)
-            .where(
-                Label.user_id == user.id,
-                col(Label.created_at) >= started,
-                col(Label.superseded).is_(False),
-            )
-        ).one()
+        mine = review_queue.labels_given_since(db, user, started)
         oldest = review_queue.oldest_waiting(db)
         return Counters(
             waiting=review_queue.queue_depth(db),
@@ -463,12 +454,11 @@ def _count_done(desk: DeskSession, *, labeled: bool) -> None:
 
 
 def _as_label(label: str) -> str:
+    """The queue's check, up front: a key the page should never send is bad input."""
     try:
-        return DefectClass(label).value
-    except ValueError:
-        raise BadInput(
-            f"unknown class {label!r}: one of {', '.join(c.value for c in DefectClass)}"
-        ) from None
+        return review_queue.as_label(label).value
+    except review_queue.InvalidLabel as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _clean_note(note: str | None) -> str | None:

@@ -20,15 +20,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gradio as gr
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from inspect_app import agreement, lines, review_queue
 from inspect_app.automation import gate_targets
 from inspect_app.domain import AutomationLevel, Role
 from inspect_app.events import list_events
 from inspect_app.evidence import recommend_thresholds
-from inspect_app.storage.tables import Inspection, Label, User, utcnow
+from inspect_app.storage.tables import User, utcnow
+from inspect_app.timeutil import as_utc
 from review_ui import evidence_views, views
 from review_ui.auth import current_user, require_role
 from review_ui.context import ReviewContext, encode_jpeg_uri
@@ -59,21 +59,8 @@ def local_midnight(now: datetime) -> datetime:
 def line_rows(session: Session, now: datetime) -> list[views.LineRow]:
     """Every line with its settings, queue and today's throughput."""
     midnight = local_midnight(now).astimezone(UTC)
-    inspected = dict(
-        session.exec(
-            select(Inspection.line_id, func.count())
-            .where(col(Inspection.received_at) >= midnight)
-            .group_by(Inspection.line_id)
-        ).all()
-    )
-    labeled = dict(
-        session.exec(
-            select(Inspection.line_id, func.count())
-            .join(Label, col(Label.inspection_id) == col(Inspection.id))
-            .where(col(Label.created_at) >= midnight, col(Label.superseded).is_(False))
-            .group_by(Inspection.line_id)
-        ).all()
-    )
+    inspected = lines.inspection_counts_by_line(session, midnight)
+    labeled = lines.label_counts_by_line(session, midnight)
     rows = []
     for line in lines.list_lines(session):
         oldest = review_queue.oldest_waiting(session, line.id)
@@ -86,8 +73,8 @@ def line_rows(session: Session, now: datetime) -> list[views.LineRow]:
                 audit_rate=line.audit_rate,
                 queue_depth=review_queue.queue_depth(session, line.id),
                 oldest_wait_s=(now - oldest).total_seconds() if oldest is not None else None,
-                inspected_today=int(inspected.get(line.id, 0)),
-                labeled_today=int(labeled.get(line.id, 0)),
+                inspected_today=inspected.get(line.id, 0),
+                labeled_today=labeled.get(line.id, 0),
             )
         )
     return rows
@@ -96,7 +83,7 @@ def line_rows(session: Session, now: datetime) -> list[views.LineRow]:
 def event_rows(session: Session, line_id: str) -> list[views.EventRow]:
     return [
         views.EventRow(
-            at=review_queue.as_utc(e.at) or e.at,
+            at=as_utc(e.at) or e.at,
             kind=e.kind,
             actor=e.actor,
             reason=e.reason,
@@ -346,17 +333,10 @@ def disagreements(
     )[:DISAGREEMENTS_SHOWN]
     if not differ:
         return []
-    images = {
-        i: (sha, fmt)
-        for i, sha, fmt in session.exec(
-            select(Inspection.id, Inspection.image_sha256, Inspection.image_format).where(
-                col(Inspection.id).in_([r.inspection_id for r in differ])
-            )
-        ).all()
-    }
+    images = agreement.disagreement_images(session, [r.inspection_id for r in differ])
     out = []
     for r in differ:
-        sha, _fmt = images.get(r.inspection_id, (None, None))
+        sha = images.get(r.inspection_id)
         thumb = _thumbnail(context, sha) if sha else None
         out.append(
             evidence_views.Disagreement(

@@ -161,13 +161,13 @@ def fresh_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """An initialised, empty database: SQLite in memory, then a real PostgreSQL."""
-    from inspect_app.storage.db import init_db, make_engine
+    from inspect_app.storage.db import make_engine, upgrade_database
 
     url = (
         "sqlite://" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
     )
     db = make_engine(url)
-    init_db(db)
+    upgrade_database(db)
     yield db
     db.dispose()
 

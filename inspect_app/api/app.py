@@ -30,7 +30,7 @@ from inspect_app.metrics import ServiceMetrics
 from inspect_app.pipeline import IngestError, InspectionPipeline
 from inspect_app.review_queue import queue_depth
 from inspect_app.settings import Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.images import ImageStore
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
-    await asyncio.to_thread(init_db, engine)
+    await asyncio.to_thread(upgrade_database, engine)
     metrics = ServiceMetrics(queue_depths=partial(_queue_depths, engine))
     if settings.torch_threads:
         import torch

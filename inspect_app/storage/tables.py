@@ -6,16 +6,13 @@ JSON-ish payloads (probabilities, event details) are stored as JSON columns.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from inspect_app.domain import AutomationLevel
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from inspect_app.timeutil import utcnow
 
 
 class Line(SQLModel, table=True):

@@ -14,7 +14,7 @@ from inspect_app.accounts import add_user
 from inspect_app.domain import Role
 from inspect_app.lines import add_line
 from inspect_app.review_queue import relabel
-from inspect_app.storage.tables import Line, User, utcnow
+from inspect_app.storage.tables import Inspection, Line, User, utcnow
 
 AddParts = Callable[..., list[int]]
 
@@ -162,3 +162,18 @@ def test_live_audit_counts_only_the_current_settings_era(
     counts = agreement.live_audit_counts(session, line, "test")
     assert (counts.passed, counts.escapes) == (3, 2)
     assert (counts.failed, counts.false_rejects) == (2, 1)
+
+
+def test_disagreement_images_name_each_inspections_stored_image(
+    session: Session, inspector: User, add_labeled_parts: AddParts
+) -> None:
+    first, second = add_labeled_parts(
+        session, "line-1", [0.99, 0.1], ["scratch", "ok"], user_id=inspector.id
+    )
+    images = agreement.disagreement_images(session, [first, second, 10**6])
+    assert set(images) == {first, second}  # an unknown id has no image
+    for inspection_id in (first, second):
+        inspection = session.get(Inspection, inspection_id)
+        assert inspection is not None
+        assert images[inspection_id] == inspection.image_sha256
+    assert agreement.disagreement_images(session, []) == {}

@@ -13,14 +13,14 @@ from inspect_app import demo
 from inspect_app.accounts import authenticate, line_for_camera_key, list_camera_keys
 from inspect_app.lines import get_line
 from inspect_app.settings import Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import User
 
 
 @pytest.fixture
 def sqlite_engine() -> Iterator[Engine]:
     engine = make_engine("sqlite://")
-    init_db(engine)
+    upgrade_database(engine)
     yield engine
     engine.dispose()
 

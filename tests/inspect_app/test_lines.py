@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from sqlmodel import Session, select
@@ -9,7 +11,8 @@ from inspect_app import automation, lines
 from inspect_app.accounts import add_user
 from inspect_app.automation import GateVerdict
 from inspect_app.domain import AutomationLevel, LinePolicy, Role
-from inspect_app.storage.tables import Event, Line, User
+from inspect_app.review_queue import relabel
+from inspect_app.storage.tables import Event, Line, User, utcnow
 
 L = AutomationLevel
 
@@ -200,3 +203,28 @@ def test_bad_changes_are_refused_with_a_clear_message(
 def test_changing_an_unknown_line_says_so(session: Session, supervisor: User) -> None:
     with pytest.raises(lines.LineNotFound):
         lines.change_automation(session, "nope", level="shadow", reason="x", actor=supervisor)
+
+
+def test_counts_by_line_since_a_time(
+    session: Session, supervisor: User, add_labeled_parts: Callable[..., list[int]]
+) -> None:
+    lines.add_line(session, "line-1")
+    lines.add_line(session, "line-2")
+    inspector = add_user(session, "ida", Role.INSPECTOR, "inspector-pw")
+    now = utcnow()
+    yesterday = now - timedelta(days=1)
+    parts = add_labeled_parts(
+        session, "line-1", [0.99, 0.1, 0.9], ["ok", "pit", None], user_id=inspector.id
+    )
+    add_labeled_parts(session, "line-2", [0.99], ["ok"], user_id=inspector.id)
+    add_labeled_parts(
+        session, "line-2", [0.99], [None], user_id=inspector.id, received_at=yesterday
+    )
+    relabel(session, parts[0], supervisor, "scratch")  # replaces a label, adds none
+    since = now - timedelta(hours=1)
+    assert lines.inspection_counts_by_line(session, since) == {"line-1": 3, "line-2": 1}
+    assert lines.inspection_counts_by_line(session, yesterday) == {"line-1": 3, "line-2": 2}
+    assert lines.label_counts_by_line(session, since) == {"line-1": 2, "line-2": 1}
+    later = utcnow() + timedelta(hours=1)
+    assert lines.inspection_counts_by_line(session, later) == {}
+    assert lines.label_counts_by_line(session, later) == {}

@@ -13,13 +13,14 @@ from sqlmodel import Session, col, select
 from inspect_app import automation
 from inspect_app import review_queue as rq
 from inspect_app.accounts import add_user
-from inspect_app.domain import Role, TaskReason
+from inspect_app.domain import DefectClass, Role, TaskReason
 from inspect_app.lines import add_line
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User, utcnow
 
 LEASE = 60.0
 Seed = Callable[..., int]
+AddParts = Callable[..., list[int]]
 
 
 @pytest.fixture
@@ -373,7 +374,7 @@ def test_concurrent_claimers_never_share_a_task_on_a_sqlite_file(
     tmp_path: Path, seed_review_task: Seed
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'queue.db'}")
-    init_db(engine)
+    upgrade_database(engine)
     try:
         _concurrent_claimers_never_share(engine, seed_review_task)
     finally:
@@ -385,8 +386,30 @@ def test_concurrent_claimers_never_share_a_task_on_postgresql(
     fresh_postgres_url: str, seed_review_task: Seed
 ) -> None:
     engine = make_engine(fresh_postgres_url)
-    init_db(engine)
+    upgrade_database(engine)
     try:
         _concurrent_claimers_never_share(engine, seed_review_task)
     finally:
         engine.dispose()
+
+
+def test_labels_given_since_counts_the_labels_that_still_stand(
+    session: Session, line: str, ann: User, bob: User, sue: User, add_labeled_parts: AddParts
+) -> None:
+    started = utcnow() - timedelta(hours=1)
+    first, second = add_labeled_parts(session, line, [0.99, 0.1], ["ok", "pit"], user_id=ann.id)
+    add_labeled_parts(session, line, [0.9], ["ok"], user_id=bob.id)
+    assert rq.labels_given_since(session, ann, started) == 2
+    rq.relabel(session, first, ann, "scratch")  # her own redo: still one label of hers
+    assert rq.labels_given_since(session, ann, started) == 2
+    rq.relabel(session, second, sue, "crack")  # a supervisor's correction replaces hers
+    assert rq.labels_given_since(session, ann, started) == 1
+    assert rq.labels_given_since(session, sue, started) == 1
+    assert rq.labels_given_since(session, bob, started) == 1
+    assert rq.labels_given_since(session, ann, utcnow() + timedelta(hours=1)) == 0
+
+
+def test_a_verdict_must_name_a_class() -> None:
+    assert rq.as_label("scratch") is DefectClass.SCRATCH
+    with pytest.raises(rq.InvalidLabel, match="unknown class 'dent': one of ok, scratch"):
+        rq.as_label("dent")

@@ -12,7 +12,8 @@ from scipy.stats import binom
 
 from data.dataset import load_dataset
 from inspect_app.domain import DefectClass
-from inspect_app.settings import DEFAULT_WEIGHTS, SAMPLES_DIR
+from inspect_app.settings import SAMPLES_DIR
+from models import DEFAULT_WEIGHTS
 from models.evaluate import card_paths
 from models.predictor import Predictor
 

@@ -42,7 +42,12 @@ pytestmark = [
 ]
 
 if CHROMIUM.exists():
-    from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+# How long a step may take to show on screen: generous, for a loaded CI machine. Every wait
+# below is for a state a person would wait for (an option listed, a value shown, a result
+# drawn), never for a fixed time.
+UI_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +146,12 @@ def test_an_inspector_labels_three_parts_by_keyboard_and_undoes_one(
     log_in(page, live_service, "ines", screenshot="login")
     assert page.get_by_role("tab", name="Lines").count() == 0  # not a supervisor's page
     assert page.get_by_role("tab", name="Evidence").count() == 0
-    assert "Model hidden" in page.locator("#model-box").inner_text()  # shadow: blind
+    expect(page.locator("#model-box")).to_contain_text("Model hidden")  # shadow: blind
     shot(page, "inspect")
 
     timings = [press_and_wait(page, key) for key in ("2", "1", "3")]
     press_and_wait(page, "u")  # back to the third part, to correct it
-    assert "CORRECTING" in page.locator(".viewer-banner").inner_text()
+    expect(page.locator(".viewer-banner")).to_contain_text("CORRECTING", timeout=UI_TIMEOUT_MS)
     shot(page, "inspect_correcting")
     press_and_wait(page, "4")
     shot(page, "inspect_after_correction")
@@ -161,7 +166,7 @@ def test_an_inspector_labels_three_parts_by_keyboard_and_undoes_one(
         everything = db.exec(select(Label)).all()
     assert [label for _, label in current] == ["scratch", "ok", "pit"]
     assert len(everything) == 4  # the undone "crack" kept as superseded: a counted redo
-    assert page.locator("[data-testid=my-labels]").inner_text().strip() == "3"
+    expect(page.locator("[data-testid=my-labels]")).to_have_text("3", timeout=UI_TIMEOUT_MS)
 
     # Logging out leaves the page: the part still on screen goes back to the queue at once.
     held = int(shown_task(page) or 0)
@@ -181,15 +186,15 @@ def test_at_assist_the_model_and_its_heatmap_are_shown_on_request(
     add_lines(live_service.engine, ("line-a", "assist"))
     post_parts(live_service, "line-a", ["crack", "pit"])
     log_in(page, live_service, "ines")
-    assert "Model says" in page.locator("#model-box").inner_text()
+    expect(page.locator("#model-box")).to_contain_text("Model says", timeout=UI_TIMEOUT_MS)
     overlay = page.locator(".part-viewer .part-overlay")
     page.wait_for_function(
         "() => !!document.querySelector('.part-viewer.has-overlay .part-overlay[src]')",
         timeout=60_000,
     )
-    assert not overlay.is_visible()  # off until asked for
+    expect(overlay).to_be_hidden()  # off until asked for
     page.keyboard.press("h")
-    assert overlay.is_visible()
+    expect(overlay).to_be_visible(timeout=UI_TIMEOUT_MS)
     page.keyboard.press("+")
     page.keyboard.press("+")
     shot(page, "inspect_assist_heatmap")
@@ -200,9 +205,9 @@ def test_at_assist_the_model_and_its_heatmap_are_shown_on_request(
         "return v && s && s.dataset.for === v.dataset.key; }",
         timeout=60_000,
     )
-    assert overlay.is_visible()  # the choice stays on from part to part
+    expect(overlay).to_be_visible()  # the choice stays on from part to part
     page.keyboard.press("h")
-    assert not overlay.is_visible()
+    expect(overlay).to_be_hidden(timeout=UI_TIMEOUT_MS)
 
 
 def task_status(engine: Engine, task_id: int) -> str:
@@ -243,11 +248,21 @@ def test_an_inspector_cannot_reach_the_supervisor_handlers_with_their_session(
         assert not db.exec(select(Event).where(col(Event.kind).like("level_change%"))).all()
 
 
-def select_option(page: Page, elem_id: str, value: str) -> None:
+def choose_option(page: Page, elem_id: str, label: str) -> None:
+    """Choose `label` in the Gradio dropdown `#elem_id` as a person does: open the list, wait
+    for the option to be listed, click it, and see the box show it.
+
+    Typing into the box and pressing Enter does not wait for anything the page shows, so on
+    a loaded machine the keys can land before the list is ready and the choice silently does
+    not take; the wrong level is then applied and the expected result never comes.
+    """
     box = page.locator(f"#{elem_id} input")
     box.click()
-    box.fill(value)
-    page.keyboard.press("Enter")
+    option = page.locator(f"#{elem_id} [role=listbox]").get_by_role(
+        "option", name=label, exact=True
+    )
+    option.click(timeout=UI_TIMEOUT_MS)  # waits until it is listed, visible and still
+    expect(box).to_have_value(label, timeout=UI_TIMEOUT_MS)
 
 
 def test_a_supervisor_is_refused_a_raise_with_the_figures_and_lowers_the_line(
@@ -264,18 +279,21 @@ def test_a_supervisor_is_refused_a_raise_with_the_figures_and_lowers_the_line(
 
     page.get_by_role("tab", name="Lines").click()
     page.wait_for_selector(".lines-table tr[data-line='line-1']", timeout=60_000)
+    # The form shows the chosen line's settings before a supervisor changes them; a choice
+    # made earlier would be overwritten when they arrive.
+    expect(page.locator("#change-line input")).to_have_value("line-1", timeout=UI_TIMEOUT_MS)
+    expect(page.locator("#change-level input")).to_have_value("shadow", timeout=UI_TIMEOUT_MS)
     shot(page, "lines")
-    select_option(page, "change-level", "partial")
+    choose_option(page, "change-level", "partial")
     page.locator("#change-reason textarea, #change-reason input").first.fill("model looks good")
     page.locator("#change-apply").click()
     refusal = page.locator("[data-testid=refusal]")
-    refusal.wait_for(timeout=60_000)
+    expect(refusal).to_contain_text("Refused by the evidence gate", timeout=UI_TIMEOUT_MS)
     text = refusal.inner_text()
-    assert "Refused by the evidence gate" in text
     assert "Escapes" in text and "False rejects" in text and "vs 0.50%" in text
     shot(page, "lines_refused", full_page=True)
 
-    select_option(page, "change-level", "human_only")
+    choose_option(page, "change-level", "human_only")
     page.locator("#change-reason textarea, #change-reason input").first.fill("camera realigned")
     page.locator("#change-apply").click()
     page.wait_for_selector(".result-ok", timeout=60_000)
@@ -347,7 +365,12 @@ def test_the_evidence_page_shows_a_lines_labeled_history(
     page.get_by_role("tab", name="Evidence").click()
     page.wait_for_selector(".evidence-summary", timeout=120_000)
     page.wait_for_selector("#evidence-curve img", timeout=60_000)
-    page.wait_for_timeout(1000)
+    # The screenshot is for a person: wait until the curve and the part images have loaded.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#evidence-curve img, .dis-card img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)",
+        timeout=UI_TIMEOUT_MS,
+    )
     shot(page, "evidence", full_page=True)
 
     assert "1,500 labeled" in page.locator(".evidence-summary").inner_text()
@@ -355,5 +378,5 @@ def test_the_evidence_page_shows_a_lines_labeled_history(
     assert "Escape rate" in figures and "Cohen's kappa" in figures and "[" in figures
     inspectors = page.locator("#evidence-inspectors").inner_text()
     assert "ines" in inspectors and "sam" in inspectors
-    assert page.locator(".dis-card img").count() == min(differing, 24)
+    expect(page.locator(".dis-card img")).to_have_count(min(differing, 24))
     assert "1,500" in page.locator("#evidence-recommendation").inner_text()

@@ -274,7 +274,7 @@ def test_shift_start(now: str, expected: str) -> None:
 
 
 def _aware(value: datetime | None) -> datetime:
-    from inspect_app.review_queue import as_utc
+    from inspect_app.timeutil import as_utc
 
     result = as_utc(value)
     assert result is not None

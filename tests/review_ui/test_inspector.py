@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from inspect_app.settings import Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
 from models.predictor import Predictor
 from review_ui.context import ReviewContext
@@ -28,7 +28,7 @@ PROBABILITIES = {"ok": 0.1, "scratch": 0.6, "crack": 0.1, "pit": 0.1, "discolora
 @pytest.fixture
 def engine() -> Engine:
     db = make_engine("sqlite://")
-    init_db(db)
+    upgrade_database(db)
     return db
 
 

@@ -27,8 +27,8 @@ from inspect_app.api.deps import (
 from inspect_app.api.pipeline_deps import ImageStoreDep
 from inspect_app.domain import AutomationLevel, DecidedBy, Decision, Route
 from inspect_app.imaging import MEDIA_TYPES
-from inspect_app.review_queue import as_utc
 from inspect_app.storage.tables import Inspection
+from inspect_app.timeutil import as_utc
 
 logger = logging.getLogger(__name__)
 

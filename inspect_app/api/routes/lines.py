@@ -19,8 +19,9 @@ from inspect_app import lines as line_service
 from inspect_app.api.deps import SessionDep, SupervisorUser
 from inspect_app.domain import AutomationLevel
 from inspect_app.events import list_events
-from inspect_app.review_queue import as_utc, oldest_waiting, queue_depth
+from inspect_app.review_queue import oldest_waiting, queue_depth
 from inspect_app.storage.tables import Line
+from inspect_app.timeutil import as_utc
 
 router = APIRouter(prefix="/api/v1/lines", tags=["lines"])
 

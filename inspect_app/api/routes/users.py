@@ -15,8 +15,8 @@ from inspect_app import accounts
 from inspect_app import lines as line_service
 from inspect_app.api.deps import AdminUser, CurrentUser, SessionDep
 from inspect_app.domain import Role
-from inspect_app.review_queue import as_utc
 from inspect_app.storage.tables import User
+from inspect_app.timeutil import as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["users"])
 

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from inspect_app.accounts import add_camera_key, add_user, issue_token
 from inspect_app.lines import add_line
 from inspect_app.settings import Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_an_acknowledged_image_survives_sigkill(
     settings = Settings(data_dir=data_dir)
     data_dir.mkdir()
     engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine, expire_on_commit=False) as db:
         add_line(db, "line-1", "shadow")
         camera_key = add_camera_key(db, "line-1")

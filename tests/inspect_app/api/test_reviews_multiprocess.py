@@ -16,7 +16,7 @@ from sqlmodel import Session
 from inspect_app.accounts import add_user, issue_token
 from inspect_app.domain import TaskReason
 from inspect_app.lines import add_line
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def test_claimers_on_two_processes_never_share_a_task(
     fresh_postgres_url: str, seed_review_task: Callable[..., int], two_services: list[str]
 ) -> None:
     engine = make_engine(fresh_postgres_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine, expire_on_commit=False) as db:
         add_line(db, "line-1")
         tokens = [

@@ -21,7 +21,7 @@ from inspect_app.ingest.runner import is_permanent_refusal
 from inspect_app.lines import add_line
 from inspect_app.pipeline import ImageSubmission, IngestError, InspectionPipeline
 from inspect_app.settings import CameraSourceConfig, Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
 
 HANG_GUARD_S = 120.0  # only fails a test that would otherwise hang; never a speed check
@@ -166,7 +166,7 @@ def test_replay_camera_from_the_settings_feeds_its_line_with_true_classes(
     # The line exists before the service starts its cameras, as in a plant.
     app_settings.data_dir.mkdir(parents=True)
     engine = make_engine(app_settings.resolved_database_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine) as session:
         add_line(session, "line-1", "shadow")
     engine.dispose()

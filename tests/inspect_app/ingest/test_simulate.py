@@ -16,7 +16,7 @@ from inspect_app.accounts import add_camera_key
 from inspect_app.cli import app as cli
 from inspect_app.lines import add_line
 from inspect_app.settings import Settings
-from inspect_app.storage.db import init_db, make_engine
+from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def live_service(
     data_dir = tmp_path_factory.mktemp("service")
     settings = Settings(data_dir=data_dir, weights=tiny_checkpoint)
     engine = make_engine(settings.resolved_database_url)
-    init_db(engine)
+    upgrade_database(engine)
     with Session(engine) as session:
         add_line(session, "line-1", "shadow")
         key = add_camera_key(session, "line-1")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from inspect_app.batch import run_batch_inspection
 from inspect_app.domain import CLASS_NAMES
-from models.batch import run_batch_inspection
 
 
 @pytest.fixture(autouse=True)
