@@ -373,6 +373,39 @@ def lines_list(
             )
 
 
+# -- monitoring: the alarm rules for a plant's Prometheus (inspect_app.monitoring)
+
+monitoring_app = typer.Typer(no_args_is_help=True, help="Alarms and the plant's Prometheus.")
+app.add_typer(monitoring_app, name="monitoring")
+
+
+@monitoring_app.command("prometheus-rules")
+def monitoring_prometheus_rules(
+    out: Path | None = typer.Option(None, help="File to write (default: standard output)"),
+    parts_per_minute: float = typer.Option(
+        10.0, min=0.01, help="Line speed that maps windows of parts to time ranges"
+    ),
+    evaluation_interval_s: float = typer.Option(
+        60.0, min=0.01, help="Seconds per evaluation, mapping holds to for: durations"
+    ),
+) -> None:
+    """Write the shipped alarm rules as a Prometheus rules file (`promtool check rules` it)."""
+    from inspect_app.monitoring.alarms import DEFAULT_RULES
+    from inspect_app.monitoring.prometheus_rules import render_rules
+
+    text = render_rules(
+        DEFAULT_RULES,
+        parts_per_minute=parts_per_minute,
+        evaluation_interval_s=evaluation_interval_s,
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    typer.echo(f"wrote {out}")
+
+
 # -- the database's schema (inspect_app.storage.db, inspect_app.storage.migrations)
 
 db_app = typer.Typer(no_args_is_help=True, help="The database's schema revisions.")

@@ -1,7 +1,9 @@
 """The demo world `inspect-app serve --demo` (``make run``) starts with.
 
 Line ``line-1`` at ``shadow``, users ``inspector``/``supervisor``/``admin``, a camera key for
-line-1 and a replay camera feeding line-1 from ``data/samples/`` at one image a second.
+line-1 and a replay camera feeding line-1 from ``data/samples/`` at one image a second. The
+camera waits while line-1's review queue holds ``demo_max_queue`` (``INSPECT_DEMO_MAX_QUEUE``,
+default 50) unlabeled tasks, and goes on when inspectors bring it below.
 
 Passwords and the camera key are random, created on the first start only, shown once in the
 log and kept in ``<data dir>/demo-credentials.txt`` (readable by its owner only). A restart
@@ -98,4 +100,12 @@ def seed_demo(engine: Engine, settings: Settings) -> list[CameraSourceConfig]:
     if not samples.is_dir() or not any(samples.iterdir()):
         logger.warning("demo: no sample images in %s, so no replay camera", samples)
         return []
-    return [CameraSourceConfig(line=DEMO_LINE, kind="replay", uri=str(samples), rate=1.0)]
+    return [
+        CameraSourceConfig(
+            line=DEMO_LINE,
+            kind="replay",
+            uri=str(samples),
+            rate=1.0,
+            max_queue=settings.demo_max_queue,
+        )
+    ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -117,6 +117,26 @@ class ServiceMetrics:
             "Calibrated probability of the predicted class, by line",
             ["line"],
             buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        # The alarms' inputs and states (inspect_app.monitoring.alarms), so a plant's
+        # Prometheus alerts on the same numbers (deploy/prometheus/inspect_app.rules.yml).
+        self.gate_refusals = Counter(
+            "inspect_gate_refusals",
+            "Frames the image gate refused for automation, by line and reason",
+            ["line", "reason"],
+            registry=r,
+        )
+        self.monitor_value = Gauge(
+            "inspect_monitor_value",
+            "Latest value of each monitored metric the alarms watch, by line and metric",
+            ["line", "metric"],
+            registry=r,
+        )
+        self.alarm_firing = Gauge(
+            "inspect_alarm_firing",
+            "1 while the service's own alarm is firing on a line, else 0",
+            ["line", "alarm", "severity"],
             registry=r,
         )
         if queue_depths is not None:

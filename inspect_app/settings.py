@@ -25,6 +25,10 @@ class CameraSourceConfig(BaseModel):
     every_nth: int = 1  # opencv: take every Nth frame
     rate: float = 1.0  # replay: images per second
     loop: bool = True  # replay: start over at the end
+    # Any kind: wait while the line's review queue holds this many unlabeled tasks or more,
+    # so a simulated line does not pile up parts nobody labels. None: never wait (a real
+    # line's parts arrive whether or not anyone labels them).
+    max_queue: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -52,6 +56,9 @@ class Settings(BaseSettings):
     review_lease_seconds: float = 60.0
     cameras: list[CameraSourceConfig] = Field(default_factory=list)
     demo: bool = False  # seed line-1, demo users, a camera key and the replay camera
+    # The demo's replay camera waits while line-1 has this many unlabeled tasks: at one image
+    # a second, a demo left running for a night would otherwise queue 28,800 parts.
+    demo_max_queue: int = Field(default=50, ge=1)
 
     @field_validator("batch_max_size")
     @classmethod

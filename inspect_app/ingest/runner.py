@@ -4,6 +4,7 @@ Each thread's lifecycle: ``connect()`` -> ``read()`` and submit until stopped or
 is finished -> ``disconnect()``. Every image goes through ``InspectionPipeline.submit_blocking``,
 the same path as an HTTP upload, so validation, storage, idempotency and routing are never
 duplicated here. A refused image is logged with the reason and the camera keeps going.
+A camera configured with ``max_queue`` waits while its line's review queue is that full.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from inspect_app.ingest.base import CameraSource, CapturedImage
 from inspect_app.ingest.folder import FolderSource
 from inspect_app.ingest.opencv_source import OpenCVSource
 from inspect_app.ingest.replay import ReplaySource
 from inspect_app.pipeline import ImageSubmission, IngestError
+from inspect_app.review_queue import queue_depth
 from inspect_app.settings import CameraSourceConfig
 
 if TYPE_CHECKING:
@@ -65,6 +71,72 @@ def describe_refusal(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class QueueLimit:
+    """Holds a camera back while its line's review queue holds `max_queue` unlabeled tasks
+    or more, and lets it go on once inspectors have brought the queue below that.
+
+    For simulated lines (the demo's replay camera): parts nobody labels would otherwise pile
+    up without end. The depth is asked at most once per `check_every_s` (1 s), whatever the
+    camera's rate: one count of the line's unlabeled tasks a second costs nothing next to
+    ingesting, where a count per frame at 30 frames/s would not. The price is that between
+    two checks a camera may add up to rate x `check_every_s` parts beyond the limit (at the
+    demo's 1 image/s, one part), and resumes up to `check_every_s` after a label freed room.
+    """
+
+    def __init__(
+        self,
+        line_id: str,
+        max_queue: int,
+        depth: Callable[[], int],
+        *,
+        check_every_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
+        self.line_id = line_id
+        self.max_queue = max_queue
+        self.paused = False
+        self._depth = depth
+        self._check_every_s = check_every_s
+        self._clock = clock
+        self._next_check = float("-inf")
+
+    def holds(self) -> bool:
+        """Whether the camera must wait now; asks for the depth only when the last answer
+        is older than `check_every_s`. Logs once when it starts holding, once when it lets go."""
+        now = self._clock()
+        if now < self._next_check:
+            return self.paused
+        self._next_check = now + self._check_every_s
+        depth = self._depth()
+        full = depth >= self.max_queue
+        if full != self.paused:
+            log.info(
+                "line %s: review queue at %d unlabeled tasks (limit %d); its camera %s",
+                self.line_id,
+                depth,
+                self.max_queue,
+                "pauses" if full else "resumes",
+            )
+        self.paused = full
+        return full
+
+    @property
+    def seconds_to_next_check(self) -> float:
+        return max(0.0, self._next_check - self._clock())
+
+
+def line_queue_depth(engine: Engine, line_id: str) -> Callable[[], int]:
+    """The depth of `line_id`'s review queue, read from the database each time it is called."""
+
+    def depth() -> int:
+        with Session(engine) as session:
+            return queue_depth(session, line_id)
+
+    return depth
+
+
 @dataclass
 class SourceStats:
     """What one camera has done since start, for logs, tests and the shutdown summary."""
@@ -87,11 +159,23 @@ class CameraWorker(threading.Thread):
         *,
         submit_timeout_s: float = 60.0,
         error_backoff_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(name=f"camera-{source.config.line}-{source.kind}", daemon=True)
         self.source = source
         self.pipeline = pipeline
         self.stats = SourceStats()
+        config = source.config
+        self.queue_limit = (
+            None
+            if config.max_queue is None
+            else QueueLimit(
+                config.line,
+                config.max_queue,
+                line_queue_depth(pipeline.engine, config.line),
+                clock=clock,
+            )
+        )
         self._stop_event = stop_event
         self._submit_timeout_s = submit_timeout_s
         self._error_backoff_s = error_backoff_s
@@ -107,19 +191,11 @@ class CameraWorker(threading.Thread):
             return
         try:
             while not self._stop_event.is_set():
-                try:
-                    image = self.source.read()
-                except Exception as exc:
-                    self._count_error(exc)
-                    log.exception("camera %s: read failed; retrying", self.source.name)
-                    self._back_off()
-                    continue
-                if image is None:
-                    if self.source.finished:
-                        break
-                    self._stop_event.wait(self.source.idle_seconds)
-                    continue
-                self._ingest(image)
+                wait = self.step()
+                if wait is None:
+                    break
+                if wait > 0:
+                    self._stop_event.wait(wait)
         finally:
             self._disconnect()
             log.info(
@@ -130,6 +206,31 @@ class CameraWorker(threading.Thread):
                 self.stats.refused,
                 self.stats.errors,
             )
+
+    def step(self) -> float | None:
+        """One turn of the camera's loop, on a connected source: at most one image read and
+        submitted. Returns the seconds to wait before the next turn, or None when the source
+        is finished. The thread runs it until stopped; a test runs it one turn at a time."""
+        if self.queue_limit is not None:
+            try:
+                if self.queue_limit.holds():
+                    return self.queue_limit.seconds_to_next_check
+            except Exception as exc:
+                self._count_error(exc)
+                log.exception("camera %s: review queue depth unknown; retrying", self.source.name)
+                self._back_off()
+                return 0.0
+        try:
+            image = self.source.read()
+        except Exception as exc:
+            self._count_error(exc)
+            log.exception("camera %s: read failed; retrying", self.source.name)
+            self._back_off()
+            return 0.0
+        if image is None:
+            return None if self.source.finished else self.source.idle_seconds
+        self._ingest(image)
+        return 0.0
 
     def _ingest(self, image: CapturedImage) -> None:
         submission = ImageSubmission(

@@ -47,8 +47,8 @@ def test_the_first_start_seeds_everything_and_a_restart_keeps_it(
     settings = Settings(data_dir=tmp_path / "data")
 
     cameras = demo.seed_demo(sqlite_engine, settings)
-    assert [(c.line, c.kind, c.uri, c.rate) for c in cameras] == [
-        ("line-1", "replay", str(samples), 1.0)
+    assert [(c.line, c.kind, c.uri, c.rate, c.max_queue) for c in cameras] == [
+        ("line-1", "replay", str(samples), 1.0, 50)  # waits while 50 parts wait for a human
     ]
     path = demo.credentials_path(settings)
     assert path.stat().st_mode & 0o077 == 0  # only its owner may read it
@@ -75,3 +75,18 @@ def test_no_samples_means_no_replay_camera(
 ) -> None:
     monkeypatch.setattr(demo, "SAMPLES_DIR", tmp_path / "missing")
     assert demo.seed_demo(sqlite_engine, Settings(data_dir=tmp_path)) == []
+
+
+def test_the_demo_camera_waits_at_the_queue_depth_the_environment_sets(
+    tmp_path: Path, sqlite_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = tmp_path / "samples"
+    (samples / "ok").mkdir(parents=True)
+    (samples / "ok" / "a.png").write_bytes(b"not read here")
+    monkeypatch.setattr(demo, "SAMPLES_DIR", samples)
+    monkeypatch.setenv("INSPECT_DEMO_MAX_QUEUE", "3")
+    (camera,) = demo.seed_demo(sqlite_engine, Settings(data_dir=tmp_path / "data"))
+    assert camera.max_queue == 3
+    monkeypatch.setenv("INSPECT_DEMO_MAX_QUEUE", "0")
+    with pytest.raises(ValueError, match="demo_max_queue"):
+        Settings(data_dir=tmp_path / "data")

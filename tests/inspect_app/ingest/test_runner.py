@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,20 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from data.dataset import load_dataset
+from inspect_app.accounts import add_user
 from inspect_app.api.app import create_app
 from inspect_app.ingest import CameraSourceGroup, start_camera_sources
 from inspect_app.ingest.folder import FolderSource
 from inspect_app.ingest.replay import replay_order
-from inspect_app.ingest.runner import is_permanent_refusal
+from inspect_app.ingest.runner import (
+    CameraWorker,
+    QueueLimit,
+    build_camera_source,
+    is_permanent_refusal,
+)
 from inspect_app.lines import add_line
 from inspect_app.pipeline import ImageSubmission, IngestError, InspectionPipeline
+from inspect_app.review_queue import claim_next_task, queue_depth, submit_label
 from inspect_app.settings import CameraSourceConfig, Settings
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
@@ -233,3 +241,120 @@ def test_bad_input_is_refused_for_good_but_an_overloaded_service_is_retried(
     status: int, permanent: bool
 ) -> None:
     assert is_permanent_refusal(IngestError(status, "why")) is permanent
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def queue_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "inspect_app.ingest.runner" and "review queue at" in r.getMessage()
+    ]
+
+
+def test_a_queue_limit_asks_the_depth_at_most_once_a_second_and_logs_each_change_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    depths = iter([1, 2, 3, 2, 1])
+    asked: list[int] = []
+
+    def depth() -> int:
+        asked.append(next(depths))
+        return asked[-1]
+
+    clock = FakeClock()
+    limit = QueueLimit("line-1", 2, depth, clock=clock)
+    with caplog.at_level(logging.INFO, logger="inspect_app.ingest.runner"):
+        assert limit.holds() is False  # 1 < 2
+        clock.advance(0.5)
+        assert limit.holds() is False  # the answer of 0.5 s ago stands
+        assert asked == [1]
+        seen = []
+        for _ in range(4):  # depths 2, 3, 2, 1
+            clock.advance(1.0)
+            seen.append(limit.holds())
+    assert seen == [True, True, True, False]
+    assert asked == [1, 2, 3, 2, 1]
+    assert queue_messages(caplog) == [
+        "line line-1: review queue at 2 unlabeled tasks (limit 2); its camera pauses",
+        "line line-1: review queue at 1 unlabeled tasks (limit 2); its camera resumes",
+    ]
+    with pytest.raises(ValueError, match="max_queue"):
+        QueueLimit("line-1", 0, depth)
+
+
+def test_a_replay_camera_with_a_queue_limit_waits_for_the_inspectors(
+    client: TestClient,
+    add_line_with_camera: Callable[..., str],
+    dataset: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    add_line_with_camera("line-1", "shadow")  # shadow: every part waits for a human
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine, expire_on_commit=False) as db:
+        inspector = add_user(db, "ines", "inspector", "a long test password")
+    camera = CameraSourceConfig(
+        line="line-1", kind="replay", uri=str(dataset), rate=1e6, max_queue=2
+    )
+    clock = FakeClock()
+    # Not started: the test turns the camera's loop itself, a second of the clock per turn.
+    worker = CameraWorker(
+        build_camera_source(camera),
+        client.app.state.pipeline,  # type: ignore[attr-defined]
+        threading.Event(),
+        clock=clock,
+    )
+
+    def turns(n: int) -> list[float | None]:
+        waits = []
+        for _ in range(n):
+            waits.append(worker.step())
+            clock.advance(1.0)
+        return waits
+
+    def depth() -> int:
+        with Session(engine) as db:
+            return queue_depth(db, "line-1")
+
+    def label_one() -> None:
+        with Session(engine, expire_on_commit=False) as db:
+            task = claim_next_task(db, inspector, lease_seconds=60)
+            assert task is not None
+            submit_label(db, task.task_id, inspector, "ok")
+
+    worker.source.connect()
+    with caplog.at_level(logging.INFO, logger="inspect_app.ingest.runner"):
+        assert turns(2) == [0.0, 0.0]  # two parts in, and the queue is full
+        assert (worker.stats.ingested, depth()) == (2, 2)
+        waits = turns(3)
+        assert all(w is not None and w > 0 for w in waits)  # waiting, not reading
+        assert (worker.stats.ingested, depth()) == (2, 2)
+
+        label_one()
+        assert turns(2)[0] == 0.0  # room for one: it goes on, then waits again
+        assert (worker.stats.ingested, depth()) == (3, 2)
+        label_one()
+        label_one()
+        waits = turns(3)  # the queue is empty: two parts in, then it waits again
+        assert waits[:2] == [0.0, 0.0] and waits[2] is not None and waits[2] > 0
+        assert (worker.stats.ingested, depth()) == (5, 2)
+    worker.source.disconnect()
+    assert queue_messages(caplog) == [
+        "line line-1: review queue at 2 unlabeled tasks (limit 2); its camera pauses",
+        "line line-1: review queue at 1 unlabeled tasks (limit 2); its camera resumes",
+        "line line-1: review queue at 2 unlabeled tasks (limit 2); its camera pauses",
+        "line line-1: review queue at 0 unlabeled tasks (limit 2); its camera resumes",
+        "line line-1: review queue at 2 unlabeled tasks (limit 2); its camera pauses",
+    ]
