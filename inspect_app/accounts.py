@@ -1,23 +1,50 @@
-"""Users, bearer tokens and camera keys.
+"""Users, bearer tokens and camera keys: issued, checked, revoked.
 
 Each function that changes something is one transaction: it commits before returning, so
-a token or key printed to an operator always exists in the database. Secrets are returned
-once and only their hashes are stored.
+a token or key printed to an operator always exists in the database, and a revocation is
+in force for every process from its next request (each request looks its credential up;
+no process keeps a copy). Secrets are returned once and only their hashes are stored.
+Every change is an event with who did it and why.
+
+- A bearer token expires `Settings.token_ttl_hours` after it was issued (default 120 h, a
+  working week); logging in again gives a fresh one. Tokens issued before tokens expired
+  (revision 0003, ``expires_at`` NULL) expire at created_at + the configured TTL, so they
+  follow the plant's setting instead of one baked in when the database was upgraded.
+- Deactivating a user revokes their tokens (so reactivating them does not bring old
+  tokens back) and ends their review UI sessions; the last active admin cannot be
+  deactivated. A password change revokes the user's tokens too, except the one the user
+  changed it with, and ends their UI sessions that logged in before it.
+- Who may: the CLI's operator (``by=None``: whoever can open the database) and admins
+  manage everyone; a user may list and revoke their own tokens and change their own
+  password, with the old one. The API passes the calling user as `by`.
+- Logins over the network go through `log_in`, which throttles failures
+  (`inspect_app.login_throttle`); `authenticate` is the bare password check under it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timedelta
 from functools import cache
 
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from inspect_app.domain import Role
 from inspect_app.events import record_event
 from inspect_app.lines import get_line
+from inspect_app.login_throttle import (
+    ThrottlePolicy,
+    record_failure,
+    record_success,
+    refuse_if_locked,
+)
 from inspect_app.security import hash_password, hash_secret, new_secret, verify_password
+from inspect_app.settings import DEFAULT_TOKEN_TTL_HOURS
 from inspect_app.storage.tables import ApiToken, CameraKey, User
+from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +52,13 @@ MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "iat"  # inspect-app token
 CAMERA_KEY_PREFIX = "cam"
 KEY_PREFIX_SHOWN = 12  # "cam_" + 8 characters: enough to tell keys apart in a listing
+# Revoking by prefix: "cam_" and at least 4 more characters, so a slip of the keyboard
+# cannot match (and revoke) the only key there is.
+MIN_KEY_PREFIX_CHARS = 8
+DEFAULT_TOKEN_TTL = timedelta(hours=DEFAULT_TOKEN_TTL_HOURS)
+# A token's last use is written at most this often: enough to see which tokens are in use,
+# without a database write on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -37,6 +71,43 @@ class UserExists(AccountError):
 
 
 class UserNotFound(AccountError, LookupError):
+    pass
+
+
+class CredentialNotFound(AccountError, LookupError):
+    """No token with that id, or no camera key with that prefix."""
+
+
+class AccountConflict(AccountError):
+    """The change does not fit the current state: already revoked or deactivated, a prefix
+    that matches several keys, the last active admin."""
+
+
+class NotPermitted(AccountError, PermissionError):
+    """The acting user may not do this (someone else's tokens, a wrong old password)."""
+
+
+class LoginRefused(AccountError):
+    """Unknown name, wrong password or deactivated: one message for all, on purpose."""
+
+
+class TokenRefused(AccountError):
+    """A bearer token that does not let its holder in; the message says why."""
+
+
+class TokenUnknown(TokenRefused):
+    pass
+
+
+class TokenRevoked(TokenRefused):
+    pass
+
+
+class TokenExpired(TokenRefused):
+    pass
+
+
+class UserDeactivated(TokenRefused):
     pass
 
 
@@ -98,8 +169,8 @@ def _decoy_hash() -> str:
 def authenticate(session: Session, name: str, password: str) -> User | None:
     """The user when name and password match an active account, else None.
 
-    An unknown name still costs one scrypt, so response time does not reveal which
-    names exist.
+    The bare check, not throttled: what faces the network is `log_in`. An unknown name
+    still costs one scrypt, so response time does not reveal which names exist.
     """
     user = session.exec(select(User).where(User.name == name)).first()
     if user is None:
@@ -115,29 +186,314 @@ def authenticate(session: Session, name: str, password: str) -> User | None:
     return user
 
 
-def issue_token(session: Session, user: User) -> str:
-    """A new bearer token for `user`, returned once; only its sha256 is kept."""
+def log_in(
+    session: Session,
+    name: str,
+    password: str,
+    *,
+    address: str | None,
+    policy: ThrottlePolicy,
+    now: datetime | None = None,
+) -> User:
+    """The user behind a login form or ``POST /auth/token``, with failures throttled.
+
+    Raises `login_throttle.LoginThrottled` (answer 429) while the name or the client
+    `address` is locked out, even for the right password, and when this failure starts a
+    lockout; `LoginRefused` (401) for any other failure.
+    """
+    now = now or utcnow()
+    refuse_if_locked(session, name, address, now=now)
+    user = authenticate(session, name, password)
+    if user is None:
+        lockout = record_failure(session, name, address, policy=policy, now=now)
+        if lockout is not None:
+            raise lockout
+        raise LoginRefused("unknown user, wrong password or deactivated")
+    record_success(session, name, now=now)
+    return user
+
+
+# -- bearer tokens
+
+
+def token_expiry(token: ApiToken, ttl: timedelta) -> datetime:
+    """When `token` stops working; a token from before expiry existed lasts `ttl` from its
+    creation."""
+    expires_at = as_utc(token.expires_at)
+    if expires_at is not None:
+        return expires_at
+    created_at = as_utc(token.created_at)
+    assert created_at is not None
+    return created_at + ttl
+
+
+def token_state(token: ApiToken, ttl: timedelta, now: datetime) -> str:
+    """``revoked``, ``expired`` or ``active``, for listings."""
+    if token.revoked_at is not None:
+        return "revoked"
+    return "expired" if token_expiry(token, ttl) <= now else "active"
+
+
+def issue_token(
+    session: Session,
+    user: User,
+    *,
+    ttl: timedelta = DEFAULT_TOKEN_TTL,
+    now: datetime | None = None,
+    actor: str | None = None,
+) -> str:
+    """A new bearer token for `user` that lasts `ttl`, returned once; only its sha256 is
+    kept. `actor` is who asked (default: the user, who logged in)."""
     if user.id is None:
         raise AccountError("the user has not been saved yet")
+    if ttl <= timedelta(0):
+        raise AccountError(f"a token must last a positive time, got {ttl}")
+    now = now or utcnow()
     token = new_secret(TOKEN_PREFIX)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_secret(token)))
-    record_event(session, kind="token_issued", actor=user.name, details={"user": user.name})
+    row = ApiToken(
+        user_id=user.id, token_hash=hash_secret(token), created_at=now, expires_at=now + ttl
+    )
+    session.add(row)
+    session.flush()
+    record_event(
+        session,
+        kind="token_issued",
+        actor=actor or user.name,
+        details={"user": user.name, "token_id": row.id, "expires_at": row.expires_at},
+    )
     session.commit()
     return token
 
 
-def user_for_token(session: Session, token: str) -> User | None:
-    """The active user a bearer token belongs to, or None (unknown, revoked, deactivated)."""
-    if not token:
+def check_token(
+    session: Session, token: str, *, ttl: timedelta = DEFAULT_TOKEN_TTL, now: datetime | None = None
+) -> tuple[User, ApiToken]:
+    """The user a bearer token lets in, and the token's row; `TokenRefused` saying why not.
+
+    Looked up in the database on every call, so a revocation, an expiry or a deactivation
+    holds from the next request in every process. Records the token's last use (at most
+    every `LAST_USED_RESOLUTION`).
+    """
+    now = now or utcnow()
+    found = (
+        session.exec(
+            select(ApiToken, User)
+            .join(User, col(ApiToken.user_id) == col(User.id))
+            .where(ApiToken.token_hash == hash_secret(token))
+        ).first()
+        if token
+        else None
+    )
+    if found is None:
+        raise TokenUnknown("the bearer token is unknown: log in (POST /api/v1/auth/token)")
+    row, user = found
+    if row.revoked_at is not None:
+        raise TokenRevoked(
+            f"the bearer token was revoked at {as_utc(row.revoked_at):%Y-%m-%d %H:%M} UTC: "
+            "log in again for a new one"
+        )
+    expires_at = token_expiry(row, ttl)
+    if expires_at <= now:
+        raise TokenExpired(
+            f"the bearer token expired at {expires_at:%Y-%m-%d %H:%M} UTC (tokens last "
+            f"{ttl.total_seconds() / 3600:g} h): log in again (POST /api/v1/auth/token) "
+            "for a fresh one"
+        )
+    if not user.active:
+        raise UserDeactivated(f"the account {user.name!r} is deactivated")
+    last_used = as_utc(row.last_used_at)
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        _touch(session, row, now)
+    return user, row
+
+
+def _touch(session: Session, row: ApiToken, now: datetime) -> None:
+    """Write the token's last use; a busy database costs the record, not the request."""
+    try:
+        session.execute(update(ApiToken).where(col(ApiToken.id) == row.id).values(last_used_at=now))
+        session.commit()
+        row.last_used_at = now
+    except SQLAlchemyError as exc:
+        session.rollback()
+        logger.warning("could not record the use of token %s: %s", row.id, exc)
+
+
+def user_for_token(
+    session: Session, token: str, *, ttl: timedelta = DEFAULT_TOKEN_TTL, now: datetime | None = None
+) -> User | None:
+    """The user a bearer token lets in, or None (unknown, revoked, expired, deactivated)."""
+    try:
+        return check_token(session, token, ttl=ttl, now=now)[0]
+    except TokenRefused:
         return None
-    row = session.exec(
-        select(User)
-        .join(ApiToken, col(ApiToken.user_id) == col(User.id))
-        .where(ApiToken.token_hash == hash_secret(token))
-        .where(col(ApiToken.revoked_at).is_(None))
-        .where(col(User.active).is_(True))
-    ).first()
+
+
+def _may_manage(by: User | None, owner: str, action: str) -> None:
+    """The operator (None) and admins manage everyone's credentials; users their own."""
+    if by is None or Role(by.role).may(Role.ADMIN) or by.name == owner:
+        return
+    raise NotPermitted(f"{by.name} ({by.role}) may not {action} of {owner!r}: admins only")
+
+
+def list_tokens(session: Session, name: str, *, by: User | None = None) -> list[ApiToken]:
+    """A user's tokens, oldest first, revoked and expired ones included."""
+    user = get_user(session, name)
+    _may_manage(by, user.name, "see the tokens")
+    return list(
+        session.exec(select(ApiToken).where(ApiToken.user_id == user.id).order_by(col(ApiToken.id)))
+    )
+
+
+def token_owner(session: Session, token: ApiToken) -> User:
+    user = session.get(User, token.user_id)
+    assert user is not None, "a token's user is a foreign key"
+    return user
+
+
+def revoke_token(
+    session: Session,
+    token_id: int,
+    *,
+    actor: str,
+    reason: str = "",
+    by: User | None = None,
+    now: datetime | None = None,
+) -> ApiToken:
+    """Revoke one token by its id (from `list_tokens`); it stops working at once."""
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise CredentialNotFound(f"no token with id {token_id}")
+    owner = token_owner(session, row)
+    _may_manage(by, owner.name, "revoke the tokens")
+    if row.revoked_at is not None:
+        raise AccountConflict(
+            f"token {token_id} of {owner.name!r} was already revoked at "
+            f"{as_utc(row.revoked_at):%Y-%m-%d %H:%M} UTC"
+        )
+    row.revoked_at = now or utcnow()
+    session.add(row)
+    record_event(
+        session,
+        kind="token_revoked",
+        actor=actor,
+        reason=reason,
+        details={"user": owner.name, "token_id": token_id},
+    )
+    session.commit()
     return row
+
+
+def _revoke_tokens_of(
+    session: Session, user: User, now: datetime, *, keep_token_id: int | None = None
+) -> int:
+    """Revoke every live token of `user` but `keep_token_id`, in the caller's transaction."""
+    query = (
+        update(ApiToken)
+        .where(col(ApiToken.user_id) == user.id)
+        .where(col(ApiToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+    if keep_token_id is not None:
+        query = query.where(col(ApiToken.id) != keep_token_id)
+    return session.execute(query).rowcount  # type: ignore[attr-defined]
+
+
+# -- users' state: deactivation, passwords
+
+
+def deactivate_user(
+    session: Session, name: str, *, actor: str, reason: str = "", now: datetime | None = None
+) -> User:
+    """Deactivate a user: no login, no token (theirs are revoked), no UI session."""
+    now = now or utcnow()
+    user = get_user(session, name)
+    if not user.active:
+        raise AccountConflict(f"user {name!r} is already deactivated")
+    if user.role == Role.ADMIN.value:
+        admins = session.exec(
+            select(User.id).where(User.role == Role.ADMIN.value, col(User.active).is_(True))
+        ).all()
+        if len(admins) <= 1:
+            raise AccountConflict(
+                f"{name!r} is the last active admin: add or activate another admin first"
+            )
+    user.active = False
+    session.add(user)
+    revoked = _revoke_tokens_of(session, user, now)
+    record_event(
+        session,
+        kind="user_deactivated",
+        actor=actor,
+        reason=reason,
+        details={"user": name, "tokens_revoked": revoked},
+    )
+    session.commit()
+    return user
+
+
+def activate_user(session: Session, name: str, *, actor: str, reason: str = "") -> User:
+    """Let a deactivated user log in again (their old tokens stay revoked)."""
+    user = get_user(session, name)
+    if user.active:
+        raise AccountConflict(f"user {name!r} is already active")
+    user.active = True
+    session.add(user)
+    record_event(session, kind="user_activated", actor=actor, reason=reason, details={"user": name})
+    session.commit()
+    return user
+
+
+def change_password(
+    session: Session,
+    name: str,
+    new_password: str,
+    *,
+    actor: str,
+    reason: str = "",
+    by: User | None = None,
+    old_password: str | None = None,
+    keep_token_id: int | None = None,
+    address: str | None = None,
+    policy: ThrottlePolicy | None = None,
+    now: datetime | None = None,
+) -> User:
+    """Set a new password; the user's tokens are revoked (but `keep_token_id`, the one a
+    user changes their own password with) and their UI sessions end.
+
+    A user changing their own password gives the old one, checked like a login (throttled,
+    so a stolen token cannot be used to guess the password); an admin or the operator
+    sets anyone's without it.
+    """
+    now = now or utcnow()
+    user = get_user(session, name)
+    _may_manage(by, user.name, "change the password")
+    _check_password(new_password)
+    if by is not None and by.name == user.name:
+        if not old_password:
+            raise NotPermitted("changing your own password needs your old password")
+        try:
+            log_in(
+                session, name, old_password, address=address, policy=policy or ThrottlePolicy(),
+                now=now,
+            )  # fmt: skip
+        except LoginRefused:
+            raise NotPermitted("the old password is wrong") from None
+    user.password_hash = hash_password(new_password)
+    user.password_changed_at = now
+    session.add(user)
+    revoked = _revoke_tokens_of(session, user, now, keep_token_id=keep_token_id)
+    record_event(
+        session,
+        kind="password_changed",
+        actor=actor,
+        reason=reason,
+        details={"user": name, "tokens_revoked": revoked},
+    )
+    session.commit()
+    return user
+
+
+# -- camera keys
 
 
 def add_camera_key(session: Session, line_id: str, *, actor: str = "system") -> str:
@@ -158,7 +514,11 @@ def add_camera_key(session: Session, line_id: str, *, actor: str = "system") -> 
 
 
 def line_for_camera_key(session: Session, key: str) -> str | None:
-    """The line a camera key belongs to, or None for an unknown or revoked key."""
+    """The line a camera key belongs to, or None for an unknown or revoked key.
+
+    Looked up on every request (no process caches keys), so a revocation holds from the
+    camera's next image in every process.
+    """
     if not key:
         return None
     return session.exec(
@@ -173,3 +533,64 @@ def list_camera_keys(session: Session, line_id: str | None = None) -> list[Camer
     if line_id is not None:
         query = query.where(CameraKey.line_id == line_id)
     return list(session.exec(query))
+
+
+def find_camera_key(session: Session, prefix: str) -> CameraKey:
+    """The one live key that `prefix` names: its listed prefix (``cam_AbCd1234``, a trailing
+    ``...`` allowed), a shorter start of it, or the whole key."""
+    needle = (prefix or "").strip().removesuffix("...")
+    if len(needle) < MIN_KEY_PREFIX_CHARS:
+        raise AccountError(
+            f"give at least {MIN_KEY_PREFIX_CHARS} characters of the key (e.g. "
+            f"{CAMERA_KEY_PREFIX}_AbCd), as `cameras list` shows it; got {needle!r}"
+        )
+    if len(needle) > KEY_PREFIX_SHOWN:  # the whole key, or more than any listing shows
+        exact = session.exec(
+            select(CameraKey).where(CameraKey.key_hash == hash_secret(needle))
+        ).first()
+        if exact is not None:
+            matches = [exact]
+        else:
+            raise CredentialNotFound(f"no camera key starts with {needle[:KEY_PREFIX_SHOWN]!r}")
+    else:
+        # LIKE narrows in SQL; SQLite's LIKE ignores case and keys are case-sensitive, so
+        # the exact test is Python's.
+        rows = session.exec(
+            select(CameraKey).where(col(CameraKey.key_prefix).startswith(needle, autoescape=True))
+        ).all()
+        matches = [row for row in rows if row.key_prefix.startswith(needle)]
+    if not matches:
+        raise CredentialNotFound(f"no camera key starts with {needle!r}")
+    live = [row for row in matches if row.revoked_at is None]
+    if not live:
+        (row, *_) = matches
+        raise AccountConflict(
+            f"camera key {row.key_prefix} of {row.line_id} was already revoked at "
+            f"{as_utc(row.revoked_at):%Y-%m-%d %H:%M} UTC"
+        )
+    if len(live) > 1:
+        named = ", ".join(f"{row.key_prefix} ({row.line_id})" for row in live)
+        raise AccountConflict(
+            f"{needle!r} matches {len(live)} live camera keys: {named}; give more of the key"
+        )
+    return live[0]
+
+
+def revoke_camera_key(
+    session: Session, prefix: str, *, actor: str, reason: str = "", now: datetime | None = None
+) -> CameraKey:
+    """Revoke the camera key `prefix` names (see `find_camera_key`); the camera's next image
+    is refused with 401 by every process."""
+    row = find_camera_key(session, prefix)
+    row.revoked_at = now or utcnow()
+    session.add(row)
+    record_event(
+        session,
+        kind="camera_key_revoked",
+        actor=actor,
+        reason=reason,
+        line_id=row.line_id,
+        details={"key_prefix": row.key_prefix},
+    )
+    session.commit()
+    return row

@@ -62,12 +62,17 @@ def train(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     from data.dataset import DatasetError
+    from inspect_app.imaging import input_stats
 
     try:
-        result = train_model(config, progress=True)
+        result = train_model(
+            config, progress=True, input_metrics=lambda image: input_stats(image).metrics()
+        )
     except DatasetError as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"wrote {result.checkpoint} ({result.version}) and {result.model_card}")
+    if result.profile is not None:
+        typer.echo(f"wrote the reference profile {result.profile}")
     if result.report is not None:
         typer.echo("validation split, calibrated:")
         typer.echo(result.report.summary())
@@ -110,6 +115,28 @@ def evaluate(
 
         md = add_test_result(checkpoint or DEFAULT_WEIGHTS, str(data), report, version)
         typer.echo(f"recorded in {md}")
+
+
+@app.command()
+def profile(
+    checkpoint: Path = typer.Option(..., help="Checkpoint whose reference profile to (re)make"),
+    data: Path = typer.Option(..., help="The dataset folder it was trained on"),
+) -> None:
+    """Re-derive a checkpoint's calibration split of its training data (from the seeds it
+    records) and write its reference profile beside it, without retraining."""
+    _log_to_stderr()
+    from data.dataset import DatasetError
+    from inspect_app.imaging import input_stats
+    from models.checkpoint import CheckpointError
+    from models.train import profile_checkpoint
+
+    try:
+        made, path = profile_checkpoint(
+            checkpoint, data, lambda image: input_stats(image).metrics(), progress=True
+        )
+    except (CheckpointError, DatasetError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"wrote {path}: {made.source}, model {made.model_version}")
 
 
 def _log_to_stderr() -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models import DEFAULT_WEIGHTS
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
+DEFAULT_TOKEN_TTL_HOURS = 120.0  # a working week: 5 days
 
 
 class CameraSourceConfig(BaseModel):
@@ -60,12 +61,35 @@ class Settings(BaseSettings):
     # a second, a demo left running for a night would otherwise queue 28,800 parts.
     demo_max_queue: int = Field(default=50, ge=1)
 
+    # Credentials (inspect_app.accounts, inspect_app.login_throttle). A bearer token lasts a
+    # working week (5 days = 120 h): an inspector logs in on Monday and is not asked again
+    # that week, and a token copied off a screen stops working within days, not never.
+    token_ttl_hours: float = Field(default=DEFAULT_TOKEN_TTL_HOURS, gt=0)
+    # Failed logins (API and review UI): this many failures within the window lock the
+    # user's name, or the client address, out for `login_lockout_minutes`, doubling with
+    # each further lockout up to `login_lockout_max_minutes`. A user gets 5 tries (typos);
+    # an address 20, since several inspectors may share one terminal or proxy.
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_minutes: float = Field(default=15.0, gt=0)
+    login_lockout_minutes: float = Field(default=5.0, gt=0)
+    login_lockout_max_minutes: float = Field(default=60.0, gt=0)
+
     @field_validator("batch_max_size")
     @classmethod
     def batch_size_is_positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("batch_max_size must be at least 1")
         return v
+
+    @model_validator(mode="after")
+    def lockout_cap_is_at_least_the_first_lockout(self) -> Settings:
+        if self.login_lockout_max_minutes < self.login_lockout_minutes:
+            raise ValueError(
+                f"login_lockout_max_minutes ({self.login_lockout_max_minutes:g}) must be at "
+                f"least login_lockout_minutes ({self.login_lockout_minutes:g})"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

@@ -119,17 +119,19 @@ class DefectCNN(nn.Module):
         # "pit here" from the boxes quickly, and this hands that evidence straight on.
         self.locator_gain = nn.Parameter(torch.ones(config.num_classes - 1))
 
-    def _forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) -> (logits, locator cells, pooled features): one pass for all three."""
-        mid = self.features[: LOCATOR_BLOCK + 1](x)  # (B, C16, S/16, S/16)
+    def _forward_all(
+        self, x: torch.Tensor, *, embed: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, 3, S, S) -> (logits, locator cells, gate embedding or None): one pass for all."""
+        fine = self.features[: EMBEDDING_BLOCK + 1](x)  # (B, C8, S/8, S/8)
+        mid = self.features[EMBEDDING_BLOCK + 1 : LOCATOR_BLOCK + 1](fine)  # (B, C16, S/16, S/16)
         deep = self.features[LOCATOR_BLOCK + 1 :](mid)  # (B, C32, S/32, S/32)
-        pooled = torch.flatten(self.pool(deep), 1)  # (B, C32)
-        logits = self.classifier(pooled)  # (B, num_classes)
+        logits = self.classifier(torch.flatten(self.pool(deep), 1))  # (B, num_classes)
         cells = self.locator(mid)  # (B, num_classes - 1, S/16, S/16)
         evidence = self.locator_gain * cells.amax(dim=(2, 3))  # (B, num_classes - 1)
         # the ok logit (index 0, see CLASS_NAMES) gets no locator evidence
         logits = logits + F.pad(evidence, (1, 0))  # (B, num_classes)
-        return logits, cells, pooled
+        return logits, cells, gate_embedding(fine, mid) if embed else None
 
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> ((B, num_classes) logits, (B, num_classes - 1, S/16, S/16) logits
@@ -138,23 +140,97 @@ class DefectCNN(nn.Module):
         return logits, cells
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, S) -> ((B, num_classes) logits, (B, C32) embedding), one forward pass.
+        """(B, 3, S, S) -> ((B, num_classes) logits, (B, D) gate embedding), one forward pass.
 
-        The embedding is the pooled last feature map that feeds the classifier (`pool`'s
-        output, 288 values at width 0.5): what the network made of the whole picture, which
-        the image gate compares with the reference profile's (``models/profile.py``).
+        See `gate_embedding` for what the embedding is and why it is not the pooled features
+        that feed the classifier.
         """
-        logits, _, pooled = self._forward_all(x)
-        return logits, pooled
+        logits, _, embedding = self._forward_all(x, embed=True)
+        assert embedding is not None
+        return logits, embedding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward_all(x)[0]
+
+    @property
+    def embedding_size(self) -> int:
+        """D of `gate_embedding` for this network (the channels follow the width)."""
+        fine_side, mid_side = EMBEDDING_GRIDS
+        return (
+            self.features[EMBEDDING_BLOCK].out_channels * fine_side**2
+            + self.features[LOCATOR_BLOCK].out_channels * mid_side**2
+        )
 
 
 # The last stride-16 block of MobileNetV3-Small (16x16 cells of 16 px at 256 px input):
 # fine enough to place a pit, deep enough to know a pit from dust.
 LOCATOR_BLOCK = 8
 LOCATOR_WIDTH = 32
+# The last stride-8 block, the finer half of the image gate's embedding (`gate_embedding`).
+EMBEDDING_BLOCK = 3
+# Grid sides the two blocks are average-pooled to for the embedding: 4x4 of the stride-8
+# block and 2x2 of the stride-16 block (16 x 16 + 4 x 24 = 352 values at width 0.5).
+EMBEDDING_GRIDS = (4, 2)
+
+
+def gate_embedding(fine: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
+    """(B, C8, S/8, S/8) stride-8 and (B, C16, S/16, S/16) stride-16 activations -> (B, D):
+    what the image gate compares with the reference profile (``models/profile.py``).
+
+    Why these and not the pooled features that feed the classifier: measured on the gate's
+    tuning frames (``data/off_distribution.py``) with a Gaussian of 800 calibration images,
+    refusing at its 99.5th percentile, the classifier's globally max-pooled features caught
+    33% of off-distribution frames and none of the zoomed-in corners, turned phones or drawn
+    shapes: global pooling keeps *what* is in the picture and throws away *where*, and a
+    corner of a phone has the same parts as a phone. Earlier layers on a coarse grid keep
+    the layout (a portrait phone in a fixture) and the texture statistics (sensor noise,
+    brushed metal): 4x4 of stride 8 and 2x2 of stride 16 caught 80% (all but the frames the
+    input metrics already refuse: blank, blurred, under-exposed) while refusing 0.2% of
+    clean parts; the bench (``bench/image_gate.py``) has the held-out figures.
+    """
+    fine_side, mid_side = EMBEDDING_GRIDS
+    return torch.cat(
+        [
+            F.adaptive_avg_pool2d(fine, fine_side).flatten(1),  # (B, C8 * 16)
+            F.adaptive_avg_pool2d(mid, mid_side).flatten(1),  # (B, C16 * 4)
+        ],
+        dim=1,
+    )
+
+
+class EmbeddingCatcher:
+    """Catches the gate embedding of a forward pass that other code runs (the heatmap's),
+    from the same activations `DefectCNN.forward_with_embedding` pools: no second pass.
+
+    Use as a context manager around that pass, then read `embedding`; the hooks are removed
+    on exit. Not thread-safe, like every hook: the caller holds the model's lock.
+    """
+
+    def __init__(self, model: DefectCNN) -> None:
+        self._model = model
+        self._maps: dict[int, torch.Tensor] = {}
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> EmbeddingCatcher:
+        for block in (EMBEDDING_BLOCK, LOCATOR_BLOCK):
+            self._hooks.append(
+                self._model.features[block].register_forward_hook(
+                    lambda _m, _i, out, block=block: self._maps.__setitem__(block, out.detach())
+                )
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """(B, D) of the last pass run inside the context."""
+        if len(self._maps) != 2:
+            raise RuntimeError("no forward pass ran inside the EmbeddingCatcher")
+        return gate_embedding(self._maps[EMBEDDING_BLOCK], self._maps[LOCATOR_BLOCK])
 
 
 def build_model(config: DefectCNNConfig) -> DefectCNN:

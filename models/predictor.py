@@ -18,6 +18,7 @@ import torch
 from inspect_app.domain import CLASS_NAMES, Prediction
 from models import DEFAULT_WEIGHTS
 from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
+from models.defect_cnn import EmbeddingCatcher
 from models.heatmap import logits_and_heatmaps, resize_heatmap
 from models.preprocess import normalize, stack_uint8
 
@@ -85,26 +86,18 @@ class Predictor:
     def predict_with_embeddings(
         self, images: Sequence[np.ndarray], *, heatmap: bool = False
     ) -> tuple[list[Prediction], np.ndarray]:
-        """`predict`, plus each image's embedding from the same forward pass: (B, D) float32,
-        the pooled features that feed the classifier (`DefectCNN.forward_with_embedding`),
-        which the image gate compares with the version's reference profile."""
-        dim = self._model.classifier[0].in_features
+        """`predict`, plus each image's gate embedding from the same forward pass: (B, D)
+        float32 (`models.defect_cnn.gate_embedding`), which the image gate compares with the
+        version's reference profile (``models/profile.py``)."""
         if len(images) == 0:
-            return [], np.zeros((0, dim), dtype=np.float32)
+            return [], np.zeros((0, self._model.embedding_size), dtype=np.float32)
         x = self.preprocess(images)
         if heatmap:
-            # the heatmap's forward pass also yields the embedding: `pool`'s output, caught
-            # on its way to the classifier, so no second forward pass is needed
-            pooled: list[torch.Tensor] = []
-            with self._lock:  # inside the lock: no other thread's forward pass meets the hook
-                hook = self._model.pool.register_forward_hook(
-                    lambda _m, _i, out: pooled.append(torch.flatten(out, 1).detach())
-                )
-                try:
-                    logits, maps = logits_and_heatmaps(self._model, x, self.class_names)
-                finally:
-                    hook.remove()
-            embeddings = pooled[0]
+            # the heatmap's own forward pass yields the embedding too (caught by hooks,
+            # inside the lock so that no other thread's pass meets them)
+            with self._lock, EmbeddingCatcher(self._model) as catcher:
+                logits, maps = logits_and_heatmaps(self._model, x, self.class_names)
+            embeddings = catcher.embedding
             heats: list[np.ndarray | None] = [
                 resize_heatmap(m, im.shape[0], im.shape[1])
                 for m, im in zip(maps, images, strict=True)

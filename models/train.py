@@ -7,7 +7,9 @@ time on the network, not on PNG decoding.
 Three disjoint, class-stratified splits of the data: `train` (weights), `val` (early
 stopping and the model card's figures) and `calib` (the temperature only). The
 temperature never sees an image the weights were fitted to, and the card's figures never
-see an image the temperature was fitted to.
+see an image the temperature was fitted to. The calibration split also gives the version its
+reference profile (``models/profile.py``), written beside the checkpoint by `train_model`
+or, later and without retraining, by `profile_checkpoint` (``inspect-app profile``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -29,15 +32,22 @@ from tqdm import tqdm
 
 from inspect_app.domain import CLASS_NAMES, DefectClass
 from models.calibrate import calibrated_probabilities, fit_temperature, negative_log_likelihood
-from models.checkpoint import save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.defect_cnn import INPUT_SIZE, DefectCNNConfig, build_model
 from models.evaluate import EvaluationReport, evaluate_probabilities, write_model_card
 from models.preprocess import Preprocessing, channel_stats, normalize, resize_to_input
+from models.profile import ReferenceProfile, compute_profile, write_profile
+
+if TYPE_CHECKING:
+    from data.dataset import LabeledImage
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1, pixels, inclusive-exclusive
 LOCATOR_POS_WEIGHT = 20.0
+# The service's input metrics of one decoded BGR image (``input_stats(image).metrics()``),
+# handed in by the caller because ``models`` does not import the service.
+InputMetrics = Callable[[np.ndarray], Mapping[str, float]]
 
 
 @dataclass
@@ -94,6 +104,8 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     report: EvaluationReport | None = None  # calibrated, on the validation split
+    calib_indices: np.ndarray | None = None  # the calibration split, as indices into the data
+    profile: Path | None = None  # the reference profile beside the checkpoint, when written
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -133,6 +145,15 @@ def box_masks(boxes: Sequence[Sequence[Box]], size: int) -> torch.Tensor:
         for x0, y0, x1, y1 in image_boxes:
             mask[i, 0, max(y0, 0) : y1, max(x0, 0) : x1] = 1.0
     return mask
+
+
+def training_splits(
+    labels: np.ndarray, *, seed: int, val_fraction: float, calib_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, calib) indices as `fit` draws them; ``inspect-app profile`` calls this
+    too, so that it re-derives exactly the calibration images training used."""
+    train, val, calib = stratified_split(labels, [val_fraction, calib_fraction], seed)
+    return train, val, calib
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -386,8 +407,11 @@ def fit(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    train_idx, val_idx, calib_idx = stratified_split(
-        labels, [config.val_fraction, config.calib_fraction], config.seed
+    train_idx, val_idx, calib_idx = training_splits(
+        labels,
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        calib_fraction=config.calib_fraction,
     )
     if len(val_idx) == 0 or len(calib_idx) == 0:
         raise ValueError("too few images per class for validation and calibration splits")
@@ -548,23 +572,111 @@ def fit(
         epochs_run=len(history),
         history=history,
         report=report,
+        calib_indices=calib_idx,
     )
 
 
-def train_model(config: TrainConfig, *, progress: bool = False) -> TrainResult:
-    """Train on a dataset folder (class folders or manifest.csv) and write the checkpoint."""
+def _labeled_items(data: Path) -> tuple[list[LabeledImage], np.ndarray]:
+    """A dataset folder's images in `load_dataset`'s (sorted) order, with class indices."""
     from data.dataset import load_dataset
 
-    items = load_dataset(config.data)
+    items = load_dataset(data)
     if not items:
-        raise ValueError(f"no labeled images under {config.data}")
+        raise ValueError(f"no labeled images under {data}")
     unknown = sorted({it.label for it in items} - set(CLASS_NAMES))
     if unknown:
-        raise ValueError(f"{config.data} has labels {unknown} that are not classes {CLASS_NAMES}")
-    labels = np.array([CLASS_NAMES.index(it.label) for it in items], dtype=np.int64)
+        raise ValueError(f"{data} has labels {unknown} that are not classes {CLASS_NAMES}")
+    return items, np.array([CLASS_NAMES.index(it.label) for it in items], dtype=np.int64)
+
+
+def train_model(
+    config: TrainConfig, *, progress: bool = False, input_metrics: InputMetrics | None = None
+) -> TrainResult:
+    """Train on a dataset folder (class folders or manifest.csv) and write the checkpoint.
+
+    With `input_metrics` (the service's ``input_stats(image).metrics()``), also write the
+    reference profile of the calibration split beside it (`profile_checkpoint`).
+    """
+    items, labels = _labeled_items(config.data)
     images, sizes = load_images([it.path for it in items], config.input_size, progress=progress)
     boxes = [
         scale_boxes(it.boxes, h, w, config.input_size)
         for it, (h, w) in zip(items, sizes, strict=True)
     ]
-    return fit(config, images, labels, boxes=boxes, progress=progress)
+    result = fit(config, images, labels, boxes=boxes, progress=progress)
+    if input_metrics is not None:
+        del images  # the profile decodes its 10% again; 1.6 GB freed first
+        result.profile = profile_checkpoint(
+            result.checkpoint, config.data, input_metrics, progress=progress
+        )[1]
+    return result
+
+
+# -- the reference profile (models/profile.py) ------------------------------------------------
+
+
+def profile_checkpoint(
+    checkpoint: Path, data: Path, input_metrics: InputMetrics, *, progress: bool = False
+) -> tuple[ReferenceProfile, Path]:
+    """Compute a checkpoint's reference profile on its calibration split of `data`, and write
+    it beside the checkpoint; returns the profile and its path.
+
+    The split is re-derived from what the checkpoint records (the training seed and split
+    fractions in ``metrics["train_config"]``), so this works long after training, without
+    retraining, for any checkpoint `fit` wrote; `data` must be the folder it was trained on,
+    which is checked by the split's size. Images are decoded from their files and run
+    through the `Predictor` as the service runs them.
+    """
+    from models.predictor import Predictor
+
+    loaded = load_checkpoint(checkpoint)
+    recorded = loaded.metrics.get("train_config")
+    if not isinstance(recorded, Mapping):
+        raise ValueError(f"{checkpoint} does not record its training split (train_config)")
+    seed = int(recorded["seed"])
+    val_fraction = float(recorded["val_fraction"])
+    calib_fraction = float(recorded["calib_fraction"])
+    items, labels = _labeled_items(data)
+    expected = sum(
+        int(loaded.metrics.get(k, 0)) for k in ("train_images", "val_images", "calib_images")
+    )
+    if expected and expected != len(items):
+        raise ValueError(
+            f"{data} holds {len(items)} images, but {checkpoint} was trained on {expected}: "
+            "profile it on the data it was trained on"
+        )
+    calib = training_splits(
+        labels, seed=seed, val_fraction=val_fraction, calib_fraction=calib_fraction
+    )[2]
+    if "calib_images" in loaded.metrics and len(calib) != int(loaded.metrics["calib_images"]):
+        raise ValueError(
+            f"the re-derived calibration split has {len(calib)} images, training used "
+            f"{loaded.metrics['calib_images']}: not the data {checkpoint} was trained on"
+        )
+    images = []
+    for i in tqdm(calib, desc="profile", unit="img", disable=not progress):
+        image = cv2.imread(str(items[i].path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read image {items[i].path}")
+        images.append(image)
+    data_seed = f"data seed {loaded.data_seed}, " if loaded.data_seed is not None else ""
+    profile = compute_profile(
+        Predictor(loaded),
+        images,
+        [input_metrics(image) for image in images],
+        source=(
+            f"calibration split of {data} ({data_seed}split seed {seed}, "
+            f"{len(calib)} of {len(items)} images)"
+        ),
+        extra={
+            "data": str(data),
+            "data_seed": loaded.data_seed,
+            "split_seed": seed,
+            "val_fraction": val_fraction,
+            "calib_fraction": calib_fraction,
+            "dataset_images": len(items),
+        },
+    )
+    path = write_profile(profile, checkpoint)
+    log.info("reference profile of %s (%d images) -> %s", loaded.version, len(calib), path)
+    return profile, path

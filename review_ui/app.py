@@ -21,12 +21,15 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from gradio.route_utils import API_PREFIX
 
 from inspect_app.domain import Role
 from review_ui import views
 from review_ui.auth import current_user, login_checker
 from review_ui.context import ReviewContext
 from review_ui.desk import InspectorDesk
+from review_ui.errors import RefusalStatus
 from review_ui.inspector import build_inspect_page
 from review_ui.supervisor import build_evidence_page, build_lines_page
 
@@ -111,6 +114,23 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
     return blocks
 
 
+# Gradio's routes that store a file the client sends. The review UI has no upload
+# component, so they are closed: any logged-in user could otherwise fill the disk.
+UPLOAD_ROUTES = ("upload", "process_recording")
+
+
+def _close_upload_routes(app: FastAPI, path: str) -> None:
+    """Routes on `app` itself, matched before the mount, that refuse Gradio's uploads."""
+
+    def no_uploads() -> JSONResponse:
+        return JSONResponse({"detail": "the review UI takes no file uploads"}, status_code=404)
+
+    for name in UPLOAD_ROUTES:
+        app.add_api_route(
+            f"{path}{API_PREFIX}/{name}", no_uploads, methods=["POST"], include_in_schema=False
+        )
+
+
 def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
     """Mount the review UI on `app` (the service's, from `create_app`) at `path`.
 
@@ -118,6 +138,10 @@ def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
     """
     if path != MOUNT_PATH:
         raise ValueError(f"the review UI is served at {MOUNT_PATH}; its pages link there")
+    _close_upload_routes(app, path)
+    app.add_middleware(
+        RefusalStatus, prefixes=(f"{path}{API_PREFIX}/run/", f"{path}{API_PREFIX}/api/")
+    )
     context = ReviewContext(app)
     desk = InspectorDesk(context)
     blocks = build_review_blocks(context, desk)

@@ -29,18 +29,22 @@ logger = logging.getLogger(__name__)
 class NotLoggedIn(gr.Error):
     """No user behind the request, or one that no longer exists or is deactivated."""
 
+    TITLE = "Signed out"  # `review_ui.errors` answers 401 for it
+
     def __init__(self, message: str) -> None:
         super().__init__(
-            html.escape(message), duration=None, title="Signed out", print_exception=False
+            html.escape(message), duration=None, title=self.TITLE, print_exception=False
         )
 
 
 class AccessDenied(gr.Error):
     """The user's role may not do this; the message names the role it needs."""
 
+    TITLE = "Not allowed"  # `review_ui.errors` answers 403 for it
+
     def __init__(self, message: str) -> None:
         super().__init__(
-            html.escape(message), duration=None, title="Not allowed", print_exception=False
+            html.escape(message), duration=None, title=self.TITLE, print_exception=False
         )
 
 

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 
 from inspect_app import review_queue
+from inspect_app.api.params import MAX_NOTE_CHARS
 from inspect_app.domain import Role
 from inspect_app.review_queue import ClaimedTask
 from inspect_app.storage.tables import User, utcnow
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 # Local hours at which a shift starts; "my labels this shift" counts from the latest one.
 SHIFT_STARTS: tuple[int, ...] = (6, 14, 22)
-MAX_NOTE_CHARS = 2000  # as the API's LabelIn
 STALE_AFTER_S = 12 * 3600.0
 
 
@@ -465,4 +465,6 @@ def _clean_note(note: str | None) -> str | None:
     note = (note or "").strip()
     if len(note) > MAX_NOTE_CHARS:
         raise BadInput(f"a note may have at most {MAX_NOTE_CHARS} characters, got {len(note)}")
+    if "\x00" in note:
+        raise BadInput("a note may not contain NUL characters")
     return note or None

@@ -25,6 +25,7 @@ from typing import Any
 
 import gradio as gr
 
+from inspect_app.api.params import MAX_NOTE_CHARS
 from inspect_app.domain import TaskReason
 from inspect_app.imaging import decode_image
 from inspect_app.review_queue import ClaimedTask
@@ -208,7 +209,7 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
                 placeholder="Note (optional): press n to write, Esc to leave",
                 lines=1,
                 max_lines=4,
-                max_length=2000,
+                max_length=MAX_NOTE_CHARS,
                 elem_id="verdict-note",
             )
             with gr.Row(elem_classes=["command-keys"]):

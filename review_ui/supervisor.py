@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import gradio as gr
 from sqlmodel import Session
 
 from inspect_app import agreement, lines, review_queue
+from inspect_app.api.params import LINE_ID_PATTERN, MAX_REASON_CHARS
 from inspect_app.automation import gate_targets
 from inspect_app.domain import AutomationLevel, Role
 from inspect_app.events import list_events
@@ -110,7 +112,21 @@ def apply_change(
     audit_rate_percent: float | None,
     reason: str,
 ) -> ChangeOutcome:
-    """`lines.change_automation`, its every outcome turned into something a supervisor reads."""
+    """`lines.change_automation`, its every outcome turned into something a supervisor reads.
+
+    The reason's limit is checked here, on the server, as the API checks it: the page's
+    500-character cap on the box is only the browser's.
+    """
+    if not re.fullmatch(LINE_ID_PATTERN, line_id):
+        return ChangeOutcome(False, views.change_failed_html(f"no line {line_id[:64]!r}"))
+    if len(reason) > MAX_REASON_CHARS or "\x00" in reason:
+        return ChangeOutcome(
+            False,
+            views.change_failed_html(
+                f"a reason may have at most {MAX_REASON_CHARS} characters (no NUL), "
+                f"got {len(reason)}"
+            ),
+        )
     audit_rate = None if audit_rate_percent is None else float(audit_rate_percent) / 100.0
     try:
         line = lines.change_automation(
@@ -212,7 +228,9 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
                     maximum=100,
                 )
             reason = gr.Textbox(
-                label="Reason (goes into the audit trail)", elem_id="change-reason", max_length=500
+                label="Reason (goes into the audit trail)",
+                elem_id="change-reason",
+                max_length=MAX_REASON_CHARS,
             )
             apply_btn = gr.Button("Apply change", variant="primary", elem_id="change-apply")
         with gr.Column(scale=3, elem_classes=["panel"]):
@@ -236,6 +254,8 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
         with _as_supervisor(context, request, "see lines") as (db, _user):
             if not line_id:
                 return gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+            if not re.fullmatch(LINE_ID_PATTERN, line_id):
+                raise gr.Error(html.escape(f"no line {line_id[:64]!r}"))
             try:
                 current = lines.get_line(db, line_id)
             except lines.LineNotFound as exc:

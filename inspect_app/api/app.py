@@ -16,13 +16,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
+import fastapi_offline
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from inspect_app.api.errors import BodyGuard, validation_error_handler
 from inspect_app.api.routes import evidence, images, inspections, lines, ops, reviews, users
 from inspect_app.inference import MicroBatcher
 from inspect_app.lines import list_lines
@@ -35,6 +41,14 @@ from inspect_app.storage.images import ImageStore
 
 logger = logging.getLogger(__name__)
 
+# Every request body but the camera's image (which has its own limit, `max_image_bytes`):
+# the largest JSON the API takes is a note of 2000 characters.
+MAX_BODY_BYTES = 64 * 1024
+# Swagger UI and ReDoc as installed files (the fastapi-offline package ships both), so /docs
+# works on a plant network with no way out.
+DOCS_ASSETS_PATH = "/docs-assets"
+DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+
 API_DESCRIPTION = """\
 Human-in-the-loop visual inspection of phones on an assembly line.
 
@@ -45,7 +59,9 @@ Human-in-the-loop visual inspection of phones on an assembly line.
   the review queue.
 * **Operations**: `/metrics` (Prometheus), `/healthz`, `/readyz`. The review UI is at `/review`.
 
-Errors are `4xx` with `{"detail": "..."}` saying what was wrong.
+Errors are `4xx` with `{"detail": "..."}` saying what was wrong (a 422 for invalid fields
+lists each problem: `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`). Request
+bodies are limited to 64 KiB, except the camera's image.
 """
 
 
@@ -136,6 +152,34 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("inspection service stopped")
 
 
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from the installed assets, not a CDN."""
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=DOCS_ASSETS_DIR), name="docs-assets")
+    favicon = f"{DOCS_ASSETS_PATH}/favicon.png"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            # No badge fetched from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API",
+            redoc_js_url=f"{DOCS_ASSETS_PATH}/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The whole service, configured by `settings` (default: from the environment)."""
     app = FastAPI(
@@ -143,11 +187,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings if settings is not None else Settings()
     for module in (images, inspections, lines, reviews, users, evidence, ops):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])
+    _add_offline_docs(app)
     from review_ui.app import mount_review_ui  # gradio: imported when an app is built
 
     mount_review_ui(app)  # the review UI under /review, on the same service layer

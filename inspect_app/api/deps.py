@@ -3,13 +3,20 @@
 
 Access control is checked here, on the server, for every route: a bearer token names a
 user, `require_role` compares roles (they nest: admin > supervisor > inspector), and a
-camera key names exactly one line.
+camera key names exactly one line. Tokens and keys are looked up in the database on every
+request, never cached in the process, so a revocation, an expiry or a deactivation made
+by any process (or the CLI) refuses the very next request here.
+
+The time the checks use is ``app.state.clock`` when a test sets one (a callable returning
+an aware UTC datetime), else the real clock: tests move it instead of sleeping.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -17,10 +24,13 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from inspect_app.accounts import line_for_camera_key, user_for_token
+from inspect_app.accounts import TokenRefused, check_token, line_for_camera_key
+from inspect_app.api.params import LineIdPath
 from inspect_app.domain import Role
+from inspect_app.login_throttle import ThrottlePolicy
 from inspect_app.settings import Settings
 from inspect_app.storage.tables import User
+from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -46,29 +56,86 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
+def get_now(request: Request) -> datetime:
+    """This request's time: ``app.state.clock()`` where a test set one, else now."""
+    clock: Callable[[], datetime] = getattr(request.app.state, "clock", utcnow)
+    return clock()
+
+
+def get_client_address(request: Request) -> str | None:
+    """The client's IP address, for login throttling (behind a proxy, run uvicorn with
+    ``--proxy-headers`` so this is the client's, not the proxy's)."""
+    return request.client.host if request.client is not None else None
+
+
+def get_throttle_policy(settings: Annotated[Settings, Depends(get_settings)]) -> ThrottlePolicy:
+    return ThrottlePolicy.from_settings(settings)
+
+
+def get_token_ttl(settings: Annotated[Settings, Depends(get_settings)]) -> timedelta:
+    return timedelta(hours=settings.token_ttl_hours)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
+NowDep = Annotated[datetime, Depends(get_now)]
+ClientAddress = Annotated[str | None, Depends(get_client_address)]
+ThrottlePolicyDep = Annotated[ThrottlePolicy, Depends(get_throttle_policy)]
+TokenTtl = Annotated[timedelta, Depends(get_token_ttl)]
 
 
-def get_current_user(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> User:
+@dataclass(frozen=True)
+class Authenticated:
+    """Who a request's bearer token names, and which token it is (a user changing their
+    own password keeps this one)."""
+
+    user: User
+    token_id: int
+
+
+def authenticate_bearer(
+    session: Session,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    now: datetime,
+    ttl: timedelta,
+) -> Authenticated:
+    """Who the bearer credentials name, else 401 saying why (missing, unknown, revoked,
+    expired, deactivated). For routes that accept a token or something else; the others
+    depend on `CurrentUser`."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="a bearer token is required (Authorization: Bearer <token>)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = user_for_token(session, credentials.credentials)
-    if user is None:
+    try:
+        user, token = check_token(session, credentials.credentials, ttl=ttl, now=now)
+    except TokenRefused as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="the bearer token is unknown, revoked, or its user is deactivated",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
+            detail=str(exc),
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from exc
+    assert token.id is not None
+    return Authenticated(user=user, token_id=token.id)
+
+
+def get_authenticated(
+    session: SessionDep,
+    now: NowDep,
+    ttl: TokenTtl,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Authenticated:
+    return authenticate_bearer(session, credentials, now=now, ttl=ttl)
+
+
+AuthenticatedDep = Annotated[Authenticated, Depends(get_authenticated)]
+
+
+def get_current_user(authenticated: AuthenticatedDep) -> User:
+    return authenticated.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -126,7 +193,7 @@ def get_camera_line(
 CameraLine = Annotated[str, Depends(get_camera_line)]
 
 
-def get_camera_for_path_line(line: str, camera_line: CameraLine) -> str:
+def get_camera_for_path_line(line: LineIdPath, camera_line: CameraLine) -> str:
     """For routes with a ``{line}`` path parameter: the key must belong to that line, else 403."""
     if camera_line != line:
         logger.warning("403: a camera key of line %s posted to line %s", camera_line, line)

@@ -38,6 +38,8 @@ class User(SQLModel, table=True):
     password_hash: str  # scrypt, salted; see inspect_app.security
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    # Review UI sessions that logged in before this are ended (review_ui.auth.SessionTokens).
+    password_changed_at: datetime | None = None
 
 
 class ApiToken(SQLModel, table=True):
@@ -48,6 +50,10 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(unique=True, index=True, max_length=128)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    # None: issued before tokens expired (revision 0003); such a token expires at
+    # created_at + the configured TTL (accounts.token_expiry).
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None  # to the minute or so (accounts.LAST_USED_RESOLUTION)
 
 
 class CameraKey(SQLModel, table=True):
@@ -59,6 +65,26 @@ class CameraKey(SQLModel, table=True):
     key_prefix: str = Field(max_length=16)  # first characters, to tell keys apart in listings
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed logins of one user name or one client address, shared by every process.
+
+    One row per name or address that failed recently: the failures in the current window,
+    the lockout they caused, and how many lockouts in a row (each doubles the next one).
+    See inspect_app.login_throttle.
+    """
+
+    __table_args__ = (UniqueConstraint("scope", "key", name="uq_loginthrottle_scope_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=8)  # "user" | "address"
+    key: str = Field(max_length=128)  # the name as typed, or the client's IP address
+    failures: int = 0  # in the window that began at window_started_at
+    window_started_at: datetime | None = None
+    locked_until: datetime | None = None
+    lockouts: int = 0  # in a row, since the last successful login (or a quiet day)
+    updated_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Inspection(SQLModel, table=True):

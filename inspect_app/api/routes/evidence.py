@@ -7,7 +7,7 @@ this module only reads the query and translates errors to HTTP.
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import Session
@@ -15,6 +15,8 @@ from sqlmodel import Session
 from inspect_app import lines as line_service
 from inspect_app.agreement import AgreementReport, agreement_report
 from inspect_app.api.deps import SessionDep, SupervisorUser
+from inspect_app.api.errors import error_responses
+from inspect_app.api.params import MAX_TAG_CHARS, TEXT_PATTERN, ClientTime, LineIdPath, time_query
 from inspect_app.automation import (
     LineRecommendation,
     LineWhatIf,
@@ -25,6 +27,8 @@ from inspect_app.domain import AutomationLevel
 from inspect_app.storage.tables import Line
 
 router = APIRouter(prefix="/api/v1/lines", tags=["evidence"])
+
+_ERRORS = error_responses(401, 403, 404, 422, _404="no such line")
 
 _INCLUDE_SHOWN = Query(
     default=False,
@@ -40,16 +44,25 @@ def _line_or_404(session: Session, line_id: str) -> Line:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
 
 
-@router.get("/{line}/agreement", response_model=AgreementReport)
+@router.get(
+    "/{line}/agreement",
+    response_model=AgreementReport,
+    responses=error_responses(
+        401, 403, 404, 422, _404="no such line", _422="invalid input, or until is not after since"
+    ),
+)
 def read_agreement(
-    line: str,
+    line: LineIdPath,
     session: SessionDep,
     user: SupervisorUser,
     model_version: str | None = Query(
-        default=None, description="default: the model of the line's latest prediction"
+        default=None,
+        max_length=MAX_TAG_CHARS,
+        pattern=TEXT_PATTERN,
+        description="default: the model of the line's latest prediction",
     ),
-    since: datetime | None = Query(default=None, description="inspections received from"),
-    until: datetime | None = Query(default=None, description="... up to (not including)"),
+    since: ClientTime | None = time_query("inspections received from"),
+    until: ClientTime | None = time_query("... up to (not including); after since"),
 ) -> AgreementReport:
     """Model against humans: confusion matrices, accuracy, kappa, recall, escape and
     false-reject rates with 95% intervals, blind and shown labels apart, per inspector."""
@@ -62,9 +75,12 @@ def read_agreement(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.get("/{line}/recommendation", response_model=LineRecommendation)
+@router.get("/{line}/recommendation", response_model=LineRecommendation, responses=_ERRORS)
 def read_recommendation(
-    line: str, session: SessionDep, user: SupervisorUser, include_shown: bool = _INCLUDE_SHOWN
+    line: LineIdPath,
+    session: SessionDep,
+    user: SupervisorUser,
+    include_shown: bool = _INCLUDE_SHOWN,
 ) -> LineRecommendation:
     """The thresholds with the most coverage that pass the gate (fixed-sequence tests from
     strictest to loosest), the gate at the line's current thresholds, the coverage-versus-risk
@@ -72,29 +88,25 @@ def read_recommendation(
     return recommend_for_line(session, _line_or_404(session, line), include_shown=include_shown)
 
 
-@router.get("/{line}/what-if", response_model=LineWhatIf)
+@router.get("/{line}/what-if", response_model=LineWhatIf, responses=_ERRORS)
 def read_what_if(
-    line: str,
+    line: LineIdPath,
     session: SessionDep,
     user: SupervisorUser,
     pass_threshold: float = Query(gt=0.5, le=1.0, description="auto-pass when P(ok) >= this"),
     fail_threshold: float = Query(gt=0.5, le=1.0, description="auto-fail when P(defect) >= this"),
-    level: AutomationLevel = Query(
+    # Only the levels where the model decides parts: at the others a what-if has no answer.
+    level: Literal[AutomationLevel.PARTIAL, AutomationLevel.FULL] = Query(
         default=AutomationLevel.PARTIAL, description="partial, or full (decides at P(ok) 0.5)"
     ),
     include_shown: bool = _INCLUDE_SHOWN,
 ) -> LineWhatIf:
     """Which labeled parts a policy would have auto-passed and auto-failed, what humans said
     about them, and whether the gate would let the line go there."""
-    if not level.needs_evidence:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"at {level.value} the model decides nothing; ask for partial or full",
-        )
     return what_if_for_line(
         session,
         _line_or_404(session, line),
-        level=level,
+        level=AutomationLevel(level),
         pass_threshold=pass_threshold,
         fail_threshold=fail_threshold,
         include_shown=include_shown,

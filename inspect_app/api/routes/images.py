@@ -28,13 +28,26 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from inspect_app.api.deps import CameraForLine, CameraLine, EngineDep, SettingsDep
+from inspect_app.api.errors import error_responses
+from inspect_app.api.params import (
+    DATE_TIME_YEAR_PATTERN,
+    MAX_TAG_CHARS,
+    TEXT_PATTERN,
+    LineIdPath,
+    TimeOutOfRange,
+    check_time_text,
+)
 from inspect_app.api.pipeline_deps import PipelineDep
 from inspect_app.api.routes.inspections import InspectionPublic, inspection_public
 from inspect_app.imaging import ImageRejected, format_for_content_type
 from inspect_app.lines import LineNotFound, get_line
 from inspect_app.pipeline import ImageSubmission, IngestError
+from inspect_app.timeutil import as_utc
 
 router = APIRouter(prefix="/api/v1", tags=["images"])
+
+# The one route that reads a body larger than the app's JSON limit, with its own limit.
+IMAGE_UPLOAD_PATH = r"^/api/v1/lines/[^/]+/images/?$"
 
 # Room for the multipart boundaries, part headers and the small metadata fields.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -56,9 +69,21 @@ _REQUEST_BODY: dict[str, Any] = {
                 "required": ["image"],
                 "properties": {
                     "image": {"type": "string", "format": "binary"},
-                    "capture_id": {"type": "string", "maxLength": 128},
-                    "part_serial": {"type": "string", "maxLength": 128},
-                    "captured_at": {"type": "string", "format": "date-time"},
+                    "capture_id": {
+                        "type": "string",
+                        "maxLength": MAX_TAG_CHARS,
+                        "pattern": TEXT_PATTERN,
+                    },
+                    "part_serial": {
+                        "type": "string",
+                        "maxLength": MAX_TAG_CHARS,
+                        "pattern": TEXT_PATTERN,
+                    },
+                    "captured_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "pattern": DATE_TIME_YEAR_PATTERN,
+                    },
                 },
             }
         },
@@ -67,7 +92,9 @@ _REQUEST_BODY: dict[str, Any] = {
 
 
 def parse_captured_at(value: str | None) -> datetime | None:
-    """ISO 8601 (``2024-05-01T12:30:00Z``, ``...+02:00``); a time without an offset is UTC."""
+    """ISO 8601 (``2024-05-01T12:30:00Z``, ``...+02:00``) as an aware UTC time; a time without
+    an offset is UTC. Refused (422) unless its year is one `params.check_time_text` takes,
+    here, before the model runs: the pipeline converts it to UTC after inference."""
     if value is None or not value.strip():
         return None
     text = value.strip()
@@ -75,15 +102,18 @@ def parse_captured_at(value: str | None) -> datetime | None:
     if match:
         text = text[: match.start(1) - 1] + "+" + match.group(1)
     try:
-        return datetime.fromisoformat(text)
+        return as_utc(datetime.fromisoformat(check_time_text(text, "captured_at")))
+    except TimeOutOfRange as exc:
+        raise IngestError(422, str(exc)) from None
     except ValueError:
         raise IngestError(
             422,
-            f"captured_at {value!r} is not an ISO 8601 time (for example 2024-05-01T12:30:00Z)",
+            f"captured_at {value[:64]!r} is not an ISO 8601 time (for example "
+            "2024-05-01T12:30:00Z)",
         ) from None
 
 
-def require_known_line(line: str, engine: EngineDep) -> str:
+def require_known_line(line: LineIdPath, engine: EngineDep) -> str:
     # A short session of its own, for the reason given in deps.get_camera_line.
     try:
         with Session(engine) as session:
@@ -150,11 +180,18 @@ async def parse_multipart(
 
 
 def _merge(name: str, query_value: str | None, form_value: str | None) -> str | None:
+    """The query's value (checked by FastAPI) or the form field's, checked here the same way."""
     if query_value is not None and form_value is not None and query_value != form_value:
         raise IngestError(
             422, f"{name} is given twice with different values (query and form field)"
         )
-    return query_value if query_value is not None else form_value
+    if query_value is not None or form_value is None:
+        return query_value
+    if name != "captured_at" and (len(form_value) > MAX_TAG_CHARS or "\x00" in form_value):
+        raise IngestError(
+            422, f"the form field {name} must be at most {MAX_TAG_CHARS} characters, no NUL"
+        )
+    return form_value
 
 
 @router.post(
@@ -178,15 +215,26 @@ def _merge(name: str, query_value: str | None, form_value: str | None) -> str | 
             "model": InspectionPublic,
             "description": "capture_id seen before, same image: the existing inspection",
         },
-        400: {"description": "empty or malformed body"},
-        401: {"description": "missing or unknown camera key"},
-        403: {"description": "the camera key belongs to another line"},
-        404: {"description": "unknown line"},
-        409: {"description": "capture_id already used for a different image"},
-        413: {"description": "over the byte or pixel limit"},
-        415: {"description": "not a JPEG, PNG or BMP image"},
-        422: {"description": "truncated or corrupt image, or malformed metadata"},
-        503: {"description": "the model cannot inspect right now; send it again"},
+        **error_responses(
+            400,
+            401,
+            403,
+            404,
+            409,
+            413,
+            415,
+            422,
+            503,
+            _400="empty or malformed body",
+            _401="missing or unknown camera key",
+            _403="the camera key belongs to another line",
+            _404="unknown line",
+            _409="capture_id already used for a different image",
+            _413="over the byte or pixel limit",
+            _415="not a JPEG, PNG or BMP image",
+            _422="truncated or corrupt image, or malformed metadata",
+            _503="the model cannot inspect right now; send it again",
+        ),
     },
 )
 async def post_image(
@@ -200,19 +248,24 @@ async def post_image(
     capture_id: Annotated[
         str | None,
         Query(
-            max_length=128,
+            max_length=MAX_TAG_CHARS,
+            pattern=TEXT_PATTERN,
             description="Idempotency key, unique per line: posting the same capture_id and "
             "image again returns the same inspection (200); a different image is refused (409).",
         ),
     ] = None,
     part_serial: Annotated[
-        str | None, Query(max_length=128, description="The part's serial number")
+        str | None,
+        Query(
+            max_length=MAX_TAG_CHARS, pattern=TEXT_PATTERN, description="The part's serial number"
+        ),
     ] = None,
     captured_at: Annotated[
         str | None,
         Query(
             description="When the camera took the image, ISO 8601 (2024-05-01T12:30:00Z); "
-            "without an offset it is taken as UTC.",
+            "without an offset it is taken as UTC. The year must be from 1970 to 2999.",
+            json_schema_extra={"format": "date-time", "pattern": DATE_TIME_YEAR_PATTERN},
         ),
     ] = None,
 ) -> InspectionPublic:

@@ -18,12 +18,16 @@ from pydantic import BaseModel, Field
 
 from inspect_app.api.deps import (
     InspectorUser,
+    NowDep,
     SessionDep,
+    TokenTtl,
+    authenticate_bearer,
     bearer_scheme,
     camera_key_scheme,
     get_camera_line,
-    get_current_user,
 )
+from inspect_app.api.errors import error_responses
+from inspect_app.api.params import RowId
 from inspect_app.api.pipeline_deps import ImageStoreDep
 from inspect_app.domain import AutomationLevel, DecidedBy, Decision, Route
 from inspect_app.imaging import MEDIA_TYPES
@@ -106,10 +110,12 @@ def _inspection(session: SessionDep, inspection_id: int) -> Inspection:
 
 
 def get_readable_inspection(
-    inspection_id: int,
+    inspection_id: RowId,
     session: SessionDep,
     camera_key: Annotated[str | None, Depends(camera_key_scheme)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    now: NowDep,
+    ttl: TokenTtl,
 ) -> Inspection:
     """The inspection, for the camera key of its line or for any signed-in user."""
     if not camera_key and credentials is None:
@@ -134,7 +140,7 @@ def get_readable_inspection(
                 f"{inspection_id} is on line {row.line_id!r}",
             )
         return row
-    get_current_user(session, credentials)  # 401 unless the token names an active user
+    authenticate_bearer(session, credentials, now=now, ttl=ttl)  # 401 unless a valid token
     return _inspection(session, inspection_id)
 
 
@@ -145,11 +151,15 @@ def get_readable_inspection(
     description="A pending decision becomes pass or fail when a human labels it. "
     "Readable with the camera key (X-Api-Key) of the inspection's line, or with any "
     "user's bearer token.",
-    responses={
-        401: {"description": "no valid camera key or bearer token"},
-        403: {"description": "the camera key belongs to another line"},
-        404: {"description": "no such inspection"},
-    },
+    responses=error_responses(
+        401,
+        403,
+        404,
+        422,
+        _401="no valid camera key or bearer token",
+        _403="the camera key belongs to another line",
+        _404="no such inspection",
+    ),
 )
 def read_inspection(
     row: Annotated[Inspection, Depends(get_readable_inspection)],
@@ -163,12 +173,17 @@ def read_inspection(
     description="Exactly the stored bytes (JPEG, PNG or BMP); inspectors and up.",
     response_class=Response,
     responses={
-        200: {"content": {media_type: {} for media_type in MEDIA_TYPES.values()}},
-        404: {"description": "no such inspection"},
+        200: {
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in MEDIA_TYPES.values()
+            }
+        },
+        **error_responses(401, 403, 404, 422, _404="no such inspection, or its image is lost"),
     },
 )
 def read_inspection_image(
-    inspection_id: int, session: SessionDep, user: InspectorUser, store: ImageStoreDep
+    inspection_id: RowId, session: SessionDep, user: InspectorUser, store: ImageStoreDep
 ) -> Response:
     row = _inspection(session, inspection_id)
     try:

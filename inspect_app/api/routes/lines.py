@@ -17,6 +17,14 @@ from sqlmodel import Session
 
 from inspect_app import lines as line_service
 from inspect_app.api.deps import SessionDep, SupervisorUser
+from inspect_app.api.errors import error_responses
+from inspect_app.api.params import (
+    MAX_REASON_CHARS,
+    MAX_TAG_CHARS,
+    REQUIRED_TEXT_PATTERN,
+    TEXT_PATTERN,
+    LineIdPath,
+)
 from inspect_app.domain import AutomationLevel
 from inspect_app.events import list_events
 from inspect_app.review_queue import oldest_waiting, queue_depth
@@ -24,6 +32,9 @@ from inspect_app.storage.tables import Line
 from inspect_app.timeutil import as_utc
 
 router = APIRouter(prefix="/api/v1/lines", tags=["lines"])
+
+# Every route here: a supervisor's bearer token (401, 403), valid input (422).
+_SUPERVISOR = (401, 403, 422)
 
 
 class LinePublic(BaseModel):
@@ -52,13 +63,21 @@ class AutomationChange(BaseModel):
     audit_rate: float | None = Field(
         default=None, ge=0.0, le=1.0, description="fraction of auto-decisions audited blind"
     )
-    reason: str = Field(description="why; recorded in the audit trail")
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        description="why; recorded in the audit trail (not blank)",
+        # Checked by the validator below, for a message that says why a blank one is refused.
+        json_schema_extra={"pattern": REQUIRED_TEXT_PATTERN},
+    )
 
     @field_validator("reason")
     @classmethod
     def reason_is_given(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("a reason is required: it goes into the audit trail")
+        if "\x00" in value:
+            raise ValueError("a reason may not contain NUL characters")
         return value.strip()
 
 
@@ -101,14 +120,18 @@ def _line_or_404(session: Session, line_id: str) -> Line:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
 
 
-@router.get("", response_model=list[LinePublic])
+@router.get("", response_model=list[LinePublic], responses=error_responses(401, 403))
 def read_lines(session: SessionDep, user: SupervisorUser) -> list[LinePublic]:
     """Every line with its level, thresholds, audit rate, targets and queue."""
     return [_public(session, line) for line in line_service.list_lines(session)]
 
 
-@router.get("/{line}", response_model=LinePublic)
-def read_line(line: str, session: SessionDep, user: SupervisorUser) -> LinePublic:
+@router.get(
+    "/{line}",
+    response_model=LinePublic,
+    responses=error_responses(*_SUPERVISOR, 404, _404="no such line"),
+)
+def read_line(line: LineIdPath, session: SessionDep, user: SupervisorUser) -> LinePublic:
     return _public(session, _line_or_404(session, line))
 
 
@@ -116,12 +139,18 @@ def read_line(line: str, session: SessionDep, user: SupervisorUser) -> LinePubli
     "/{line}/automation",
     response_model=LinePublic,
     responses={
+        **error_responses(
+            *_SUPERVISOR,
+            404,
+            413,
+            _404="no such line",
+            _422="invalid input, or settings the line cannot take",
+        ),
         409: {"model": Refusal, "description": "the evidence gate refused the raise"},
-        404: {"description": "no such line"},
     },
 )
 def change_line_automation(
-    line: str, change: AutomationChange, session: SessionDep, user: SupervisorUser
+    line: LineIdPath, change: AutomationChange, session: SessionDep, user: SupervisorUser
 ) -> LinePublic | JSONResponse:
     """Lower (always allowed, immediate) or raise (partial/full need evidence) a line."""
     try:
@@ -149,12 +178,21 @@ def change_line_automation(
     return _public(session, updated)
 
 
-@router.get("/{line}/events", response_model=list[EventPublic])
+@router.get(
+    "/{line}/events",
+    response_model=list[EventPublic],
+    responses=error_responses(*_SUPERVISOR, 404, _404="no such line"),
+)
 def read_line_events(
-    line: str,
+    line: LineIdPath,
     session: SessionDep,
     user: SupervisorUser,
-    kind: str | None = Query(default=None, description="e.g. level_change, relabel"),
+    kind: str | None = Query(
+        default=None,
+        max_length=MAX_TAG_CHARS,
+        pattern=TEXT_PATTERN,
+        description="e.g. level_change, relabel",
+    ),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> list[EventPublic]:
     """The line's audit trail, newest first: level changes and refusals, relabels, keys."""

@@ -16,6 +16,13 @@ from sqlmodel import Session
 from inspect_app import lines as line_service
 from inspect_app import review_queue
 from inspect_app.api.deps import InspectorUser, SessionDep, SettingsDep
+from inspect_app.api.errors import error_responses
+from inspect_app.api.params import (
+    LINE_ID_PATTERN,
+    MAX_NOTE_CHARS,
+    TEXT_PATTERN,
+    RowId,
+)
 from inspect_app.domain import DefectClass
 from inspect_app.review_queue import ClaimedTask
 from inspect_app.storage.tables import Inspection, Label
@@ -61,21 +68,46 @@ class ClaimedTaskPublic(BaseModel):
         )
 
 
+MAX_DURATION_MS = 24 * 3600 * 1000  # a verdict that took longer is a tab left open
+
+
 class LabelIn(BaseModel):
     label: DefectClass
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS, pattern=TEXT_PATTERN)
     duration_ms: int | None = Field(
-        default=None, ge=0, description="time from the part shown to the verdict"
+        default=None,
+        ge=0,
+        le=MAX_DURATION_MS,
+        description="time from the part shown to the verdict",
     )
 
 
 class RelabelIn(BaseModel):
     label: DefectClass
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS, pattern=TEXT_PATTERN)
 
 
 class EscalateIn(BaseModel):
-    note: str = Field(default="", max_length=2000, description="what is unclear about the part")
+    note: str = Field(
+        default="",
+        max_length=MAX_NOTE_CHARS,
+        pattern=TEXT_PATTERN,
+        description="what is unclear about the part",
+    )
+
+
+# Every route here: a bearer token (401) of an inspector or above (403), valid input (422).
+_AUTH = (401, 403, 422)
+# ... and a task or an inspection the caller may act on: 404 unknown, 409 not held (any more).
+_TASK_ERRORS = error_responses(
+    *_AUTH,
+    404,
+    409,
+    413,
+    _403="below inspector, or relabeling someone else's label",
+    _404="no such task or inspection",
+    _409="the task is not yours (any more): labeled, released or its lease expired",
+)
 
 
 class LabelPublic(BaseModel):
@@ -116,13 +148,18 @@ def _label_public(session: Session, label: Label) -> LabelPublic:
 @router.post(
     "/reviews/claim",
     response_model=ClaimedTaskPublic,
-    responses={204: {"description": "the queue is empty"}, 404: {"description": "no such line"}},
+    responses={
+        204: {"description": "the queue is empty"},
+        **error_responses(*_AUTH, 404, _404="no such line"),
+    },
 )
 def claim_task(
     session: SessionDep,
     settings: SettingsDep,
     user: InspectorUser,
-    line: str | None = Query(default=None, description="only this line's tasks"),
+    line: str | None = Query(
+        default=None, pattern=LINE_ID_PATTERN, description="only this line's tasks"
+    ),
 ) -> ClaimedTaskPublic | Response:
     """Claim the next task (or get back the one already held) under a lease."""
     if line is not None:
@@ -138,9 +175,9 @@ def claim_task(
     return ClaimedTaskPublic.of(task)
 
 
-@router.post("/reviews/{task_id}/label", response_model=LabelPublic)
+@router.post("/reviews/{task_id}/label", response_model=LabelPublic, responses=_TASK_ERRORS)
 def label_task(
-    task_id: int, body: LabelIn, session: SessionDep, user: InspectorUser
+    task_id: RowId, body: LabelIn, session: SessionDep, user: InspectorUser
 ) -> LabelPublic:
     """Submit the verdict on a task you hold; a pending decision becomes pass/fail."""
     try:
@@ -152,9 +189,9 @@ def label_task(
     return _label_public(session, label)
 
 
-@router.post("/reviews/{task_id}/renew", response_model=LeasePublic)
+@router.post("/reviews/{task_id}/renew", response_model=LeasePublic, responses=_TASK_ERRORS)
 def renew_task_lease(
-    task_id: int, session: SessionDep, settings: SettingsDep, user: InspectorUser
+    task_id: RowId, session: SessionDep, settings: SettingsDep, user: InspectorUser
 ) -> LeasePublic:
     """Keep a task you are still looking at."""
     try:
@@ -166,8 +203,10 @@ def renew_task_lease(
     return LeasePublic(task_id=task_id, lease_expires_at=expires)
 
 
-@router.post("/reviews/{task_id}/release", status_code=status.HTTP_204_NO_CONTENT)
-def release_claimed_task(task_id: int, session: SessionDep, user: InspectorUser) -> Response:
+@router.post(
+    "/reviews/{task_id}/release", status_code=status.HTTP_204_NO_CONTENT, responses=_TASK_ERRORS
+)
+def release_claimed_task(task_id: RowId, session: SessionDep, user: InspectorUser) -> Response:
     """Give a task back to the queue unlabeled."""
     try:
         review_queue.release_task(session, task_id, user)
@@ -176,9 +215,11 @@ def release_claimed_task(task_id: int, session: SessionDep, user: InspectorUser)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/reviews/{task_id}/escalate", status_code=status.HTTP_204_NO_CONTENT)
+@router.post(
+    "/reviews/{task_id}/escalate", status_code=status.HTTP_204_NO_CONTENT, responses=_TASK_ERRORS
+)
 def escalate_claimed_task(
-    task_id: int, body: EscalateIn, session: SessionDep, user: InspectorUser
+    task_id: RowId, body: EscalateIn, session: SessionDep, user: InspectorUser
 ) -> Response:
     """Skip an unclear part to a supervisor."""
     try:
@@ -188,9 +229,11 @@ def escalate_claimed_task(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/inspections/{inspection_id}/relabel", response_model=LabelPublic)
+@router.post(
+    "/inspections/{inspection_id}/relabel", response_model=LabelPublic, responses=_TASK_ERRORS
+)
 def relabel_inspection(
-    inspection_id: int, body: RelabelIn, session: SessionDep, user: InspectorUser
+    inspection_id: RowId, body: RelabelIn, session: SessionDep, user: InspectorUser
 ) -> LabelPublic:
     """Undo: replace the current label (its author or a supervisor); the old one is kept."""
     try:

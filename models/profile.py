@@ -1,0 +1,407 @@
+"""A model version's reference profile: what its calibration images looked like to the camera
+and to the network (design.md section 10).
+
+The image gate (``inspect_app/monitoring/gate.py``) refuses a frame for automation when it
+falls outside this profile, and drift monitoring compares a line's recent frames with it. It
+is computed on the calibration split (images the weights never trained on, so their
+embeddings look like a fresh part's, not like memorised ones) when the model is trained, and
+stored beside the checkpoint as ``<name>.profile.json``: the checkpoint's bytes are its
+identity, so the profile never goes inside it, and ``inspect-app profile`` can regenerate it
+without retraining.
+
+What it holds:
+
+- quantiles of every input metric (the caller measures them with the service's own
+  ``inspect_app.imaging.input_stats``: ``models`` does not import the service, so the rows
+  come in as plain numbers);
+- the embedding's distribution as a probabilistic PCA (Tipping & Bishop, 1999; scikit-learn's
+  ``PCA``): mean, top components and their variances, and one isotropic variance for the
+  rest. The squared Mahalanobis distance under that Gaussian is the gate's out-of-distribution
+  score. A full covariance of the 352-value embedding would be 124,000 numbers from 800
+  images; the PPCA keeps 64 directions (22,500 numbers, ~120 KB as base64 float32) and
+  still counts how far a frame strays *off* them, which a plain PCA projection would not;
+- the reference distribution of that distance on the calibration images themselves, each
+  scored by a PPCA fitted without it (5-fold cross-fitting): a model scores its own fitting
+  images closer than fresh ones, so in-sample quantiles would refuse more clean parts than
+  the quantile says;
+- the calibration embeddings themselves, as coordinates along the first 32 directions plus
+  the distance off them (float16, ~70 KB): the reference sample of embedding-drift tests;
+- the predicted defect rate and histograms of the confidence and of P(defect), for
+  output-drift monitoring.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.model_selection import KFold
+
+from inspect_app.domain import CLASS_NAMES, DefectClass
+
+if TYPE_CHECKING:
+    from models.predictor import Predictor
+
+FORMAT = "inspect_app.reference_profile/1"
+SUFFIX = ".profile.json"
+
+# The quantile levels stored for every metric and for the OOD score: every percentile, min
+# and max included (what drift monitoring's KS tests interpolate, ``monitoring/drift.py``),
+# plus the tails an image gate sits at (0.1%, 0.5%, 99.5%, 99.9%).
+QUANTILE_LEVELS: tuple[float, ...] = tuple(
+    sorted({round(float(v), 4) for v in np.linspace(0.0, 1.0, 101)} | {0.001, 0.005, 0.995, 0.999})
+)
+CONFIDENCE_BINS = 20  # equal bins of [0, 1] for the histogram of the top class's probability
+# Bin edges of the P(defect) histogram: the same as ``inspect_app.monitoring.drift``'s
+# CONFIDENCE_BINS (``models`` cannot import the service; a test checks that they agree), fine
+# near 0 and 1 where the line's thresholds live.
+P_DEFECT_BINS: tuple[float, ...] = (
+    0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0,
+)  # fmt: skip
+DEFECT_CUT = 0.5  # P(defect) above this is a predicted defect, as drift monitoring counts it
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used with this checkpoint; the message says why."""
+
+
+def _encode(a: np.ndarray, dtype: str = "float32") -> dict[str, Any]:
+    """A float array as JSON-safe base64 of its little-endian bytes: a third the size of
+    decimals. float16 for data only compared statistically (the reference sample)."""
+    raw = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return {"shape": list(np.shape(a)), dtype: base64.b64encode(raw).decode("ascii")}
+
+
+def _decode(d: Mapping[str, Any]) -> np.ndarray:
+    dtype = "float16" if "float16" in d else "float32"
+    raw = base64.b64decode(d[dtype])
+    return (
+        np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+        .reshape(d["shape"])
+        .astype(np.float64)
+    )
+
+
+@dataclass(frozen=True)
+class EmbeddingModel:
+    """A probabilistic PCA of the calibration embeddings: covariance = components' variances
+    along `components`, `noise_variance` in every other direction."""
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (k, D), orthonormal rows
+    variances: np.ndarray  # (k,), the variance along each component
+    noise_variance: float  # the mean variance of the D - k directions left out
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, components: int) -> EmbeddingModel:
+        """Fit on (N, D) embeddings; `components` is capped where N or D are too small to
+        leave any direction for the isotropic rest."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        k = max(1, min(components, x.shape[0] - 1, x.shape[1] - 1))
+        pca = PCA(n_components=k, svd_solver="full").fit(x)
+        # a floor keeps the rest's variance positive when the embeddings span only k dims
+        floor = 1e-9 * max(float(pca.explained_variance_[0]), 1e-12)
+        return cls(
+            mean=pca.mean_,
+            components=pca.components_,
+            variances=np.maximum(pca.explained_variance_, floor),
+            noise_variance=max(float(pca.noise_variance_), floor),
+        )
+
+    @property
+    def dimension(self) -> int:
+        return int(self.mean.shape[0])
+
+    def _project(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, D) -> ((B, k) coordinates along the components, (B,) squared residual)."""
+        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+        if x.shape[1] != self.dimension:
+            raise ValueError(f"embeddings have {x.shape[1]} values, the profile {self.dimension}")
+        centred = x - self.mean
+        z = centred @ self.components.T  # (B, k)
+        residual = np.maximum((centred**2).sum(axis=1) - (z**2).sum(axis=1), 0.0)
+        return z, residual
+
+    def distance(self, embeddings: np.ndarray) -> np.ndarray:
+        """(B, D) -> (B,) Mahalanobis distance under the PPCA Gaussian:
+        sqrt(sum_i z_i^2 / var_i + |residual|^2 / noise_variance)."""
+        z, residual = self._project(embeddings)
+        return np.sqrt((z**2 / self.variances).sum(axis=1) + residual / self.noise_variance)
+
+    def coordinates(self, embeddings: np.ndarray, m: int) -> np.ndarray:
+        """(B, D) -> (B, m + 1): the coordinates along the first m components, then the
+        distance off them. What the profile's reference sample is stored as, so that drift
+        monitoring compares a window's `coordinates` with it."""
+        z, residual = self._project(embeddings)
+        m = min(m, z.shape[1])
+        rest = residual + (z[:, m:] ** 2).sum(axis=1)
+        return np.hstack([z[:, :m], np.sqrt(rest)[:, None]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": _encode(self.mean),
+            "components": _encode(self.components),
+            "variances": _encode(self.variances),
+            "noise_variance": self.noise_variance,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EmbeddingModel:
+        return cls(
+            mean=_decode(d["mean"]),
+            components=_decode(d["components"]),
+            variances=_decode(d["variances"]),
+            noise_variance=float(d["noise_variance"]),
+        )
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    # PPCA directions kept: on the gate's tuning frames 64 caught as much as a full
+    # shrinkage covariance (LedoitWolf) while refusing fewer clean parts; 16-32 lost most of
+    # the zoomed-in corners of phones, whose difference lies in the smaller directions.
+    components: int = 64
+    folds: int = 5  # cross-fitting of the reference OOD distances (see the module docstring)
+    seed: int = 0  # of the fold assignment, so the same images give the same profile
+    batch_size: int = 32  # images per forward pass while profiling
+    # Coordinates kept per calibration image for drift tests (`EmbeddingModel.coordinates`):
+    # the adversarial-validation test reduces to 16 principal components anyway; 32 and the
+    # distance off them keep the profile under 300 KB.
+    reference_coordinates: int = 32
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What a model version's calibration images looked like; see the module docstring."""
+
+    model_version: str
+    source: str  # in words: which images, e.g. "calibration split of var/train (...)"
+    n_images: int
+    quantile_levels: tuple[float, ...]
+    # metric name (as InputStats.metrics() names it) -> its quantiles at quantile_levels
+    metric_quantiles: dict[str, tuple[float, ...]]
+    embedding: EmbeddingModel
+    # quantiles of the cross-fitted OOD distance (EmbeddingModel.distance) at quantile_levels
+    ood_quantiles: tuple[float, ...]
+    # (N, m + 1) the calibration embeddings as `EmbeddingModel.coordinates(x, m)` (float16
+    # on disk, m = ProfileConfig.reference_coordinates): the sample embedding-drift tests use
+    reference_coordinates: np.ndarray
+    predicted_defect_rate: float  # share with P(defect) > DEFECT_CUT
+    mean_p_defect: float
+    predicted_class_rates: dict[str, float]  # class -> share whose most likely class it is
+    confidence_edges: tuple[float, ...]  # CONFIDENCE_BINS + 1 edges of [0, 1]
+    confidence_histogram: tuple[int, ...]  # counts of the top class's probability per bin
+    p_defect_edges: tuple[float, ...]  # P_DEFECT_BINS
+    p_defect_histogram: tuple[int, ...]  # counts of P(defect) per bin, the last bin closed
+    extra: dict[str, Any] = field(default_factory=dict)  # lineage (split seeds, data folder)
+
+    def metric_quantile(self, metric: str, level: float) -> float:
+        """A metric's reference quantile at any level, interpolated between stored levels."""
+        return float(np.interp(level, self.quantile_levels, self.metric_quantiles[metric]))
+
+    def ood_quantile(self, level: float) -> float:
+        """The OOD distance at a reference quantile level (interpolated between levels)."""
+        return float(np.interp(level, self.quantile_levels, self.ood_quantiles))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model_version": self.model_version,
+            "source": self.source,
+            "n_images": self.n_images,
+            "quantile_levels": list(self.quantile_levels),
+            "metric_quantiles": {k: list(v) for k, v in self.metric_quantiles.items()},
+            "embedding": self.embedding.to_dict(),
+            "ood_score": "mahalanobis distance of the gate embedding under a PPCA Gaussian",
+            "ood_quantiles": list(self.ood_quantiles),
+            "reference_coordinates": _encode(self.reference_coordinates, "float16"),
+            "predicted_defect_rate": self.predicted_defect_rate,
+            "mean_p_defect": self.mean_p_defect,
+            "predicted_class_rates": dict(self.predicted_class_rates),
+            "confidence_edges": list(self.confidence_edges),
+            "confidence_histogram": list(self.confidence_histogram),
+            "p_defect_edges": list(self.p_defect_edges),
+            "p_defect_histogram": list(self.p_defect_histogram),
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
+        if d.get("format") != FORMAT:
+            raise ProfileError(f"not a reference profile (format {d.get('format')!r})")
+        try:
+            return cls(
+                model_version=str(d["model_version"]),
+                source=str(d["source"]),
+                n_images=int(d["n_images"]),
+                quantile_levels=tuple(float(v) for v in d["quantile_levels"]),
+                metric_quantiles={
+                    str(k): tuple(float(x) for x in v) for k, v in d["metric_quantiles"].items()
+                },
+                embedding=EmbeddingModel.from_dict(d["embedding"]),
+                ood_quantiles=tuple(float(v) for v in d["ood_quantiles"]),
+                reference_coordinates=_decode(d["reference_coordinates"]),
+                predicted_defect_rate=float(d["predicted_defect_rate"]),
+                mean_p_defect=float(d["mean_p_defect"]),
+                predicted_class_rates={
+                    str(k): float(v) for k, v in d["predicted_class_rates"].items()
+                },
+                confidence_edges=tuple(float(v) for v in d["confidence_edges"]),
+                confidence_histogram=tuple(int(v) for v in d["confidence_histogram"]),
+                p_defect_edges=tuple(float(v) for v in d["p_defect_edges"]),
+                p_defect_histogram=tuple(int(v) for v in d["p_defect_histogram"]),
+                extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"malformed reference profile: {exc!r}") from exc
+
+
+def cross_fitted_distances(embeddings: np.ndarray, config: ProfileConfig) -> np.ndarray:
+    """(N,) OOD distance of each embedding under a PPCA fitted on the other folds."""
+    out = np.empty(embeddings.shape[0])
+    folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    for fit_idx, score_idx in folds.split(embeddings):
+        model = EmbeddingModel.fit(embeddings[fit_idx], config.components)
+        out[score_idx] = model.distance(embeddings[score_idx])
+    return out
+
+
+def _quantiles(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(q) for q in np.quantile(values, QUANTILE_LEVELS))
+
+
+def profile_from_outputs(
+    probabilities: np.ndarray,
+    embeddings: np.ndarray,
+    metrics: Sequence[Mapping[str, float]],
+    *,
+    model_version: str,
+    source: str,
+    class_names: Sequence[str] = CLASS_NAMES,
+    config: ProfileConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> ReferenceProfile:
+    """The profile of N images from what the model and the metrics said about them:
+    (N, C) calibrated probabilities, (N, D) embeddings and N rows of input metrics."""
+    config = config or ProfileConfig()
+    n = probabilities.shape[0]
+    if not (embeddings.shape[0] == len(metrics) == n):
+        raise ValueError(
+            f"{n} probability rows, {embeddings.shape[0]} embeddings, {len(metrics)} metric rows"
+        )
+    if n < 2 * config.folds:
+        raise ValueError(f"a profile needs at least {2 * config.folds} images, got {n}")
+    names = list(metrics[0])
+    if any(list(row) != names for row in metrics):
+        raise ValueError("every metric row must name the same metrics in the same order")
+    table = np.array([[float(row[k]) for k in names] for row in metrics])  # (N, M)
+
+    ok = list(class_names).index(DefectClass.OK)
+    p_defect = np.clip(1.0 - probabilities[:, ok], 0.0, 1.0)
+    predicted = probabilities.argmax(axis=1)
+    confidence_edges = np.linspace(0.0, 1.0, CONFIDENCE_BINS + 1)
+    model = EmbeddingModel.fit(embeddings, config.components)
+    # np.histogram closes the last bin: a probability of exactly 1.0 is counted
+    return ReferenceProfile(
+        model_version=model_version,
+        source=source,
+        n_images=n,
+        quantile_levels=QUANTILE_LEVELS,
+        metric_quantiles={k: _quantiles(table[:, j]) for j, k in enumerate(names)},
+        embedding=model,
+        ood_quantiles=_quantiles(cross_fitted_distances(embeddings, config)),
+        reference_coordinates=model.coordinates(embeddings, config.reference_coordinates),
+        predicted_defect_rate=float((p_defect > DEFECT_CUT).mean()),
+        mean_p_defect=float(p_defect.mean()),
+        predicted_class_rates={
+            c: float((predicted == i).mean()) for i, c in enumerate(class_names)
+        },
+        confidence_edges=tuple(float(e) for e in confidence_edges),
+        confidence_histogram=tuple(
+            int(c) for c in np.histogram(probabilities.max(axis=1), bins=confidence_edges)[0]
+        ),
+        p_defect_edges=P_DEFECT_BINS,
+        p_defect_histogram=tuple(int(c) for c in np.histogram(p_defect, bins=P_DEFECT_BINS)[0]),
+        extra=dict(extra or {}),
+    )
+
+
+def compute_profile(
+    predictor: Predictor,
+    images: Sequence[np.ndarray],
+    metrics: Sequence[Mapping[str, float]],
+    *,
+    source: str,
+    config: ProfileConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> ReferenceProfile:
+    """Run `predictor` over decoded BGR `images` exactly as the service does and profile them.
+
+    `metrics`: one row per image, measured by the service's ``input_stats(image).metrics()``
+    (passed in because ``models`` does not import the service).
+    """
+    config = config or ProfileConfig()
+    probabilities, embeddings = [], []
+    for start in range(0, len(images), config.batch_size):
+        predictions, emb = predictor.predict_with_embeddings(
+            images[start : start + config.batch_size]
+        )
+        probabilities.append(
+            [[p.probabilities[c] for c in predictor.class_names] for p in predictions]
+        )
+        embeddings.append(emb)
+    return profile_from_outputs(
+        np.concatenate([np.asarray(p, dtype=np.float64) for p in probabilities]),
+        np.concatenate(embeddings),
+        metrics,
+        model_version=predictor.version,
+        source=source,
+        class_names=predictor.class_names,
+        config=config,
+        extra=extra,
+    )
+
+
+def profile_path(checkpoint: Path) -> Path:
+    """Where a checkpoint's profile lives: ``default.pt`` -> ``default.profile.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + SUFFIX)
+
+
+def write_profile(profile: ReferenceProfile, checkpoint: Path) -> Path:
+    """Write the sidecar atomically (a reader never sees half a file); returns its path."""
+    path = profile_path(checkpoint)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(profile.to_dict(), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def load_profile(checkpoint: Path, *, version: str | None = None) -> ReferenceProfile | None:
+    """The profile beside `checkpoint`, or None when it has none. With `version` (the loaded
+    checkpoint's), a profile made for other weights is refused: gating on another model's
+    reference would refuse or pass the wrong frames."""
+    path = profile_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"{path} is not a readable profile: {exc}") from exc
+    profile = ReferenceProfile.from_dict(raw)
+    if version is not None and profile.model_version != version:
+        raise ProfileError(
+            f"{path} was made for model {profile.model_version}, not {version}: "
+            "regenerate it with `inspect-app profile`"
+        )
+    if not all(math.isfinite(q) for q in profile.ood_quantiles):
+        raise ProfileError(f"{path} has non-finite OOD quantiles")
+    return profile
