@@ -3,13 +3,14 @@
 Measured, not assumed; prints, asserts nothing. Sections (``--only`` picks some):
 
 * ``input``: per-metric KS + Benjamini-Hochberg on the metrics of real synthetic photos
-  (``data.synth.render_sample``, measured by ``inspect_app.imaging.input_stats`` plus clipped
-  share and colour means). Each run splits a pool of clean images at random into a reference
-  and a held-out set; a no-drift window is drawn from the held-out images, a drifted one from
-  their twins darkened to 60% (every pixel x0.6) or blurred (9 px Gaussian, cv2). The reference
-  is given both as its values and as a percentile table (what a reference profile stores).
-* ``stream``: the service's use: a window of the last W parts tested every S parts at the
-  default alpha, on 20,000-part clean streams (false alarms) and after a lighting drop or a
+  (``data.synth.render_sample``, measured by ``inspect_app.imaging.input_stats``: brightness,
+  contrast, sharpness, clipped shares, colour means). Each run splits a pool of clean images
+  at random into a reference and a held-out set; a no-drift window is drawn from the held-out
+  images, a drifted one from their twins darkened to 60% (every pixel x0.6) or blurred (9 px
+  Gaussian, cv2). The reference is given both as its values and as a percentile table (what a
+  reference profile stores).
+* ``stream``: the service's use: a window of the last 50 parts tested every 10 parts at alphas
+  1e-3 / 1e-4 / 1e-5, on 20,000-part clean streams (false alarms) and after a lighting drop or a
   blur (delay in parts). The stream resamples the held-out images, a little pessimistic: their
   empirical distribution differs from the population's by their own sampling noise.
 * ``embedding``: the classifier two-sample test on Gaussian embeddings with a decaying
@@ -22,9 +23,15 @@ Measured, not assumed; prints, asserts nothing. Sections (``--only`` picks some)
   comes after 5,000 clean observations; against the era-long SPRT of the live audit test and,
   where river is importable, river's ADWIN, DDM, HDDM_A and Page-Hinkley at their defaults.
 
-Run (about 10 minutes on 2 shared cores; ``--runs`` scales the seeded repetitions):
+Run (each section a few to ~12 minutes on 2 shared cores, ~30 in all; ``--runs`` scales the
+seeded repetitions, ``--streams`` the 20,000-part clean streams):
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/drift_tests.py [--only input stream ...]
+
+river is not a dependency; to include its detectors, install it in a separate environment and
+put the project's site-packages after it (RIVER_PYTHON: that environment's python), e.g.
+
+    PYTHONPATH=.:.venv/lib/python3.11/site-packages RIVER_PYTHON bench/drift_tests.py --only concept
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def off_distribution(
         f"{'all':22s} {len(frames):4d} {int(auto.sum()):12d} {int(passed.sum()):12d} "
         f"{int((passed & auto).sum()):12d}   <- the last figure must be 0"
     )
-    every = Counter(c for v in verdicts for c in v.codes)
+    every = Counter(str(c) for v in verdicts for c in v.codes)
     print("every reason code (a frame may have several):", dict(every.most_common()))
 
 

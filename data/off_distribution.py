@@ -191,6 +191,15 @@ def _crop_corner(rng: np.random.Generator) -> np.ndarray:
     return _fit(phone[top : top + half, left : left + half])
 
 
+def _crop_band(rng: np.random.Generator) -> np.ndarray:
+    """A band of 55-75% of the frame across one axis, stretched back: a part too close."""
+    phone = _phone(rng)
+    size = int(IMAGE_SIZE * rng.uniform(0.55, 0.75))
+    start = int(rng.integers(0, IMAGE_SIZE - size + 1))
+    window = phone[start : start + size] if rng.random() < 0.5 else phone[:, start : start + size]
+    return _fit(window)
+
+
 def _crop_half(rng: np.random.Generator) -> np.ndarray:
     phone = _phone(rng)
     half = IMAGE_SIZE // 2
@@ -274,6 +283,25 @@ def _pose_turned(rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(_phone(rng), k=int(rng.choice([1, 3]))))
 
 
+def _pose_shifted(rng: np.random.Generator) -> np.ndarray:
+    """The part pushed 25-40% of the frame off centre, partly out of view (edges repeated)."""
+    dx, dy = rng.uniform(0.25, 0.4, 2) * IMAGE_SIZE * rng.choice([-1, 1], 2)
+    if rng.random() < 0.5:
+        dx, dy = (dx, 0.0) if rng.random() < 0.5 else (0.0, dy)
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    size = (IMAGE_SIZE, IMAGE_SIZE)
+    return cv2.warpAffine(_phone(rng), move, size, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _pose_tilted_slightly(rng: np.random.Generator) -> np.ndarray:
+    """Turned by 18-25 degrees: more than a fixture allows (the generator turns parts by at
+    most 7 degrees and training augments by 6 more)."""
+    angle = rng.uniform(18, 25) * rng.choice([-1, 1])
+    turn = cv2.getRotationMatrix2D((IMAGE_SIZE / 2, IMAGE_SIZE / 2), angle, 1.0)
+    size = (IMAGE_SIZE, IMAGE_SIZE)
+    return cv2.warpAffine(_phone(rng), turn, size, borderMode=cv2.BORDER_REPLICATE)
+
+
 def _pose_tilted(rng: np.random.Generator) -> np.ndarray:
     angle = rng.uniform(25, 65) * rng.choice([-1, 1])
     turn = cv2.getRotationMatrix2D((IMAGE_SIZE / 2, IMAGE_SIZE / 2), angle, 1.0)
@@ -305,6 +333,16 @@ def _focus_defocus(rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(_phone(rng), (0, 0), rng.uniform(4.0, 8.0))
 
 
+def _focus_shake(rng: np.random.Generator) -> np.ndarray:
+    """The camera shook during the exposure: the frame averaged over an 8-14 px straight path
+    along x or y (the generator's focus blur is at most a 1.3 px Gaussian)."""
+    length = int(rng.integers(8, 15))
+    kernel = np.full((1, length), 1.0 / length, dtype=np.float32)
+    if rng.random() < 0.5:
+        kernel = kernel.T
+    return cv2.filter2D(_phone(rng), -1, kernel, borderType=cv2.BORDER_REFLECT)
+
+
 def _focus_motion(rng: np.random.Generator) -> np.ndarray:
     length = int(rng.integers(15, 32))
     kernel = np.zeros((length, length), dtype=np.float32)
@@ -333,12 +371,16 @@ SOURCES: dict[str, dict[str, Source]] = {
         "noise/gaussian": _noise_gaussian,
         "photo/china": _photo(_sklearn_photo, "china"),
         "crop/corner": _crop_corner,
+        "crop/band": _crop_band,
         "scene/shapes": _scene_shapes,
         "scene/checkerboard": _scene_checkerboard,
         "pose/turned_90": _pose_turned,
+        "pose/shifted": _pose_shifted,
+        "pose/tilted_slightly": _pose_tilted_slightly,
         "exposure/over": _exposure_over,
         "exposure/under": _exposure_under,
         "focus/defocus": _focus_defocus,
+        "focus/shake": _focus_shake,
         "size/wide": _size_wide,
     },
     "held_out": {

@@ -120,8 +120,12 @@ def labeled_inspections(
     until: datetime | None = None,
     levels: tuple[str, ...] | None = None,
     route: Route | None = None,
+    usable_only: bool = False,
 ) -> list[LabeledInspection]:
-    """Inspections with a prediction and a current label, received in [since, until)."""
+    """Inspections with a prediction and a current label, received in [since, until).
+
+    `usable_only` leaves out frames the image gate refused: the model never decides those,
+    so they are no evidence of how it decides the parts it would be allowed to."""
     _check_window(since, until)
     # Every label the inspection was given, superseded ones included (the redo count); a
     # correlated count uses the index on Label.inspection_id for just the rows selected.
@@ -159,6 +163,8 @@ def labeled_inspections(
         query = query.where(col(Inspection.level).in_(levels))
     if route is not None:
         query = query.where(Inspection.route == route.value)
+    if usable_only:
+        query = query.where(col(Inspection.gate_codes).is_(None))
     query = query.order_by(col(Inspection.id), col(Label.created_at), col(Label.id))
     latest: dict[int, LabeledInspection] = {}
     for row in session.exec(query):
@@ -332,8 +338,13 @@ def gate_evidence(
     *,
     model_version: str | None = None,
     include_shown: bool = False,
+    since: datetime | None = None,
 ) -> GateEvidence:
-    """Blind labels of parts every one of which went to a human (see the module docstring)."""
+    """Blind labels of parts every one of which went to a human (see the module docstring).
+
+    Frames the image gate refused are left out (the model would never decide them), and so
+    is everything received before `since`: after a monitoring alarm stopped auto-decisions
+    (`Line.evidence_since`), only what the line shows since then can justify a raise."""
     version = (
         model_version if model_version is not None else current_model_version(session, line_id)
     )
@@ -343,7 +354,13 @@ def gate_evidence(
         rows = [
             r
             for r in labeled_inspections(
-                session, line_id, model_version=version, levels=levels, route=Route.REVIEW
+                session,
+                line_id,
+                model_version=version,
+                since=since,
+                levels=levels,
+                route=Route.REVIEW,
+                usable_only=True,
             )
             if include_shown or not r.model_shown
         ]
@@ -351,6 +368,7 @@ def gate_evidence(
         f"current labels of model {version or '-'} predictions at "
         + "/".join(levels)
         + (" (blind and shown labels)" if include_shown else " (blind labels only)")
+        + (f", received since {as_utc(since):%Y-%m-%d %H:%M} UTC" if since is not None else "")
     )
     return GateEvidence(
         model_version=version,

@@ -100,7 +100,7 @@ def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerd
             allowed=True,
             reason=f"{target.level} lets the model decide nothing: no evidence is needed",
         )
-    evidence = gate_evidence(session, line.id)
+    evidence = gate_evidence(session, line.id, since=line.evidence_since)
     targets = gate_targets(line)
     figures = {
         "model_version": evidence.model_version,
@@ -202,7 +202,9 @@ class LineRecommendation:
 def recommend_for_line(
     session: Session, line: Line, *, include_shown: bool = False
 ) -> LineRecommendation:
-    evidence = gate_evidence(session, line.id, include_shown=include_shown)
+    evidence = gate_evidence(
+        session, line.id, include_shown=include_shown, since=line.evidence_since
+    )
     targets = gate_targets(line)
     level = AutomationLevel(line.level)
     current = check_gate(
@@ -250,7 +252,9 @@ def what_if_for_line(
     include_shown: bool = False,
     limit: int = 100,
 ) -> LineWhatIf:
-    evidence = gate_evidence(session, line.id, include_shown=include_shown)
+    evidence = gate_evidence(
+        session, line.id, include_shown=include_shown, since=line.evidence_since
+    )
     gate = check_gate(
         what_if(
             evidence.p_ok,
@@ -371,3 +375,76 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     )
     session.expire(line)
     logger.warning("line %s auto-demoted %s -> %s: %s", line_id, level, lower, reason)
+
+
+def stop_auto_decisions(
+    session: Session, line_id: str, *, reason: str, details: dict[str, Any]
+) -> AutomationLevel | None:
+    """A monitoring alarm's action: the model stops deciding on `line_id` at once.
+
+    A line at partial or full drops to assist (humans decide every part, with the model's
+    output shown); one already below that keeps its level. Either way `Line.evidence_since`
+    moves to now, so the gate judges a later raise on parts received after the alarm only:
+    the evidence gathered before it described a line that has since changed. Returns the new
+    level, or None when the line did not automate. The caller commits.
+    """
+    line = session.get(Line, line_id, with_for_update=True, populate_existing=True)
+    if line is None:
+        return None
+    now = utcnow()
+    level = AutomationLevel(line.level)
+    line.evidence_since = now
+    lowered = level.needs_evidence
+    if lowered:
+        line.level = AutomationLevel.ASSIST.value
+        line.updated_at = now
+    session.add(line)
+    record_event(
+        session,
+        kind="alarm_stop_automation",
+        actor="system",
+        reason=(
+            f"{reason} "
+            + (
+                f"Lowered from {level} to assist: the model decides nothing until a supervisor "
+                "raises the line again on evidence gathered from now on."
+                if lowered
+                else f"The line stays at {level}; evidence for a raise restarts from now."
+            )
+        ),
+        line_id=line_id,
+        details={
+            **details,
+            "old": {"level": level.value},
+            "new": {"level": line.level},
+            "evidence_since": now.isoformat(),
+        },
+    )
+    logger.warning("line %s: auto-decisions stopped by an alarm: %s", line_id, reason)
+    return AutomationLevel.ASSIST if lowered else None
+
+
+def raise_audit_rate(
+    session: Session, line_id: str, audit_rate: float, *, reason: str, details: dict[str, Any]
+) -> float | None:
+    """A monitoring alarm's action: more of the model's decisions go to blind audits, so the
+    evidence about a line that may have changed comes faster. Never lowers the rate. Returns
+    the new rate, or None when it was already at least `audit_rate`. The caller commits."""
+    line = session.get(Line, line_id, with_for_update=True, populate_existing=True)
+    if line is None or line.audit_rate >= audit_rate:
+        return None
+    old = line.audit_rate
+    # updated_at stays: it starts the live audits' era (`live_audit_counts`), and more
+    # audits of the same settings are more evidence of that era, not a new one.
+    line.audit_rate = audit_rate
+    session.add(line)
+    record_event(
+        session,
+        kind="alarm_raise_audit_rate",
+        actor="system",
+        reason=f"{reason} Audit rate raised from {100 * old:g}% to {100 * audit_rate:g}%.",
+        line_id=line_id,
+        details={**details, "old": {"audit_rate": old}, "new": {"audit_rate": audit_rate}},
+    )
+    logger.warning("line %s: audit rate raised to %g by an alarm", line_id, audit_rate)
+    return audit_rate

@@ -317,10 +317,13 @@ def users_token(
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
     """Issue an API bearer token for a user; it is printed once (only its hash is kept)."""
+    from datetime import timedelta
+
     from inspect_app.accounts import get_user, issue_token
 
+    ttl = timedelta(hours=_settings(data_dir, database_url).token_ttl_hours)
     with _operator_session(data_dir, database_url) as session:
-        token = issue_token(session, get_user(session, name))
+        token = issue_token(session, get_user(session, name), ttl=ttl, actor=_operator())
     typer.echo(token)
 
 
@@ -336,6 +339,112 @@ def users_list(
         for user in list_users(session):
             state = "active" if user.active else "deactivated"
             typer.echo(f"{user.name}\t{user.role}\t{state}\t{user.created_at:%Y-%m-%d %H:%M}")
+
+
+REASON_OPTION = typer.Option("", help="Why, for the audit trail")
+
+
+@users_app.command("deactivate")
+def users_deactivate(
+    name: str = typer.Argument(..., help="Login name"),
+    reason: str = REASON_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Deactivate a user: their tokens are revoked and their review UI sessions end, from
+    their next request in every running process."""
+    from inspect_app.accounts import deactivate_user
+
+    with _operator_session(data_dir, database_url) as session:
+        deactivate_user(session, name, actor=_operator(), reason=reason)
+    typer.echo(f"deactivated {name}")
+
+
+@users_app.command("activate")
+def users_activate(
+    name: str = typer.Argument(..., help="Login name"),
+    reason: str = REASON_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Let a deactivated user log in again (their old tokens stay revoked)."""
+    from inspect_app.accounts import activate_user
+
+    with _operator_session(data_dir, database_url) as session:
+        activate_user(session, name, actor=_operator(), reason=reason)
+    typer.echo(f"activated {name}")
+
+
+@users_app.command("password")
+def users_password(
+    name: str = typer.Argument(..., help="Login name"),
+    password: str | None = typer.Option(
+        None, help="The new password, for scripts (default: asked twice, not echoed)"
+    ),
+    reason: str = REASON_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Set a user's password; their tokens are revoked and their review UI sessions end."""
+    from inspect_app.accounts import change_password
+
+    if password is None:
+        password = typer.prompt(
+            f"New password for {name}", hide_input=True, confirmation_prompt=True
+        )
+    with _operator_session(data_dir, database_url) as session:
+        change_password(session, name, password, actor=_operator(), reason=reason)
+    typer.echo(f"changed the password of {name}; their tokens are revoked")
+
+
+@users_app.command("tokens")
+def users_tokens(
+    name: str = typer.Argument(..., help="Login name"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """List a user's tokens: id, state, created, expires, last used, revoked (times in UTC).
+    Revoke one with `inspect-app tokens revoke ID`."""
+    from datetime import datetime, timedelta
+
+    from inspect_app.accounts import list_tokens, token_expiry, token_state
+    from inspect_app.timeutil import as_utc, utcnow
+
+    ttl = timedelta(hours=_settings(data_dir, database_url).token_ttl_hours)
+    now = utcnow()
+
+    def when(value: datetime | None) -> str:
+        return f"{as_utc(value):%Y-%m-%d %H:%M}" if value is not None else "-"
+
+    with _operator_session(data_dir, database_url) as session:
+        tokens = list_tokens(session, name)
+    typer.echo("id\tstate\tcreated\texpires\tlast used\trevoked")
+    for token in tokens:
+        typer.echo(
+            f"{token.id}\t{token_state(token, ttl, now)}\t{when(token.created_at)}\t"
+            f"{when(token_expiry(token, ttl))}\t{when(token.last_used_at)}\t"
+            f"{when(token.revoked_at)}"
+        )
+
+
+tokens_app = typer.Typer(no_args_is_help=True, help="API bearer tokens (list: users tokens).")
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: int = typer.Argument(..., help="The token's id, from `inspect-app users tokens`"),
+    reason: str = REASON_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Revoke a bearer token; every running process refuses it from its next request."""
+    from inspect_app.accounts import revoke_token, token_owner
+
+    with _operator_session(data_dir, database_url) as session:
+        token = revoke_token(session, token_id, actor=_operator(), reason=reason)
+        owner = token_owner(session, token).name
+    typer.echo(f"revoked token {token_id} of {owner}")
 
 
 @cameras_app.command("add")
@@ -365,6 +474,24 @@ def cameras_list(
         for key in list_camera_keys(session, line):
             state = "revoked" if key.revoked_at else "active"
             typer.echo(f"{key.line_id}\t{key.key_prefix}...\t{state}\t{key.created_at:%Y-%m-%d}")
+
+
+@cameras_app.command("revoke")
+def cameras_revoke(
+    key_prefix: str = typer.Argument(
+        ..., help="The key's prefix as `cameras list` shows it (or more of the key)"
+    ),
+    reason: str = REASON_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Revoke a camera key; the camera's next image is refused by every running process.
+    A prefix that matches several live keys is refused, naming them."""
+    from inspect_app.accounts import revoke_camera_key
+
+    with _operator_session(data_dir, database_url) as session:
+        key = revoke_camera_key(session, key_prefix, actor=_operator(), reason=reason)
+    typer.echo(f"revoked camera key {key.key_prefix}... of {key.line_id}")
 
 
 @lines_app.command("add")

@@ -263,8 +263,9 @@ def input_stats(image: np.ndarray) -> InputStats:
     mean, std = cv2.meanStdDev(grey)
     _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_64F))
     pixels = grey.size
-    dark = cv2.countNonZero(cv2.compare(grey, CLIP_DARK, cv2.CMP_LE)) / pixels
-    bright = cv2.countNonZero(cv2.compare(grey, CLIP_BRIGHT, cv2.CMP_GE)) / pixels
+    # numpy, not cv2.compare: OpenCV takes a 1x1 image for a scalar and refuses the pair.
+    dark = np.count_nonzero(grey <= CLIP_DARK) / pixels
+    bright = np.count_nonzero(grey >= CLIP_BRIGHT) / pixels
     blue, green, red = cv2.mean(image)[:3] if image.ndim == 3 else (float(mean[0][0]),) * 3
     return InputStats(
         width=int(grey.shape[1]),

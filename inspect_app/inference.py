@@ -36,9 +36,9 @@ class BatchPredictor(Protocol):
     @property
     def version(self) -> str: ...
 
-    def predict(
+    def predict_with_embeddings(
         self, images: Sequence[np.ndarray], *, heatmap: bool = False
-    ) -> list[Prediction]: ...
+    ) -> tuple[list[Prediction], np.ndarray]: ...
 
 
 class BatcherStopped(RuntimeError):
@@ -51,6 +51,8 @@ class BatchedPrediction:
     queue_ms: float  # waiting for the batch to form and for the worker to be free
     model_ms: float  # the model call this image was part of
     batch_size: int
+    # (D,) the image's embedding from the same forward pass, for the image gate
+    embedding: np.ndarray | None = None
 
 
 @dataclass
@@ -168,8 +170,10 @@ class MicroBatcher:
             return
         started = time.perf_counter()
         try:
-            predictions = self.predictor.predict([item.image for item in live])
-            if len(predictions) != len(live):
+            predictions, embeddings = self.predictor.predict_with_embeddings(
+                [item.image for item in live]
+            )
+            if len(predictions) != len(live) or len(embeddings) != len(live):
                 raise RuntimeError(
                     f"the model returned {len(predictions)} predictions for {len(live)} images"
                 )
@@ -186,20 +190,21 @@ class MicroBatcher:
             return
         model_s = time.perf_counter() - started
         self._record(len(live), model_s, [started - item.enqueued_at for item in live])
-        for item, prediction in zip(live, predictions, strict=True):
+        for item, prediction, embedding in zip(live, predictions, embeddings, strict=True):
             item.future.set_result(
                 BatchedPrediction(
                     prediction=prediction,
                     queue_ms=(started - item.enqueued_at) * 1000,
                     model_ms=model_s * 1000,
                     batch_size=len(live),
+                    embedding=embedding,
                 )
             )
 
     def _retry_alone(self, item: _Item) -> None:
         started = time.perf_counter()
         try:
-            (prediction,) = self.predictor.predict([item.image])
+            (prediction,), (embedding,) = self.predictor.predict_with_embeddings([item.image])
         except Exception as exc:
             logger.exception("the model failed on an image")
             item.future.set_exception(exc)
@@ -212,6 +217,7 @@ class MicroBatcher:
                 queue_ms=(started - item.enqueued_at) * 1000,
                 model_ms=model_s * 1000,
                 batch_size=1,
+                embedding=embedding,
             )
         )
 

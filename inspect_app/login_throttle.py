@@ -92,9 +92,13 @@ class ThrottlePolicy:
         """The n-th lockout in a run (1-based) lasts the first one doubled n - 1 times, capped."""
         if lockouts_in_a_row < 1:
             raise ValueError("the first lockout in a run is number 1")
-        # Past ~40 doublings any lockout is the cap; stop before 2**n overflows a timedelta.
-        doublings = min(lockouts_in_a_row - 1, 40)
-        return min(self.lockout * 2**doublings, self.max_lockout)
+        lockout = self.lockout
+        # Stops at the cap, so a long siege never overflows a timedelta.
+        for _ in range(lockouts_in_a_row - 1):
+            if lockout >= self.max_lockout:
+                break
+            lockout *= 2
+        return min(lockout, self.max_lockout)
 
 
 class LoginThrottled(Exception):

@@ -8,7 +8,9 @@ image is never lost:
 
 1. cheap checks (declared type, empty, size), the line, and the capture_id replay lookup;
 2. validate + decode + input stats (OpenCV, in a worker thread);
-3. the model, through the micro-batcher (skipped at ``human_only``);
+3. the model, through the micro-batcher (skipped at ``human_only``), then the image gate
+   (``inspect_app.monitoring.gate``): the frame's input metrics and embedding against the
+   model's reference profile; a refused frame goes to a human with the reason;
 4. routing (pure, with the audit lottery's draw from this pipeline's generator);
 5. the image bytes to the content-addressed store (fsync'd), then ONE transaction with the
    inspection row and its review task. The caller is answered only after the commit.
@@ -44,10 +46,12 @@ from inspect_app.imaging import (
 from inspect_app.inference import BatchedPrediction, BatcherStopped, MicroBatcher
 from inspect_app.lines import LineNotFound, get_line, policy_of
 from inspect_app.metrics import ServiceMetrics
+from inspect_app.monitoring.gate import GateVerdict, ImageGate
+from inspect_app.monitoring.service import LineMonitor
 from inspect_app.routing import RoutingOutcome, route_inspection
 from inspect_app.storage.images import ImageStore, sha256_of
-from inspect_app.storage.tables import Inspection, ReviewTask, utcnow
-from inspect_app.timeutil import as_utc
+from inspect_app.storage.tables import Inspection, ReviewTask
+from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +112,8 @@ class InspectionPipeline:
         max_image_pixels: int,
         rng: random.Random | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        gate: ImageGate | None = None,
+        monitor: LineMonitor | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -118,6 +124,10 @@ class InspectionPipeline:
         # The audit lottery. Only the event-loop thread draws from it, so it needs no lock.
         self.rng = rng if rng is not None else random.Random()
         self.loop = loop
+        # None: the model has no reference profile, so nothing can be checked against one
+        # (the app factory logs that at start); every frame counts as usable.
+        self.gate = gate
+        self.monitor = monitor
 
     # -- entry points
 
@@ -202,7 +212,10 @@ class InspectionPipeline:
         if policy.level.runs_model:
             batched = await self._predict(decoded.image)
         prediction = batched.prediction if batched is not None else None
-        routing = route_inspection(prediction, policy, self.rng.random())
+        verdict = self._check_gate(stats, batched)
+        routing = route_inspection(
+            prediction, policy, self.rng.random(), usable=verdict is None or verdict.usable
+        )
 
         row = Inspection(
             line_id=submission.line_id,
@@ -219,6 +232,11 @@ class InspectionPipeline:
             brightness=stats.brightness,
             contrast=stats.contrast,
             sharpness=stats.sharpness,
+            clipped_dark=stats.clipped_dark,
+            clipped_bright=stats.clipped_bright,
+            mean_blue=stats.mean_blue,
+            mean_green=stats.mean_green,
+            mean_red=stats.mean_red,
             level=policy.level.value,
             pass_threshold=policy.pass_threshold,
             fail_threshold=policy.fail_threshold,
@@ -237,6 +255,18 @@ class InspectionPipeline:
             row.p_defect = float(prediction.p_defect)
             row.queue_ms = round(batched.queue_ms, 3)
             row.model_ms = round(batched.model_ms, 3)
+        if verdict is not None:
+            row.ood_distance = verdict.ood_distance
+            if not verdict.usable:
+                row.gate_codes = ",".join(code.value for code in verdict.codes)
+                row.gate_reason = "; ".join(verdict.reasons)[:1000]
+        if self.gate is not None and batched is not None and batched.embedding is not None:
+            # the reduced coordinates the profile keeps of its own calibration images, so the
+            # embedding-drift test compares like with like
+            profile = self.gate.profile
+            m = int(profile.reference_coordinates.shape[1]) - 1
+            coords = profile.embedding.coordinates(batched.embedding[None], m)[0]
+            row.embedding = [round(float(v), 4) for v in coords]
 
         persist_started = time.perf_counter()
         inspection, created = await asyncio.to_thread(
@@ -247,7 +277,25 @@ class InspectionPipeline:
             return InspectionOutcome(inspection=inspection, created=False)
         self.metrics.observe_stage("total", time.perf_counter() - started)
         self._record(inspection, prediction, stats.brightness, stats.contrast, stats.sharpness)
+        if verdict is not None and not verdict.usable:
+            for code in verdict.codes:
+                self.metrics.gate_refusals.labels(line=inspection.line_id, reason=code).inc()
+        if self.monitor is not None:
+            self.monitor.observe(inspection.line_id)
         return InspectionOutcome(inspection=inspection, created=True)
+
+    def _check_gate(
+        self, stats: InputStats, batched: BatchedPrediction | None
+    ) -> GateVerdict | None:
+        """The image gate's verdict; at human_only (no model run) on the input metrics alone."""
+        if self.gate is None:
+            return None
+        started = time.perf_counter()
+        verdict = self.gate.check(
+            stats.metrics(), batched.embedding if batched is not None else None
+        )
+        self.metrics.observe_stage("gate", time.perf_counter() - started)
+        return verdict
 
     def _policy_and_replay(
         self, submission: ImageSubmission
@@ -343,6 +391,12 @@ class InspectionPipeline:
                             # the line waits for a human's decision; an audit can wait
                             priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
                             show_model=routing.show_model,
+                            # the inspector sees why the model was not allowed to decide
+                            note=(
+                                f"image gate: {row.gate_reason}"
+                                if row.gate_reason is not None
+                                else None
+                            ),
                         )
                     )
                 session.commit()
@@ -389,7 +443,7 @@ class InspectionPipeline:
             m.confidence.labels(line=line).observe(prediction.confidence)
         logger.info(
             "inspection %s line=%s route=%s decision=%s decided_by=%s model=%s "
-            "predicted=%s confidence=%s source=%s capture=%s serial=%s total_ms=%.1f",
+            "predicted=%s confidence=%s gate=%s source=%s capture=%s serial=%s total_ms=%.1f",
             inspection.id,
             line,
             inspection.route,
@@ -398,6 +452,7 @@ class InspectionPipeline:
             inspection.model_version or "-",
             inspection.predicted_class or "-",
             f"{inspection.confidence:.4f}" if inspection.confidence is not None else "-",
+            inspection.gate_codes or "ok",
             inspection.source,
             inspection.capture_id or "-",
             inspection.part_serial or "-",

@@ -13,6 +13,11 @@ choose it and the pipeline owns the generator.
 
 An auto-decision also becomes an `audit` (the decision stands, a human checks it blind
 afterwards) when ``draw < audit_rate``.
+
+A frame the image gate refused (``usable=False``: blank, over/under-exposed, out of focus,
+the wrong size, or unlike anything the model was trained on) is never decided by the model,
+whatever the level: a human decides it, and at partial and full without the model's output,
+which on such a frame means nothing.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def _model_decides(decision: Decision, draw: float, audit_rate: float) -> Routin
 
 
 def route_inspection(
-    prediction: Prediction | None, policy: LinePolicy, draw: float
+    prediction: Prediction | None, policy: LinePolicy, draw: float, *, usable: bool = True
 ) -> RoutingOutcome:
     """Route one inspection.
 
@@ -89,6 +94,8 @@ def route_inspection(
         return _human_decides(show_model=False)
     if level is AutomationLevel.ASSIST:
         return _human_decides(show_model=True)
+    if not usable:
+        return _human_decides(show_model=False)
     if level is AutomationLevel.PARTIAL:
         confident_ok = prediction.p_ok >= policy.pass_threshold
         confident_defect = prediction.p_defect >= policy.fail_threshold

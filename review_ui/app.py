@@ -26,7 +26,7 @@ from gradio.route_utils import API_PREFIX
 
 from inspect_app.domain import Role
 from review_ui import views
-from review_ui.auth import current_user, login_checker
+from review_ui.auth import current_user, guard_sessions, login_checker
 from review_ui.context import ReviewContext
 from review_ui.desk import InspectorDesk
 from review_ui.errors import RefusalStatus
@@ -150,7 +150,7 @@ def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
         app,
         blocks,
         path=path,
-        auth=login_checker(lambda: context.engine),
+        auth=login_checker(context),
         auth_message="Inspection review: log in with your inspect_app user name and password.",
         footer_links=[],
         run_history=False,
@@ -163,5 +163,6 @@ def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
         css_paths=[STATIC_DIR / "review.css"],
         head=page_head(),
     )
+    guard_sessions(app, context, path)  # deactivation and password changes end sessions
     app.state.review_desk = desk
     logger.info("review UI mounted at %s", path)

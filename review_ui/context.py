@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import cv2
@@ -17,8 +19,10 @@ import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from inspect_app.login_throttle import ThrottlePolicy
 from inspect_app.settings import Settings
 from inspect_app.storage.images import ImageStore
+from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +88,15 @@ class ReviewContext:
     @property
     def lease_seconds(self) -> float:
         return self.settings.review_lease_seconds
+
+    @property
+    def throttle_policy(self) -> ThrottlePolicy:
+        return ThrottlePolicy.from_settings(self.settings)
+
+    def now(self) -> datetime:
+        """The time, from ``app.state.clock`` where a test set one (as the API's `get_now`)."""
+        clock: Callable[[], datetime] = getattr(self._app.state, "clock", utcnow)
+        return clock()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

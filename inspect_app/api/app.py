@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fastapi_offline
 import numpy as np
@@ -28,16 +29,26 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from inspect_app.api.errors import BodyGuard, validation_error_handler
+from inspect_app.api.errors import (
+    BodyGuard,
+    method_not_allowed_handler,
+    validation_error_handler,
+)
 from inspect_app.api.routes import evidence, images, inspections, lines, ops, reviews, users
 from inspect_app.inference import MicroBatcher
 from inspect_app.lines import list_lines
 from inspect_app.metrics import ServiceMetrics
+from inspect_app.monitoring.gate import ImageGate
+from inspect_app.monitoring.service import LineMonitor
 from inspect_app.pipeline import IngestError, InspectionPipeline
 from inspect_app.review_queue import queue_depth
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.images import ImageStore
+from models.profile import load_profile
+
+if TYPE_CHECKING:
+    from models.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +112,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher = MicroBatcher(
         predictor, settings.batch_max_size, settings.batch_max_wait_ms, metrics=metrics
     )
+    gate, monitor = await asyncio.to_thread(_safety, settings, engine, predictor, metrics)
     store = ImageStore(settings.image_dir)
     pipeline = InspectionPipeline(
         engine=engine,
@@ -110,6 +122,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
         loop=asyncio.get_running_loop(),
+        gate=gate,
+        monitor=monitor,
     )
     cameras = list(settings.cameras)
     if settings.demo:
@@ -123,7 +137,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.image_store = store
     app.state.batcher = batcher
     app.state.pipeline = pipeline
+    app.state.monitor = monitor
     batcher.start()
+    monitor.start()
     sources = None
     try:
         if cameras:
@@ -148,8 +164,45 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # event loop to finish.
             await asyncio.to_thread(sources.stop)
         await asyncio.to_thread(batcher.stop)
+        await asyncio.to_thread(monitor.stop)
         engine.dispose()
         logger.info("inspection service stopped")
+
+
+def _safety(
+    settings: Settings, engine: Engine, predictor: Predictor, metrics: ServiceMetrics
+) -> tuple[ImageGate | None, LineMonitor]:
+    """The image gate and the line monitor of the loaded model, from its reference profile.
+
+    A model without a profile (a plant's own checkpoint trained before profiles existed) is
+    served without a gate, loudly: every frame then counts as usable, which is what the
+    service did before the gate existed. `inspect-app profile` makes one.
+    """
+    profile = load_profile(settings.weights, version=predictor.version)
+    if profile is None:
+        logger.warning(
+            "model %s has no reference profile beside %s: the image gate cannot check frames "
+            "and drift monitoring has no reference; make one with `inspect-app profile`",
+            predictor.version,
+            settings.weights,
+        )
+        gate = None
+    else:
+        gate = ImageGate(profile)
+        logger.info(
+            "image gate of model %s: reference %s, out-of-distribution distance <= %.1f",
+            predictor.version,
+            profile.source,
+            gate.ood_threshold,
+        )
+    accuracy = (predictor.metrics.get("validation") or {}).get("binary_accuracy")
+    monitor = LineMonitor(
+        engine,
+        profiles=lambda version: profile if version == predictor.version else None,
+        metrics=metrics,
+        reference_disagreement=lambda _v: None if accuracy is None else max(1 - accuracy, 0.005),
+    )
+    return gate, monitor
 
 
 def _add_offline_docs(app: FastAPI) -> None:
@@ -195,6 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(405, method_not_allowed_handler)
     app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])
     _add_offline_docs(app)
     from review_ui.app import mount_review_ui  # gradio: imported when an app is built

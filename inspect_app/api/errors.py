@@ -25,6 +25,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_ECHOED_CHARS = 200  # of an input or a message quoted back in a refusal
@@ -131,6 +132,32 @@ def render_issues(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return JSONResponse({"detail": render_issues(exc.errors())}, status_code=422)
+
+
+def _path_regex(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
+
+
+def allowed_methods(openapi: Mapping[str, Any], path: str) -> list[str]:
+    """Every method the schema documents for `path`, across all its routes."""
+    methods = {
+        method.upper()
+        for template, operations in openapi.get("paths", {}).items()
+        if _path_regex(template).fullmatch(path)
+        for method in operations
+    }
+    return sorted(methods)
+
+
+async def method_not_allowed_handler(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an ``Allow`` naming every method of the path: Starlette names only those of
+    the first route that matched it (GET, for a path that also takes POST)."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    methods = allowed_methods(request.app.openapi(), request.url.path)
+    if methods:
+        headers["Allow"] = ", ".join(methods)
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers=headers)
 
 
 # -- the body guard --------------------------------------------------------------------------

@@ -29,6 +29,9 @@ class Line(SQLModel, table=True):
     auto_demote: bool = True  # drop one level when live audit bounds cross a target
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Set when a monitoring alarm stops auto-decisions: the gate for a raise reads only labels
+    # of parts received after it, so a line is never raised back on pre-alarm evidence.
+    evidence_since: datetime | None = None
 
 
 class User(SQLModel, table=True):
@@ -137,6 +140,18 @@ class Inspection(SQLModel, table=True):
     model_ms: float = 0.0
     persist_ms: float = 0.0
     total_ms: float = 0.0
+    # -- round 2, after decoding: the image gate's metrics (None on rows from before it)
+    clipped_dark: float | None = None  # share of pixels at the dark end (under-exposure)
+    clipped_bright: float | None = None  # share of pixels at the bright end (over-exposure)
+    mean_blue: float | None = None
+    mean_green: float | None = None
+    mean_red: float | None = None
+    # -- the image gate: why the model was not allowed to decide this frame (None: usable)
+    gate_codes: str | None = Field(default=None, max_length=128)  # comma-separated GateCode
+    gate_reason: str | None = Field(default=None, max_length=1000)  # in plant words
+    ood_distance: float | None = None  # embedding distance to the model's reference
+    # the embedding in the reference profile's reduced coordinates (embedding-drift tests)
+    embedding: list[float] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ReviewTask(SQLModel, table=True):
@@ -195,3 +210,61 @@ class Event(SQLModel, table=True):
     actor: str = Field(max_length=64)  # a user's name, a camera key prefix, or "system"
     reason: str = ""
     details: dict | None = Field(default=None, sa_column=Column(JSON))
+
+
+class MonitorSample(SQLModel, table=True):
+    """One evaluation of one monitored metric on one line: the series the Monitoring page plots
+    against the reference band, and what an alarm's value was when it changed state."""
+
+    __table_args__ = (Index("ix_monitorsample_line_metric_at", "line_id", "metric", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+    model_version: str | None = Field(default=None, max_length=64)
+    metric: str = Field(max_length=32)  # monitoring.alarms metric vocabulary
+    value: float | None = None  # None: not enough parts in the window yet
+    window: int = 0  # parts the value was computed over
+    last_inspection_id: int | None = None  # the newest part in the window
+
+
+class AlarmStateRow(SQLModel, table=True):
+    """Where each alarm rule stands on each line, shared by every service process."""
+
+    __tablename__ = "alarmstate"
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    rule: str = Field(primary_key=True, max_length=64)
+    state: dict = Field(sa_column=Column(JSON, nullable=False))  # alarms.AlarmState.to_dict()
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AlarmRuleOverride(SQLModel, table=True):
+    """A supervisor's edit of a shipped alarm rule for one line (the defaults stay in code)."""
+
+    __tablename__ = "alarmruleoverride"
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    rule: str = Field(primary_key=True, max_length=64)
+    changes: dict = Field(sa_column=Column(JSON, nullable=False))
+    updated_by: str = Field(max_length=64)
+    reason: str = Field(default="", max_length=1000)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class DriftReport(SQLModel, table=True):
+    """One drift test on a line's recent window against the model's reference profile."""
+
+    __table_args__ = (Index("ix_driftreport_line_at", "line_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+    model_version: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=16)  # input | embedding | prediction | concept
+    window: int  # recent parts tested
+    p_value: float | None = None
+    drifted: bool = False
+    details: dict | None = Field(default=None, sa_column=Column(JSON))
+    # inspection ids most responsible for an embedding drift, most responsible first
+    responsible: list[int] | None = Field(default=None, sa_column=Column(JSON))

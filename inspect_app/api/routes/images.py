@@ -71,11 +71,13 @@ _REQUEST_BODY: dict[str, Any] = {
                     "image": {"type": "string", "format": "binary"},
                     "capture_id": {
                         "type": "string",
+                        "minLength": 1,
                         "maxLength": MAX_TAG_CHARS,
                         "pattern": TEXT_PATTERN,
                     },
                     "part_serial": {
                         "type": "string",
+                        "minLength": 1,
                         "maxLength": MAX_TAG_CHARS,
                         "pattern": TEXT_PATTERN,
                     },
@@ -95,7 +97,7 @@ def parse_captured_at(value: str | None) -> datetime | None:
     """ISO 8601 (``2024-05-01T12:30:00Z``, ``...+02:00``) as an aware UTC time; a time without
     an offset is UTC. Refused (422) unless its year is one `params.check_time_text` takes,
     here, before the model runs: the pipeline converts it to UTC after inference."""
-    if value is None or not value.strip():
+    if value is None:
         return None
     text = value.strip()
     match = _SPACE_FOR_PLUS_OFFSET.search(text)
@@ -248,6 +250,7 @@ async def post_image(
     capture_id: Annotated[
         str | None,
         Query(
+            min_length=1,
             max_length=MAX_TAG_CHARS,
             pattern=TEXT_PATTERN,
             description="Idempotency key, unique per line: posting the same capture_id and "
@@ -257,7 +260,10 @@ async def post_image(
     part_serial: Annotated[
         str | None,
         Query(
-            max_length=MAX_TAG_CHARS, pattern=TEXT_PATTERN, description="The part's serial number"
+            min_length=1,
+            max_length=MAX_TAG_CHARS,
+            pattern=TEXT_PATTERN,
+            description="The part's serial number",
         ),
     ] = None,
     captured_at: Annotated[

@@ -54,14 +54,27 @@ class LinePublic(BaseModel):
 
 class AutomationChange(BaseModel):
     level: AutomationLevel
+    # Strict: a number, as the schema says, not `false` or "0.9".
     pass_threshold: float | None = Field(
-        default=None, gt=0.5, le=1.0, description="auto-pass when P(ok) >= this; omit to keep"
+        default=None,
+        gt=0.5,
+        le=1.0,
+        strict=True,
+        description="auto-pass when P(ok) >= this; omit to keep",
     )
     fail_threshold: float | None = Field(
-        default=None, gt=0.5, le=1.0, description="auto-fail when P(defect) >= this; omit to keep"
+        default=None,
+        gt=0.5,
+        le=1.0,
+        strict=True,
+        description="auto-fail when P(defect) >= this; omit to keep",
     )
     audit_rate: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="fraction of auto-decisions audited blind"
+        default=None,
+        ge=0.0,
+        le=1.0,
+        strict=True,
+        description="fraction of auto-decisions audited blind",
     )
     reason: str = Field(
         min_length=1,

@@ -78,6 +78,7 @@ class LabelIn(BaseModel):
         default=None,
         ge=0,
         le=MAX_DURATION_MS,
+        strict=True,  # an integer, as the schema says, not true or "12"
         description="time from the part shown to the verdict",
     )
 

@@ -76,7 +76,7 @@ _THROTTLED: dict[int | str, dict[str, Any]] = {
 
 
 class Credentials(BaseModel):
-    name: str = Field(max_length=128)
+    name: str = Field(max_length=128, pattern=TEXT_PATTERN)
     password: str = Field(max_length=MAX_PASSWORD_CHARS)
 
 
