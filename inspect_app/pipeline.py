@@ -391,12 +391,6 @@ class InspectionPipeline:
                             # the line waits for a human's decision; an audit can wait
                             priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
                             show_model=routing.show_model,
-                            # the inspector sees why the model was not allowed to decide
-                            note=(
-                                f"image gate: {row.gate_reason}"
-                                if row.gate_reason is not None
-                                else None
-                            ),
                         )
                     )
                 session.commit()

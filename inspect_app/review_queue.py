@@ -97,6 +97,9 @@ class ClaimedTask:
     probabilities: dict[str, float] | None = None
     escalated: bool = False  # an inspector skipped it to a supervisor
     note: str | None = None  # the inspector's note when it was escalated
+    # why the image gate kept the model from deciding this frame (None: it did not); shown
+    # even where the model's output is hidden: it says what is wrong with the picture
+    gate_reason: str | None = None
 
 
 def _check_lease(lease_seconds: float) -> timedelta:
@@ -169,6 +172,7 @@ def _claimed_task(session: Session, task_id: int) -> ClaimedTask:
         probabilities=dict(inspection.probabilities or {}) if shown else None,
         escalated=task.status == TaskStatus.ESCALATED.value,
         note=task.note,
+        gate_reason=inspection.gate_reason,
     )
 
 

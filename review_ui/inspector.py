@@ -106,6 +106,7 @@ def _card(view: DeskView) -> str:
         now=datetime.now(UTC),
         escalated=part.escalated,
         escalation_note=part.note,
+        gate_reason=part.gate_reason,
     )
 
 

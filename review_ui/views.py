@@ -156,6 +156,7 @@ def part_card_html(
     now: datetime,
     escalated: bool = False,
     escalation_note: str | None = None,
+    gate_reason: str | None = None,
 ) -> str:
     waited = (now - received_at).total_seconds()
     note = (
@@ -163,6 +164,11 @@ def part_card_html(
         if escalated and escalation_note
         else ""
     )
+    if gate_reason:
+        note += (
+            '<div class="card-gate" data-testid="gate-reason">Image gate: the model was not'
+            f" allowed to decide this frame: {esc(gate_reason)}</div>"
+        )
     rows = (
         ("Line", esc(line_id)),
         ("Part serial", esc(part_serial) if part_serial else "—"),

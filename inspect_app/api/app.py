@@ -59,6 +59,13 @@ MAX_BODY_BYTES = 64 * 1024
 # works on a plant network with no way out.
 DOCS_ASSETS_PATH = "/docs-assets"
 DOCS_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+# ... and the browser is told to fetch nothing from elsewhere: ReDoc's bundle always asks
+# cdn.redoc.ly for its logo, and its search runs in a blob: worker.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "connect-src 'self'"
+)
 
 API_DESCRIPTION = """\
 Human-in-the-loop visual inspection of phones on an assembly line.
@@ -212,7 +219,7 @@ def _add_offline_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} - API",
             swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
@@ -221,16 +228,20 @@ def _add_offline_docs(app: FastAPI) -> None:
             # No badge fetched from validator.swagger.io.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title} - API",
             redoc_js_url=f"{DOCS_ASSETS_PATH}/redoc.standalone.js",
             redoc_favicon_url=favicon,
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -72,6 +72,13 @@ class InspectionPublic(BaseModel):
         default=None, description="calibrated probability of predicted_class"
     )
     probabilities: dict[str, float] | None = None
+    # The image gate's refusal: the model was not allowed to decide this frame (blank,
+    # exposure, focus, size, or unlike the model's training images); a human decides it.
+    gate_codes: list[str] = Field(
+        default_factory=list,
+        description="why the image gate kept the model from deciding (empty: it did not)",
+    )
+    gate_reason: str | None = Field(default=None, description="the same, in words")
 
 
 def inspection_public(row: Inspection) -> InspectionPublic:
@@ -93,6 +100,8 @@ def inspection_public(row: Inspection) -> InspectionPublic:
         image_format=row.image_format,
         width=row.width,
         height=row.height,
+        gate_codes=row.gate_codes.split(",") if row.gate_codes else [],
+        gate_reason=row.gate_reason,
     )
     if row.show_model:
         public.model_version = row.model_version

@@ -103,9 +103,7 @@ def test_ids_out_of_range_are_422_naming_the_parameter(
     client: TestClient, world: dict[str, Any], bad_id: int
 ) -> None:
     inspector, supervisor = world["inspector"], world["supervisor"]
-    label = client.post(
-        f"/api/v1/reviews/{bad_id}/label", json={"label": "ok"}, headers=inspector
-    )
+    label = client.post(f"/api/v1/reviews/{bad_id}/label", json={"label": "ok"}, headers=inspector)
     refused(label, 422, "task_id")
     read = client.get(f"/api/v1/inspections/{bad_id}", headers=supervisor)
     refused(read, 422, "inspection_id")
@@ -288,8 +286,8 @@ def test_name_patterns_are_the_ones_the_services_check() -> None:
     from inspect_app.accounts import _USER_NAME
     from inspect_app.lines import _LINE_ID
 
-    assert LINE_ID_PATTERN == _LINE_ID.pattern
-    assert USER_NAME_PATTERN == _USER_NAME.pattern
+    assert _LINE_ID.pattern == LINE_ID_PATTERN
+    assert _USER_NAME.pattern == USER_NAME_PATTERN
 
 
 # -- the review UI (Gradio) ------------------------------------------------------------------

@@ -116,7 +116,7 @@ def _seed(app: FastAPI) -> tuple[str, str]:
 
 
 def _report(event: ScenarioFinished) -> Iterator[str]:
-    for case_id, checks in event.recorder.checks.items():
+    for checks in event.recorder.checks.values():
         for check in checks:
             if check.status == Status.FAILURE and check.failure_info is not None:
                 failure = check.failure_info.failure
