@@ -316,7 +316,9 @@ def users_token(
     data_dir: Path | None = DATA_DIR_OPTION,
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
-    """Issue an API bearer token for a user; it is printed once (only its hash is kept)."""
+    """Issue an API bearer token for a user; it is printed once (only its hash is kept).
+
+    It lasts $INSPECT_TOKEN_TTL_HOURS (default 120 h, a working week)."""
     from datetime import timedelta
 
     from inspect_app.accounts import get_user, issue_token
@@ -351,8 +353,9 @@ def users_deactivate(
     data_dir: Path | None = DATA_DIR_OPTION,
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
-    """Deactivate a user: their tokens are revoked and their review UI sessions end, from
-    their next request in every running process."""
+    """Deactivate a user: their tokens are revoked and their review UI sessions end.
+
+    Every running process refuses them from their next request."""
     from inspect_app.accounts import deactivate_user
 
     with _operator_session(data_dir, database_url) as session:
@@ -403,7 +406,8 @@ def users_tokens(
     data_dir: Path | None = DATA_DIR_OPTION,
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
-    """List a user's tokens: id, state, created, expires, last used, revoked (times in UTC).
+    """List a user's tokens: id, state, created, expires, last used, revoked (UTC).
+
     Revoke one with `inspect-app tokens revoke ID`."""
     from datetime import datetime, timedelta
 
@@ -486,6 +490,7 @@ def cameras_revoke(
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
     """Revoke a camera key; the camera's next image is refused by every running process.
+
     A prefix that matches several live keys is refused, naming them."""
     from inspect_app.accounts import revoke_camera_key
 
