@@ -56,9 +56,11 @@ _DESCRIPTIONS = {
     403: "the credentials do not allow this",
     404: "no such resource",
     409: "conflicts with the current state",
+    410: "existed, but was removed for good",
     413: "the body is over the size limit",
     415: "unsupported media type",
     422: "invalid input: field problems, or a rule of the service",
+    429: "too many attempts; wait for Retry-After",
     503: "cannot serve right now; try again",
 }
 

@@ -53,9 +53,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["line_id"], ["line.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        "ix_monitorsample_line_metric_at", "monitorsample", ["line_id", "metric", "at"]
-    )
+    op.create_index("ix_monitorsample_line_metric_at", "monitorsample", ["line_id", "metric", "at"])
     op.create_table(
         "alarmstate",
         sa.Column("line_id", sa.String(length=64), nullable=False),
