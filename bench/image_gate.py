@@ -48,9 +48,12 @@ from models.predictor import Predictor
 from models.profile import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
-# Off-distribution seeds: the tuning part was tuned on seed 1; the held-out part is drawn
-# with seed 2 (and from other sources: see data/off_distribution.py).
-OOD_SEEDS = {"tuning": 1, "held_out": 2}
+# Off-distribution seeds. The gate is tuned on the tuning part, seed 1. Held-out seeds
+# are spent once each: seed 2 measured the gate as first tuned (17 of 1,000 through and
+# auto-decided); the tuning part then gained four harder sources and the gradient-balance
+# metric came in, measured on seed 3 (13); a last re-tune on the tuning part (margin,
+# ood_level) is measured on seed 4, frames nothing was chosen on: the figure to quote.
+OOD_SEEDS = {"tuning": 1, "held_out": 4}
 
 
 def run(

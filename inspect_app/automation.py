@@ -43,7 +43,7 @@ from inspect_app.agreement import (
     gate_evidence,
     live_audit_counts,
 )
-from inspect_app.domain import AutomationLevel, LinePolicy, Route
+from inspect_app.domain import AutomationLevel, LinePolicy, Route, threshold_json, threshold_text
 from inspect_app.events import record_event
 from inspect_app.evidence import (
     AuditAlarm,
@@ -128,11 +128,11 @@ def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerd
         targets,
     )
     logger.info(
-        "line %s: gate for %s (pass %.4f, fail %.4f) on %d labels of model %s: %s",
+        "line %s: gate for %s (pass %s, fail %s) on %d labels of model %s: %s",
         line.id,
         target.level,
-        target.pass_threshold,
-        target.fail_threshold,
+        threshold_text(target.pass_threshold, ".4f"),
+        threshold_text(target.fail_threshold, ".4f"),
         evidence.n,
         evidence.model_version,
         "passed" if result.passed else "refused",
@@ -145,13 +145,14 @@ def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerd
 
 
 def gate_figures(result: GateResult) -> dict[str, Any]:
-    """The gate result flattened for a reader: the policy, coverage, then each side."""
+    """The gate result flattened for a reader: the policy, coverage, then each side.
+    Thresholds as the API writes them ("never" for a side that does not automate)."""
     what = result.what_if
     return {
         "passed": result.passed,
         "level": what.level,
-        "pass_threshold": what.pass_threshold,
-        "fail_threshold": what.fail_threshold,
+        "pass_threshold": threshold_json(what.pass_threshold),
+        "fail_threshold": threshold_json(what.fail_threshold),
         "n_labeled": what.n_labeled,
         "coverage": what.coverage,
         "to_human": what.to_human,
@@ -247,11 +248,12 @@ def what_if_for_line(
     line: Line,
     *,
     level: AutomationLevel,
-    pass_threshold: float,
-    fail_threshold: float,
+    pass_threshold: float | None,
+    fail_threshold: float | None,
     include_shown: bool = False,
     limit: int = 100,
 ) -> LineWhatIf:
+    """`pass_threshold`/`fail_threshold` None: never on that side (one-sided partial)."""
     evidence = gate_evidence(
         session, line.id, include_shown=include_shown, since=line.evidence_since
     )
@@ -320,6 +322,33 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     ):
         return  # an audit of earlier settings: evidence is never pooled across settings
     version = inspection.model_version or current_model_version(session, line_id)
+    demote_on_live_audits(
+        session, line, version, trigger={"triggered_by_inspection": inspection_id}
+    )
+
+
+@dataclass(frozen=True)
+class LiveOutcome:
+    """What the live audit test found for the line's current settings era, and what it did."""
+
+    live: LiveEvidence
+    alarmed: bool  # either rate is clearly above its target
+    demoted_to: AutomationLevel | None  # None: the level stays (no alarm, or auto_demote off)
+    reason: str | None  # the sentence of the alarm, None without one
+
+
+def demote_on_live_audits(
+    session: Session, line: Line, version: str | None, *, trigger: dict[str, Any]
+) -> LiveOutcome:
+    """Run the live audit test for `line` (at partial or full) against its current targets and
+    drop it one level if the test alarms and `Line.auto_demote` is on. The caller commits.
+
+    Called after an audit label (`after_label`) and after a supervisor changes the line's
+    targets (`inspect_app.lines.set_targets`): a stricter target judges the same audits of
+    the same settings, so the line may no longer meet it. `trigger` goes into the event.
+    """
+    line_id = line.id
+    level = AutomationLevel(line.level)
     live = live_checks(session, line, version)
     counts, checks = live.counts, live.checks
     alarms = [c for c in checks if c.alarm]
@@ -334,13 +363,13 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
         checks[1].upper_bound,
     )
     if not alarms:
-        return
+        return LiveOutcome(live=live, alarmed=False, demoted_to=None, reason=None)
     reason = _demotion_reason(alarms)
     if not line.auto_demote:
         logger.warning(
             "line %s: %s Auto-demotion is off: the level stays %s", line_id, reason, level
         )
-        return
+        return LiveOutcome(live=live, alarmed=True, demoted_to=None, reason=reason)
     lower = _one_level_down(level)
     demoted = session.exec(
         update(Line)
@@ -353,7 +382,8 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
         .values(level=lower.value, updated_at=utcnow())
     )
     if demoted.rowcount != 1:
-        return  # someone else changed the line meanwhile; their change stands
+        # someone else changed the line meanwhile; their change stands
+        return LiveOutcome(live=live, alarmed=True, demoted_to=None, reason=reason)
     record_event(
         session,
         kind="auto_demotion",
@@ -363,18 +393,19 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
         details={
             "old": {
                 "level": level.value,
-                "pass_threshold": line.pass_threshold,
-                "fail_threshold": line.fail_threshold,
+                "pass_threshold": threshold_json(line.pass_threshold),
+                "fail_threshold": threshold_json(line.fail_threshold),
             },
             "new": {"level": lower.value},
             "model_version": version,
             "era_start": counts.era_start.isoformat(),
             "checks": [plain(c) for c in checks],
-            "triggered_by_inspection": inspection_id,
+            **trigger,
         },
     )
     session.expire(line)
     logger.warning("line %s auto-demoted %s -> %s: %s", line_id, level, lower, reason)
+    return LiveOutcome(live=live, alarmed=True, demoted_to=lower, reason=reason)
 
 
 def stop_auto_decisions(

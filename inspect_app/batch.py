@@ -5,6 +5,11 @@ decoded and validated by `inspect_app.imaging.decode_image`, the same code the s
 camera endpoint uses, so a file the service would refuse (not an image, truncated JPEG,
 decompression bomb) gets a row with the reason here too, never a crash.
 
+Files that are not meant as images at all (a README, a manifest.csv, a camera's .txt log:
+neither an image's name nor an image's first bytes) are skipped without a row and counted in
+the summary, so a dataset folder can be inspected as it is. A file named as an image, or
+starting like one, that does not decode is an error row: that is a broken image.
+
 `decision_if_automated` is what a line at `partial` automation with the given thresholds
 would have been told (`pass`, `fail`, or `pending` for a human), via
 `inspect_app.routing.route_inspection`, so the CSV answers "what would automation have done".
@@ -24,8 +29,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from data.dataset import IMAGE_SUFFIXES
 from inspect_app.domain import AutomationLevel, LinePolicy, Prediction
-from inspect_app.imaging import ImageRejected, decode_image
+from inspect_app.imaging import ImageRejected, decode_image, sniff_format
 from inspect_app.routing import route_inspection
 from inspect_app.settings import Settings
 from models.predictor import Predictor
@@ -43,6 +49,7 @@ class BatchSummary:
     files: int  # rows written
     inspected: int  # rows with a prediction
     errors: int  # rows with an error instead
+    skipped: int  # files that are not images by name or content: no row
     model_version: str
     predicted: dict[str, int] = field(default_factory=dict)  # class -> count
     decisions: dict[str, int] = field(default_factory=dict)  # pass/fail/pending -> count
@@ -59,6 +66,21 @@ def list_files(input_dir: Path) -> list[Path]:
         dirs.sort()
         found.extend(Path(root) / f for f in files)
     return sorted(found, key=lambda p: p.relative_to(input_dir).as_posix())
+
+
+_SNIFF_BYTES = 32  # enough for every header `sniff_format` reads
+
+
+def is_image_file(path: Path) -> bool:
+    """Named like an image, or starting like one (a camera's files may have no extension)."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False  # unreadable and not named as an image: nothing says it is one
+    return sniff_format(head) is not None
 
 
 def _read(path: Path) -> np.ndarray:
@@ -84,7 +106,9 @@ def run_batch_inspection(
 ) -> BatchSummary:
     """Inspect every file under `input_dir` and write `output_csv`; returns the counts."""
     input_dir, output_csv = Path(input_dir), Path(output_csv)
-    files = [p for p in list_files(input_dir) if p.resolve() != output_csv.resolve()]
+    candidates = [p for p in list_files(input_dir) if p.resolve() != output_csv.resolve()]
+    files = [p for p in candidates if is_image_file(p)]
+    skipped = len(candidates) - len(files)
     predictor = Predictor.from_checkpoint(checkpoint)
     policy = LinePolicy(
         level=AutomationLevel.PARTIAL,
@@ -143,13 +167,16 @@ def run_batch_inspection(
         files=len(files),
         inspected=len(files) - errors,
         errors=errors,
+        skipped=skipped,
         model_version=predictor.version,
         predicted=dict(predicted),
         decisions=dict(decisions),
     )
     log.info(
-        "batch inspection of %s with %s: %d files, %d inspected, %d errors -> %s",
-        input_dir, predictor.version, summary.files, summary.inspected, errors, output_csv,
+        "batch inspection of %s with %s: %d files, %d inspected, %d errors, %d skipped "
+        "(not images) -> %s",
+        input_dir, predictor.version, summary.files, summary.inspected, errors, skipped,
+        output_csv,
     )  # fmt: skip
     return summary
 

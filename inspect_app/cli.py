@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from inspect_app.settings import Settings
     from inspect_app.storage.db import SchemaState, UpgradeReport
+    from inspect_app.storage.tables import User
 
 app = typer.Typer(no_args_is_help=True, help="Human-in-the-loop visual inspection of phones.")
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic line-camera data.")
@@ -160,7 +161,8 @@ def batch(
         0.98, help="For decision_if_automated: auto-fail when P(defect) >= this"
     ),
 ) -> None:
-    """Run every image in a folder through the model; unreadable files get an error row."""
+    """Run every image in a folder through the model; broken images get an error row, other
+    files (README, CSV) are skipped."""
     _log_to_stderr()
     from inspect_app.batch import run_batch_inspection
     from models.checkpoint import CheckpointError
@@ -174,7 +176,8 @@ def batch(
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(
         f"{summary.files} files: {summary.inspected} inspected, {summary.errors} errors "
-        f"-> {summary.output_csv} (model {summary.model_version})"
+        f"-> {summary.output_csv} (model {summary.model_version}); "
+        f"{summary.skipped} other files skipped (not images)"
     )
     typer.echo(f"predicted: {summary.predicted}; if automated: {summary.decisions}")
 
@@ -519,17 +522,257 @@ def lines_list(
     data_dir: Path | None = DATA_DIR_OPTION,
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
-    """List lines with their level, thresholds and review queue."""
+    """List lines with their level, thresholds, audit rate, targets and review queue."""
+    from inspect_app.domain import threshold_text
     from inspect_app.lines import list_lines
     from inspect_app.review_queue import queue_depth
 
     with _operator_session(data_dir, database_url) as session:
         for found in list_lines(session):
             typer.echo(
-                f"{found.id}\t{found.level}\tpass>={found.pass_threshold:g}\t"
-                f"fail>={found.fail_threshold:g}\taudit={found.audit_rate:g}\t"
-                f"queue={queue_depth(session, found.id)}"
+                f"{found.id}\t{found.level}\tpass>={threshold_text(found.pass_threshold)}\t"
+                f"fail>={threshold_text(found.fail_threshold)}\taudit={found.audit_rate:g}\t"
+                f"queue={queue_depth(session, found.id)}\t"
+                f"targets: escape<={found.max_escape_rate:g} "
+                f"false-reject<={found.max_false_reject_rate:g} min-labels={found.min_labels} "
+                f"auto-demote={'on' if found.auto_demote else 'off'}"
             )
+
+
+ACT_AS_OPTION = typer.Option(
+    None,
+    "--as",
+    help="Act as this supervisor (or admin) account; default: the operator cli:<os user>",
+)
+
+
+def _acting_supervisor(session: Session, name: str | None) -> User:
+    """Who a line command acts as, through the same rules as the API and the UI.
+
+    With ``--as NAME``: that account, which must be active, and whose role the service checks
+    (an inspector is refused). Without: the operator ``cli:<os user>`` with a supervisor's
+    role. Whoever can run this command against the plant's database can already add users and
+    issue tokens, so demanding an account would add a step, not security; the evidence gate
+    applies either way, and the event names the operating-system user who ran it. The
+    operator is never stored as a user.
+    """
+    from inspect_app.accounts import AccountError, get_user
+    from inspect_app.domain import Role
+    from inspect_app.storage.tables import User
+
+    if name is None:
+        return User(name=_operator(), role=Role.SUPERVISOR.value, password_hash="")
+    user = get_user(session, name)
+    if not user.active:
+        raise AccountError(f"user {name!r} is deactivated")
+    return user
+
+
+def _echo_gate_sides(evidence: dict[str, Any]) -> None:
+    """Each side of the gate's figures, one line each, on stderr beside the refusal."""
+    for key, words in (("escape", "escape rate"), ("false_reject", "false-reject rate")):
+        side = evidence.get(key)
+        if not isinstance(side, dict):
+            continue
+        if side.get("automated") is False:
+            typer.echo(f"  {words}: that side is never automated (not gated)", err=True)
+            continue
+        verdict = "met" if side.get("passed") else "SHORT"
+        more = side.get("more_labels_needed")
+        need = f", about {more:,} more labeled parts needed" if more else ""
+        typer.echo(
+            f"  {words}: {verdict}: {side.get('errors', 0):,} errors in {side.get('n', 0):,} "
+            f"parts (at least {side.get('min_labels', 0):,} needed), 95% bound "
+            f"{100 * side.get('upper_bound', 1.0):.2f}% vs target "
+            f"{100 * side.get('target', 0.0):.2f}%{need}",
+            err=True,
+        )
+
+
+@lines_app.command("set")
+def lines_set(
+    line: str = typer.Argument(..., help="Line id"),
+    level: str = typer.Option(..., help="human_only | shadow | assist | partial | full"),
+    pass_threshold: str | None = typer.Option(
+        None, help='Auto-pass when P(ok) >= this, in (0.5, 1], or "never" (default: keep)'
+    ),
+    fail_threshold: str | None = typer.Option(
+        None, help='Auto-fail when P(defect) >= this, in (0.5, 1], or "never" (default: keep)'
+    ),
+    audit_rate: float | None = typer.Option(
+        None, help="Share of auto-decisions audited blind, 0 to 1 (default: keep)"
+    ),
+    reason: str = typer.Option(..., help="Why, for the audit trail (required)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Change a line's level and settings through the evidence gate, as the API does.
+
+    Lowering is always allowed; raising to partial or full, or loosening a threshold there,
+    needs the evidence. A refusal prints the figures that fell short and exits 1."""
+    from inspect_app.domain import threshold_text
+    from inspect_app.lines import AutomationRefused, change_automation
+
+    with _operator_session(data_dir, database_url) as session:
+        actor = _acting_supervisor(session, act_as)
+        try:
+            changed = change_automation(
+                session,
+                line,
+                level=level,
+                pass_threshold=pass_threshold,
+                fail_threshold=fail_threshold,
+                audit_rate=audit_rate,
+                reason=reason,
+                actor=actor,
+            )
+        except AutomationRefused as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            _echo_gate_sides(exc.verdict.evidence)
+            raise typer.Exit(1) from exc
+    typer.echo(
+        f"{changed.id} is now {changed.level}: pass>={threshold_text(changed.pass_threshold)} "
+        f"fail>={threshold_text(changed.fail_threshold)} audit={changed.audit_rate:g} "
+        f"(by {actor.name})"
+    )
+
+
+@lines_app.command("targets")
+def lines_targets(
+    line: str = typer.Argument(..., help="Line id"),
+    max_escape_rate: float | None = typer.Option(
+        None, help="Target escape rate, e.g. 0.005 for 0.5% (default: keep)"
+    ),
+    max_false_reject_rate: float | None = typer.Option(
+        None, help="Target false-reject rate, e.g. 0.02 (default: keep)"
+    ),
+    min_labels: int | None = typer.Option(
+        None, help="Labeled parts each automated side needs (default: keep)"
+    ),
+    auto_demote: bool | None = typer.Option(
+        None, "--auto-demote/--no-auto-demote", help="Drop a level on bad live audits"
+    ),
+    reason: str = typer.Option(..., help="Why, for the audit trail (required)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Change a line's targets. Never raises it; at partial or full its live audits are
+    judged against the new targets at once and may lower it one level (printed)."""
+    from inspect_app.lines import set_targets
+
+    with _operator_session(data_dir, database_url) as session:
+        outcome = set_targets(
+            session,
+            line,
+            max_escape_rate=max_escape_rate,
+            max_false_reject_rate=max_false_reject_rate,
+            min_labels=min_labels,
+            auto_demote=auto_demote,
+            reason=reason,
+            actor=_acting_supervisor(session, act_as),
+        )
+    changed = ", ".join(
+        f"{name} {outcome.old[name]} -> {outcome.new[name]}"
+        for name in outcome.new
+        if outcome.old[name] != outcome.new[name]
+    )
+    typer.echo(f"{line}: {changed or 'no change'}; level {outcome.line.level}")
+    typer.echo(outcome.message)
+
+
+# -- inspections in bulk (inspect_app.inspections)
+
+inspections_app = typer.Typer(no_args_is_help=True, help="Inspections: list and export.")
+app.add_typer(inspections_app, name="inspections")
+
+
+@inspections_app.command("list")
+def inspections_list(
+    line: str | None = typer.Option(None, help="Only this line's parts"),
+    since: str | None = typer.Option(None, help="Received at or after (ISO 8601; naive is UTC)"),
+    until: str | None = typer.Option(None, help="Received before (ISO 8601), after --since"),
+    decision: str | None = typer.Option(None, help="pass | fail | pending"),
+    route: str | None = typer.Option(None, help="auto | review | audit"),
+    model: str | None = typer.Option(None, help="Only parts this model version judged"),
+    labeled: bool | None = typer.Option(
+        None, "--labeled/--unlabeled", help="Only parts with (or without) a human label"
+    ),
+    limit: int | None = typer.Option(None, min=1, help="At most this many parts (default: all)"),
+    output_format: str = typer.Option("csv", "--format", help="csv | json"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Write the matching inspections to standard output, oldest first, every page of them
+    (memory stays one page): CSV with a header, or one JSON array."""
+    import csv
+    import json
+    import sys
+    from dataclasses import asdict, fields
+    from datetime import datetime
+    from itertools import islice
+
+    from inspect_app.api.params import TimeOutOfRange, check_time_text
+    from inspect_app.domain import Decision, Route, threshold_json
+    from inspect_app.inspections import (
+        InspectionFilter,
+        InspectionRecord,
+        InvalidQuery,
+        iter_inspections,
+    )
+    from inspect_app.timeutil import as_utc
+
+    def when(name: str, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
+        except (TimeOutOfRange, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+
+    def choice(name: str, value: str | None, kind: type[Decision] | type[Route]) -> Any:
+        try:
+            return None if value is None else kind(value)
+        except ValueError:
+            allowed = " | ".join(k.value for k in kind)
+            raise typer.BadParameter(f"{value!r}: one of {allowed}", param_hint=name) from None
+
+    if output_format not in ("csv", "json"):
+        raise typer.BadParameter(f"{output_format!r}: csv or json", param_hint="--format")
+    filters = InspectionFilter(
+        line_id=line,
+        since=when("since", since),
+        until=when("until", until),
+        decision=choice("--decision", decision, Decision),
+        route=choice("--route", route, Route),
+        model_version=model,
+        labeled=labeled,
+    )
+
+    def plain(record: InspectionRecord) -> dict[str, Any]:
+        row = asdict(record)
+        for name in ("pass_threshold", "fail_threshold"):
+            row[name] = threshold_json(row[name])
+        return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+    out = sys.stdout
+    with _operator_session(data_dir, database_url) as session:
+        try:
+            records = islice(iter_inspections(session, filters), limit)
+            if output_format == "csv":
+                writer = csv.DictWriter(out, [f.name for f in fields(InspectionRecord)])
+                writer.writeheader()
+                for record in records:
+                    writer.writerow(plain(record))
+            else:
+                out.write("[")
+                for i, record in enumerate(records):
+                    out.write(("," if i else "") + "\n" + json.dumps(plain(record)))
+                out.write("\n]\n")
+        except InvalidQuery as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
 
 
 # -- monitoring: the alarm rules for a plant's Prometheus (inspect_app.monitoring)
@@ -563,6 +806,40 @@ def monitoring_prometheus_rules(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {out}")
+
+
+# -- stored images: retention (inspect_app.storage.retention)
+
+images_app = typer.Typer(no_args_is_help=True, help="Stored image bytes: retention.")
+app.add_typer(images_app, name="images")
+
+
+@images_app.command("sweep")
+def images_sweep(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report what would go; change nothing"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Remove image files past the retention policy ($INSPECT_RETENTION_DAYS, and
+    $INSPECT_RETENTION_LABELED_DAYS for labeled, disagreement and audited parts) and orphan
+    files; the inspections and their labels stay. Safe while the service runs (cron it)."""
+    from inspect_app.storage.images import ImageStore
+    from inspect_app.storage.retention import RetentionPolicy, sweep_images
+
+    settings = _settings(data_dir, database_url)
+    engine = _open_database(settings)
+    try:
+        report = sweep_images(
+            engine,
+            ImageStore(settings.image_dir),
+            RetentionPolicy.from_settings(settings),
+            dry_run=dry_run,
+            actor=_operator(),
+        )
+    finally:
+        engine.dispose()
+    for line in report.summary():
+        typer.echo(line)
 
 
 # -- the database's schema (inspect_app.storage.db, inspect_app.storage.migrations)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated, Final, Literal
 
 import numpy as np
+from pydantic import PlainSerializer
 
 
 class DefectClass(StrEnum):
@@ -122,11 +124,35 @@ class Prediction:
         return 1.0 - self.p_ok
 
 
+# One-sided partial automation: a side whose threshold is "never" is not automated at all, so
+# at partial those parts always go to a human (e.g. auto-fail when confident, never auto-pass).
+# In Python and in the database it is None; in JSON, on the command line and in the UI it is
+# the word "never", so a threshold read from the API can be sent back to it unchanged.
+NEVER: Final = "never"
+
+
+def threshold_json(value: float | None) -> float | str:
+    return NEVER if value is None else value
+
+
+def threshold_text(value: float | None, spec: str = "g") -> str:
+    """A threshold as the pages, the logs and the command line print it."""
+    return NEVER if value is None else format(value, spec)
+
+
+# A partial-automation threshold: auto-decide that side when its probability is >= it;
+# None: never (see NEVER). Written to JSON as a number or "never".
+Threshold = Annotated[
+    float | None,
+    PlainSerializer(threshold_json, return_type=float | Literal["never"], when_used="json"),
+]
+
+
 @dataclass(frozen=True)
 class LinePolicy:
     """What routing needs to know about a line, frozen at the moment an image arrives."""
 
     level: AutomationLevel
-    pass_threshold: float = 0.98  # auto-pass when P(ok) >= this
-    fail_threshold: float = 0.98  # auto-fail when P(defect) >= this
+    pass_threshold: Threshold = 0.98  # auto-pass when P(ok) >= this; None: never auto-pass
+    fail_threshold: Threshold = 0.98  # auto-fail when P(defect) >= this; None: never auto-fail
     audit_rate: float = 0.02  # fraction of auto-decisions also sent to a human, blind

@@ -14,6 +14,7 @@ we support (``image/gif``, ``text/plain``) is refused before the bytes are looke
 from __future__ import annotations
 
 import logging
+import math
 import struct
 from dataclasses import dataclass
 
@@ -78,6 +79,9 @@ class InputStats:
     brightness: float  # mean grey level, 0..255
     contrast: float  # standard deviation of the grey level
     sharpness: float  # variance of the Laplacian: falls when the camera is out of focus
+    # log(variance of the x-gradient / variance of the y-gradient): a shake or motion blur
+    # smears detail along one direction only, which moves this where sharpness barely moves
+    gradient_balance: float
     clipped_dark: float  # share of pixels with grey level <= CLIP_DARK: under-exposure
     clipped_bright: float  # share of pixels with grey level >= CLIP_BRIGHT: over-exposure
     mean_blue: float  # mean of each colour channel, 0..255: a lamp's colour shift
@@ -98,6 +102,7 @@ class InputStats:
             "brightness": self.brightness,
             "contrast": self.contrast,
             "sharpness": self.sharpness,
+            "gradient_balance": self.gradient_balance,
             "clipped_dark": self.clipped_dark,
             "clipped_bright": self.clipped_bright,
             "mean_blue": self.mean_blue,
@@ -258,10 +263,15 @@ def decode_image(
 
 def input_stats(image: np.ndarray) -> InputStats:
     """Measure a decoded image (BGR or grey uint8) at its own resolution, on the hot path:
-    ~0.2 ms for a 256x256 frame on one core (see ``bench/image_gate.py``)."""
+    ~0.4 ms for a 256x256 frame on one core (``bench/image_gate.py`` prints it)."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     mean, std = cv2.meanStdDev(grey)
     _, laplacian_std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_64F))
+    dx, dy = cv2.spatialGradient(grey)  # 3x3 Sobel both ways in one pass, int16
+    _, dx_std = cv2.meanStdDev(dx)
+    _, dy_std = cv2.meanStdDev(dy)
+    # a flat frame has no gradient either way: balanced (0), not undefined
+    balance = math.log((dx_std[0][0] ** 2 + 1e-6) / (dy_std[0][0] ** 2 + 1e-6))
     pixels = grey.size
     # numpy, not cv2.compare: OpenCV takes a 1x1 image for a scalar and refuses the pair.
     dark = np.count_nonzero(grey <= CLIP_DARK) / pixels
@@ -273,6 +283,7 @@ def input_stats(image: np.ndarray) -> InputStats:
         brightness=float(mean[0][0]),
         contrast=float(std[0][0]),
         sharpness=float(laplacian_std[0][0]) ** 2,
+        gradient_balance=balance,
         clipped_dark=dark,
         clipped_bright=bright,
         mean_blue=float(blue),

@@ -31,7 +31,7 @@ from datetime import datetime
 
 import numpy as np
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, select
 
 from inspect_app.domain import LinePolicy, Prediction, TaskReason
@@ -49,7 +49,8 @@ from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from inspect_app.monitoring.service import LineMonitor
 from inspect_app.routing import RoutingOutcome, route_inspection
-from inspect_app.storage.images import ImageStore, sha256_of
+from inspect_app.storage.db import database_disk_full
+from inspect_app.storage.images import ImageStore, ImageStoreFull, sha256_of
 from inspect_app.storage.tables import Inspection, ReviewTask
 from inspect_app.timeutil import as_utc, utcnow
 
@@ -373,7 +374,10 @@ class InspectionPipeline:
         started: float,
     ) -> tuple[Inspection, bool]:
         put_started = time.perf_counter()
-        self.store.put(submission.data)  # durable before the row that points at it
+        try:
+            self.store.put(submission.data)  # durable before the row that points at it
+        except ImageStoreFull as exc:  # nothing stored, no row: the camera sends it again
+            raise IngestError(503, f"the service cannot store images: {exc.strerror}") from exc
         row.persist_ms = _ms(time.perf_counter() - put_started)
         # The row cannot hold the duration of its own commit; the metrics have the full total.
         row.total_ms = _ms(time.perf_counter() - started)
@@ -394,6 +398,11 @@ class InspectionPipeline:
                         )
                     )
                 session.commit()
+            except OperationalError as exc:
+                if not database_disk_full(exc):
+                    raise
+                session.rollback()  # the image stays an orphan until the retention sweep
+                raise IngestError(503, "the service cannot store inspections: disk full") from exc
             except IntegrityError:
                 session.rollback()
                 if submission.capture_id is None:

@@ -11,6 +11,10 @@ choose it and the pipeline owns the generator.
 | partial    | auto when confident, else review | model / pending | review: yes; audit: no |
 | full       | auto always                      | model           | audit: no              |
 
+At partial either side may be "never" (threshold None, `domain.NEVER`): a line that
+auto-fails when confident but never auto-passes sends every part the model calls ok to a
+human. At full the thresholds play no part (the model decides every part at P(ok) = 0.5).
+
 An auto-decision also becomes an `audit` (the decision stands, a human checks it blind
 afterwards) when ``draw < audit_rate``.
 
@@ -97,8 +101,13 @@ def route_inspection(
     if not usable:
         return _human_decides(show_model=False)
     if level is AutomationLevel.PARTIAL:
-        confident_ok = prediction.p_ok >= policy.pass_threshold
-        confident_defect = prediction.p_defect >= policy.fail_threshold
+        # A side whose threshold is None ("never") is not automated: those parts go to a human.
+        confident_ok = policy.pass_threshold is not None and (
+            prediction.p_ok >= policy.pass_threshold
+        )
+        confident_defect = policy.fail_threshold is not None and (
+            prediction.p_defect >= policy.fail_threshold
+        )
         # Both can hold only when thresholds are set below 0.5; the model is then not
         # confident either way, so a human decides rather than an arbitrary tie-break.
         if confident_ok and not confident_defect:

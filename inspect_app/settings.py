@@ -75,6 +75,19 @@ class Settings(BaseSettings):
     login_lockout_minutes: float = Field(default=5.0, gt=0)
     login_lockout_max_minutes: float = Field(default=60.0, gt=0)
 
+    # Image retention (inspect_app.storage.retention, `inspect-app images sweep`). The bytes of
+    # an image are kept `retention_days` after the part arrived; the images of parts a human
+    # labeled, of parts where the human and the model disagreed, and of audited parts are kept
+    # `retention_labeled_days`, since retraining and a customer complaint need them. The rows
+    # (decisions, labels) are never removed: they are the evidence. A month covers a lot's
+    # return window; a year covers a model's retraining cycle and a warranty claim's look-back.
+    retention_days: float = Field(default=30.0, gt=0)
+    retention_labeled_days: float = Field(default=365.0, gt=0)
+    # A stored file that no inspection points at (written for a request whose commit then
+    # failed) is removed only once it is this old, so a write whose row is about to commit is
+    # never removed under it. An hour is far beyond any request's write-to-commit time.
+    retention_orphan_grace_minutes: float = Field(default=60.0, gt=0)
+
     @field_validator("batch_max_size")
     @classmethod
     def batch_size_is_positive(cls, v: int) -> int:
@@ -88,6 +101,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"login_lockout_max_minutes ({self.login_lockout_max_minutes:g}) must be at "
                 f"least login_lockout_minutes ({self.login_lockout_minutes:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def labeled_images_are_kept_at_least_as_long(self) -> Settings:
+        if self.retention_labeled_days < self.retention_days:
+            raise ValueError(
+                f"retention_labeled_days ({self.retention_labeled_days:g}) must be at least "
+                f"retention_days ({self.retention_days:g}): labeled images are the evidence"
             )
         return self
 

@@ -2,7 +2,7 @@
 
 It calls the same service layer as the API (`review_queue`, `lines`, `accounts`,
 `agreement`), so there is no second copy of any rule. Everyone logs in against the users
-table; inspectors see the Inspect page, supervisors also Lines and Evidence; the header
+table; inspectors see the Inspect page, supervisors also Lines, Evidence and Monitoring; the header
 always shows who is logged in and a logout link. Hotkeys, zoom and the heatmap overlay
 are plain browser script (static/review.js), since Gradio has no hotkeys of its own.
 
@@ -31,6 +31,7 @@ from review_ui.context import ReviewContext
 from review_ui.desk import InspectorDesk
 from review_ui.errors import RefusalStatus
 from review_ui.inspector import build_inspect_page
+from review_ui.monitoring_page import build_monitoring_page
 from review_ui.supervisor import build_evidence_page, build_lines_page
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 "Evidence", id="evidence", visible=False, elem_id="tab-evidence"
             ) as evidence_tab:
                 evidence = build_evidence_page(context)
+            with gr.Tab(
+                "Monitoring", id="monitoring", visible=False, elem_id="tab-monitoring"
+            ) as monitoring_tab:
+                monitoring = build_monitoring_page(context)
 
         def whoami(request: gr.Request) -> tuple[Any, ...]:
             with context.session() as db:
@@ -90,6 +95,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 views.header_html(user.name, user.role, f"{MOUNT_PATH}/logout"),
                 gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
+                gr.Tab(visible=supervisor),
                 gr.Timer(active=True),
                 gr.Timer(active=supervisor),
             )
@@ -97,7 +103,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
         loaded = blocks.load(
             whoami,
             None,
-            [header, lines_tab, evidence_tab, inspect.timer, lines.timer],
+            [header, lines_tab, evidence_tab, monitoring_tab, inspect.timer, lines.timer],
             api_visibility="private",
             show_progress="hidden",
         )
@@ -106,6 +112,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
             lines.load, None, lines.load_outputs, api_visibility="private", show_progress="hidden"
         )
         evidence_tab.select(evidence.load, None, evidence.outputs, api_visibility="private")
+        monitoring_tab.select(monitoring.load, None, monitoring.outputs, api_visibility="private")
 
         def leave(request: gr.Request) -> None:
             desk.leave(request.session_hash, request.username)

@@ -14,6 +14,7 @@ from datetime import datetime
 from matplotlib.figure import Figure
 
 from inspect_app.agreement import AgreementReport
+from inspect_app.domain import threshold_text
 from inspect_app.evidence import AgreementFigures, GateTargets, RateEstimate, Recommendation
 from inspect_app.storage.tables import Line
 from review_ui.views import CLASS_TITLES, esc, format_time, level_badge
@@ -173,8 +174,8 @@ def recommendation_html(rec: Recommendation | None, source: str, line: Line) -> 
             "shadow yet: nothing to recommend. Run the line at shadow and label its parts.</div>"
         )
     current = (
-        f"Line now: {level_badge(line.level)} pass ≥ {line.pass_threshold:.4g}, "
-        f"fail ≥ {line.fail_threshold:.4g}."
+        f"Line now: {level_badge(line.level)} pass ≥ {threshold_text(line.pass_threshold, '.4g')}, "
+        f"fail ≥ {threshold_text(line.fail_threshold, '.4g')}."
     )
     kind = "rec-ok" if rec.gate is not None and rec.gate.passed else "rec-none"
     full = "supports full automation too" if rec.full.passed else "does not support full"

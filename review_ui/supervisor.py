@@ -5,8 +5,13 @@ Every handler reloads the user and checks the supervisor role before it reads or
 anything, whatever the page showed: the Lines and Evidence tabs are hidden from
 inspectors, but a hand-made request to these handlers is refused all the same. Changing a
 level goes through `inspect_app.lines.change_automation` (which checks the role again,
-applies the evidence gate and records the event); the figures come from
-`inspect_app.agreement` and `inspect_app.evidence`. Nothing here decides anything.
+applies the evidence gate and records the event), changing targets through
+`inspect_app.lines.set_targets`; the figures come from `inspect_app.agreement` and
+`inspect_app.evidence`. Nothing here decides anything.
+
+A threshold may be "never" (one-sided partial automation): the form has a "never" box per
+side, filled from the line, and "Use the recommendation" fills the form with the
+recommended thresholds, a side the evidence does not support yet as never.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from sqlmodel import Session
 
 from inspect_app import agreement, lines, review_queue
 from inspect_app.api.params import LINE_ID_PATTERN, MAX_REASON_CHARS
-from inspect_app.automation import gate_targets
-from inspect_app.domain import AutomationLevel, Role
+from inspect_app.automation import gate_targets, recommend_for_line
+from inspect_app.domain import NEVER, AutomationLevel, Role
 from inspect_app.events import list_events
 from inspect_app.evidence import recommend_thresholds
 from inspect_app.storage.tables import User, utcnow
@@ -101,22 +106,8 @@ class ChangeOutcome:
     html: str
 
 
-def apply_change(
-    session: Session,
-    user: User,
-    line_id: str,
-    *,
-    level: str,
-    pass_threshold: float | None,
-    fail_threshold: float | None,
-    audit_rate_percent: float | None,
-    reason: str,
-) -> ChangeOutcome:
-    """`lines.change_automation`, its every outcome turned into something a supervisor reads.
-
-    The reason's limit is checked here, on the server, as the API checks it: the page's
-    500-character cap on the box is only the browser's.
-    """
+def _bad_input(line_id: str, reason: str) -> ChangeOutcome | None:
+    """The checks the API's schema makes, made here on the server for the page's input."""
     if not re.fullmatch(LINE_ID_PATTERN, line_id):
         return ChangeOutcome(False, views.change_failed_html(f"no line {line_id[:64]!r}"))
     if len(reason) > MAX_REASON_CHARS or "\x00" in reason:
@@ -127,14 +118,60 @@ def apply_change(
                 f"got {len(reason)}"
             ),
         )
+    return None
+
+
+def _threshold_choice(
+    name: str, side: str, value: float | None, never: bool, current: float | None
+) -> float | str | None:
+    """A side of the form as `change_automation` takes it: NEVER, a number, or None (keep).
+
+    An unticked "never" with no number on a side that is never now would keep it never,
+    which is not what unticking says: refused with the reason."""
+    if never:
+        return NEVER
+    if value is None and current is None:
+        raise lines.InvalidLineSettings(
+            f"auto-{side} is never on this line: give {name} to turn it on, or tick never"
+        )
+    return value
+
+
+def apply_change(
+    session: Session,
+    user: User,
+    line_id: str,
+    *,
+    level: str,
+    pass_threshold: float | None,
+    fail_threshold: float | None,
+    audit_rate_percent: float | None,
+    reason: str,
+    pass_never: bool = False,
+    fail_never: bool = False,
+) -> ChangeOutcome:
+    """`lines.change_automation`, its every outcome turned into something a supervisor reads.
+
+    A threshold left empty keeps the line's; `pass_never`/`fail_never` turn that side of
+    partial automation off. The reason's limit is checked here, on the server, as the API
+    checks it: the page's 500-character cap on the box is only the browser's.
+    """
+    refused = _bad_input(line_id, reason)
+    if refused is not None:
+        return refused
     audit_rate = None if audit_rate_percent is None else float(audit_rate_percent) / 100.0
     try:
+        current = lines.get_line(session, line_id)
         line = lines.change_automation(
             session,
             line_id,
             level=level,
-            pass_threshold=pass_threshold,
-            fail_threshold=fail_threshold,
+            pass_threshold=_threshold_choice(
+                "a pass threshold", "pass", pass_threshold, pass_never, current.pass_threshold
+            ),
+            fail_threshold=_threshold_choice(
+                "a fail threshold", "fail", fail_threshold, fail_never, current.fail_threshold
+            ),
             audit_rate=audit_rate,
             reason=reason,
             actor=user,
@@ -149,6 +186,73 @@ def apply_change(
             line.id, line.level, line.pass_threshold, line.fail_threshold, line.audit_rate
         ),
     )
+
+
+def apply_targets(
+    session: Session,
+    user: User,
+    line_id: str,
+    *,
+    max_escape_percent: float | None,
+    max_false_reject_percent: float | None,
+    min_labels: float | None,
+    auto_demote: bool | None,
+    reason: str,
+) -> ChangeOutcome:
+    """`lines.set_targets` with the page's input (rates in percent; empty keeps a target),
+    its outcome in words: a target change may lower the line, never raise it."""
+    refused = _bad_input(line_id, reason)
+    if refused is not None:
+        return refused
+    if min_labels is not None and float(min_labels) != int(min_labels):
+        return ChangeOutcome(
+            False, views.change_failed_html(f"min labels must be a whole number, got {min_labels}")
+        )
+    try:
+        outcome = lines.set_targets(
+            session,
+            line_id,
+            max_escape_rate=None if max_escape_percent is None else max_escape_percent / 100.0,
+            max_false_reject_rate=(
+                None if max_false_reject_percent is None else max_false_reject_percent / 100.0
+            ),
+            min_labels=None if min_labels is None else int(min_labels),
+            auto_demote=auto_demote,
+            reason=reason,
+            actor=user,
+        )
+    except (lines.InvalidLineSettings, lines.LineNotFound, lines.NotPermitted) as exc:
+        return ChangeOutcome(False, views.change_failed_html(str(exc)))
+    demoted = outcome.live is not None and outcome.live.demoted_to is not None
+    return ChangeOutcome(True, views.targets_applied_html(outcome.message, demoted))
+
+
+@dataclass(frozen=True)
+class FormSettings:
+    """What the Lines page's change form shows for a line."""
+
+    level: str
+    pass_threshold: float | None  # None: empty box (with never ticked, or nothing to keep)
+    fail_threshold: float | None
+    pass_never: bool
+    fail_never: bool
+
+
+def recommended_settings(session: Session, line_id: str) -> tuple[FormSettings | None, str]:
+    """The recommendation as the change form takes it (partial, each side a threshold or
+    never), and its reason; None when the evidence recommends nothing yet."""
+    line = lines.get_line(session, line_id)
+    rec = recommend_for_line(session, line).recommendation
+    if rec.gate is None:
+        return None, rec.reason
+    settings = FormSettings(
+        level=AutomationLevel.PARTIAL.value,
+        pass_threshold=rec.pass_threshold,
+        fail_threshold=rec.fail_threshold,
+        pass_never=rec.pass_threshold is None,
+        fail_never=rec.fail_threshold is None,
+    )
+    return settings, rec.reason
 
 
 # -- the pages -------------------------------------------------------------------------------
@@ -189,8 +293,8 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
             gr.HTML(
                 '<h3 class="panel-title">Change automation</h3><p class="panel-help">Lowering is '
                 "always allowed and immediate. Raising to partial or full, or loosening a "
-                "threshold there, must pass the evidence gate. Every change is logged with "
-                "your name and reason.</p>",
+                "threshold there, must pass the evidence gate. Tick never to automate only "
+                "one side at partial. Every change is logged with your name and reason.</p>",
                 js_on_load=None,
             )
             with gr.Row():
@@ -227,17 +331,74 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
                     minimum=0,
                     maximum=100,
                 )
+            with gr.Row():
+                pass_never = gr.Checkbox(label="Never auto-pass", elem_id="change-pass-never")
+                fail_never = gr.Checkbox(label="Never auto-fail", elem_id="change-fail-never")
             reason = gr.Textbox(
                 label="Reason (goes into the audit trail)",
                 elem_id="change-reason",
                 max_length=MAX_REASON_CHARS,
             )
-            apply_btn = gr.Button("Apply change", variant="primary", elem_id="change-apply")
+            with gr.Row():
+                use_rec = gr.Button(
+                    "Use the recommendation", size="sm", elem_id="change-use-recommendation"
+                )
+                apply_btn = gr.Button("Apply change", variant="primary", elem_id="change-apply")
+            gr.HTML(
+                '<h3 class="panel-title">Targets</h3><p class="panel-help">What the evidence '
+                "gate and the live audits hold this line to. A change never raises the line; "
+                "at partial or full, live audits clearly above a stricter target lower it one "
+                "level at once (with auto-demotion on). Empty keeps a target.</p>",
+                js_on_load=None,
+            )
+            with gr.Row():
+                t_escape = gr.Number(
+                    label="Max escape rate (%)",
+                    precision=4,
+                    elem_id="targets-escape",
+                    minimum=0,
+                    maximum=100 * lines.MAX_TARGET_RATE,
+                )
+                t_false_reject = gr.Number(
+                    label="Max false-reject rate (%)",
+                    precision=4,
+                    elem_id="targets-false-reject",
+                    minimum=0,
+                    maximum=100 * lines.MAX_TARGET_RATE,
+                )
+                t_min_labels = gr.Number(
+                    label="Min labels per side",
+                    precision=0,
+                    elem_id="targets-min-labels",
+                    minimum=1,
+                    maximum=lines.MAX_MIN_LABELS,
+                )
+                t_auto_demote = gr.Checkbox(label="Auto-demote", elem_id="targets-auto-demote")
+            t_reason = gr.Textbox(
+                label="Reason for the target change",
+                elem_id="targets-reason",
+                max_length=MAX_REASON_CHARS,
+            )
+            targets_btn = gr.Button("Apply targets", elem_id="targets-apply")
         with gr.Column(scale=3, elem_classes=["panel"]):
             result = gr.HTML(js_on_load=None, elem_id="change-result")
             gr.HTML('<h3 class="panel-title">Event log</h3>', js_on_load=None)
             events = gr.HTML(js_on_load=None, elem_id="events-table")
     timer = gr.Timer(15.0, active=False)
+    # What choosing a line fills in: the change form, the targets form, then its events.
+    line_form = [
+        level,
+        pass_t,
+        fail_t,
+        audit,
+        pass_never,
+        fail_never,
+        t_escape,
+        t_false_reject,
+        t_min_labels,
+        t_auto_demote,
+        events,
+    ]
 
     def refresh_lines(selected: str | None, request: gr.Request) -> tuple[Any, ...]:
         with _as_supervisor(context, request, "see lines") as (db, _user):
@@ -253,7 +414,7 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
     def select_line(line_id: str | None, request: gr.Request) -> tuple[Any, ...]:
         with _as_supervisor(context, request, "see lines") as (db, _user):
             if not line_id:
-                return gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
+                return (*([gr.skip()] * (len(line_form) - 1)), "")
             if not re.fullmatch(LINE_ID_PATTERN, line_id):
                 raise gr.Error(html.escape(f"no line {line_id[:64]!r}"))
             try:
@@ -265,7 +426,34 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
                 current.pass_threshold,
                 current.fail_threshold,
                 round(100 * current.audit_rate, 2),
+                current.pass_threshold is None,
+                current.fail_threshold is None,
+                round(100 * current.max_escape_rate, 4),
+                round(100 * current.max_false_reject_rate, 4),
+                current.min_labels,
+                current.auto_demote,
                 views.events_table_html(event_rows(db, line_id)),
+            )
+
+    def use_recommendation(line_id: str | None, request: gr.Request) -> tuple[Any, ...]:
+        with _as_supervisor(context, request, "see the evidence") as (db, _user):
+            unchanged = (gr.skip(),) * 5
+            if not line_id or not re.fullmatch(LINE_ID_PATTERN, line_id):
+                return (views.change_failed_html("choose a line"), *unchanged)
+            try:
+                settings, why = recommended_settings(db, line_id)
+            except lines.LineNotFound as exc:
+                return (views.change_failed_html(str(exc)), *unchanged)
+            if settings is None:
+                return (views.change_failed_html(why), *unchanged)
+            return (
+                f'<div class="result result-ok">Filled in (not applied yet): {html.escape(why)}'
+                "</div>",
+                settings.level,
+                settings.pass_threshold,
+                settings.fail_threshold,
+                settings.pass_never,
+                settings.fail_never,
             )
 
     def change_automation(
@@ -274,6 +462,8 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
         pass_threshold: float | None,
         fail_threshold: float | None,
         audit_percent: float | None,
+        never_pass: bool | None,
+        never_fail: bool | None,
         why: str | None,
         request: gr.Request,
     ) -> tuple[Any, ...]:
@@ -294,6 +484,37 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
                 fail_threshold=fail_threshold,
                 audit_rate_percent=audit_percent,
                 reason=why or "",
+                pass_never=bool(never_pass),
+                fail_never=bool(never_fail),
+            )
+            return (
+                outcome.html,
+                views.lines_table_html(line_rows(db, utcnow())),
+                views.events_table_html(event_rows(db, line_id)),
+                "" if outcome.applied else gr.skip(),
+            )
+
+    def change_targets(
+        line_id: str | None,
+        escape_percent: float | None,
+        false_reject_percent: float | None,
+        min_labels: float | None,
+        auto_demote: bool | None,
+        why: str | None,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
+        with _as_supervisor(context, request, "change a line's targets") as (db, user):
+            if not line_id:
+                return views.change_failed_html("choose a line"), gr.skip(), gr.skip(), gr.skip()
+            outcome = apply_targets(
+                db,
+                user,
+                line_id,
+                max_escape_percent=escape_percent,
+                max_false_reject_percent=false_reject_percent,
+                min_labels=min_labels,
+                auto_demote=auto_demote,
+                reason=why or "",
             )
             return (
                 outcome.html,
@@ -307,22 +528,28 @@ def build_lines_page(context: ReviewContext) -> LinesPage:
     timer.tick(
         refresh_lines, [line], outputs, api_visibility="undocumented", show_progress="hidden"
     )
-    line.input(
-        select_line,
+    line.input(select_line, [line], line_form, api_name="select_line", show_progress="hidden")
+    use_rec.click(
+        use_recommendation,
         [line],
-        [level, pass_t, fail_t, audit, events],
-        api_name="select_line",
-        show_progress="hidden",
+        [result, level, pass_t, fail_t, pass_never, fail_never],
+        api_name="use_recommendation",
     )
     apply_btn.click(
         change_automation,
-        [line, level, pass_t, fail_t, audit, reason],
+        [line, level, pass_t, fail_t, audit, pass_never, fail_never, reason],
         [result, table, events, reason],
         api_name="change_automation",
     )
+    targets_btn.click(
+        change_targets,
+        [line, t_escape, t_false_reject, t_min_labels, t_auto_demote, t_reason],
+        [result, table, events, t_reason],
+        api_name="change_targets",
+    )
     return LinesPage(
         load=_lines_on_load(refresh_lines, select_line),
-        load_outputs=[*outputs, level, pass_t, fail_t, audit],
+        load_outputs=[*outputs, *line_form[:-1]],
         timer=timer,
     )
 
@@ -334,9 +561,9 @@ def _lines_on_load(
         table, line_update, events = refresh_lines(None, request)
         chosen = line_update.get("value") if isinstance(line_update, dict) else None
         if not chosen:
-            return table, line_update, events, gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        level, pass_t, fail_t, audit, events = select_line(chosen, request)
-        return table, line_update, events, level, pass_t, fail_t, audit
+            return table, line_update, events, *([gr.skip()] * 10)
+        *form, events = select_line(chosen, request)
+        return table, line_update, events, *form
 
     return load
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from inspect_app.domain import AutomationLevel, DefectClass, TaskReason
+from inspect_app.domain import AutomationLevel, DefectClass, TaskReason, threshold_text
 
 # One key per class, in the model's class order: 1 ok, 2 scratch, 3 crack, 4 pit, 5 discoloration.
 VERDICT_KEYS: dict[str, DefectClass] = {str(i + 1): c for i, c in enumerate(DefectClass)}
@@ -251,8 +251,8 @@ def hotkey_legend_html() -> str:
 class LineRow:
     line_id: str
     level: str
-    pass_threshold: float
-    fail_threshold: float
+    pass_threshold: float | None  # None: never auto-pass
+    fail_threshold: float | None  # None: never auto-fail
     audit_rate: float
     queue_depth: int
     oldest_wait_s: float | None
@@ -277,8 +277,8 @@ def lines_table_html(rows: Sequence[LineRow]) -> str:
     )
     body = "".join(
         f'<tr data-line="{esc(r.line_id)}"><td class="line-id">{esc(r.line_id)}</td>'
-        f"<td>{level_badge(r.level)}</td><td>{r.pass_threshold:.3f}</td>"
-        f"<td>{r.fail_threshold:.3f}</td><td>{100 * r.audit_rate:.1f}%</td>"
+        f"<td>{level_badge(r.level)}</td><td>{threshold_text(r.pass_threshold, '.3f')}</td>"
+        f"<td>{threshold_text(r.fail_threshold, '.3f')}</td><td>{100 * r.audit_rate:.1f}%</td>"
         f"<td>{r.queue_depth}</td>"
         f"<td>{_wait_cell(r.oldest_wait_s)}</td><td>{r.inspected_today}</td>"
         f"<td>{r.labeled_today}</td></tr>"
@@ -294,13 +294,19 @@ def _wait_cell(seconds: float | None) -> str:
 
 
 def change_applied_html(
-    line_id: str, level: str, pass_t: float, fail_t: float, audit: float
+    line_id: str, level: str, pass_t: float | None, fail_t: float | None, audit: float
 ) -> str:
     return (
         '<div class="result result-ok">'
         f"Applied: line {esc(line_id)} is now {level_badge(level)} "
-        f"(pass ≥ {pass_t:.3f}, fail ≥ {fail_t:.3f}, audit {100 * audit:.1f}%)</div>"
+        f"(pass ≥ {threshold_text(pass_t, '.3f')}, fail ≥ {threshold_text(fail_t, '.3f')}, "
+        f"audit {100 * audit:.1f}%)</div>"
     )
+
+
+def targets_applied_html(message: str, demoted: bool) -> str:
+    kind = "result-warn" if demoted else "result-ok"
+    return f'<div class="result {kind}">Targets applied. {esc(message)}</div>'
 
 
 def change_failed_html(message: str) -> str:
@@ -334,6 +340,12 @@ def gate_sides_html(evidence: Mapping[str, Any]) -> str:
     for key, title in _GATE_SIDES:
         side = evidence.get(key)
         if not isinstance(side, Mapping):
+            continue
+        if side.get("automated") is False:
+            rows += (
+                f'<tr class="met"><th>{esc(title)}</th><td colspan="4">never automated on this '
+                "side</td><td>not gated</td></tr>"
+            )
             continue
         passed = bool(side.get("passed"))
         missing = []
@@ -439,7 +451,7 @@ def event_summary(kind: str, details: Mapping[str, Any] | None) -> str:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         changed = [
             f"{k} {_fmt(old.get(k))} → {_fmt(new.get(k))}"
-            for k in ("level", "pass_threshold", "fail_threshold", "audit_rate")
+            for k in dict.fromkeys([*old, *new])  # settings, or targets, in their order
             if old.get(k) != new.get(k)
         ]
         gate = details.get("gate")

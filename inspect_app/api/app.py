@@ -34,7 +34,16 @@ from inspect_app.api.errors import (
     method_not_allowed_handler,
     validation_error_handler,
 )
-from inspect_app.api.routes import evidence, images, inspections, lines, ops, reviews, users
+from inspect_app.api.routes import (
+    evidence,
+    images,
+    inspections,
+    lines,
+    monitoring,
+    ops,
+    reviews,
+    users,
+)
 from inspect_app.inference import MicroBatcher
 from inspect_app.lines import list_lines
 from inspect_app.metrics import ServiceMetrics
@@ -255,7 +264,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings if settings is not None else Settings()
-    for module in (images, inspections, lines, reviews, users, evidence, ops):
+    for module in (images, inspections, lines, reviews, users, evidence, monitoring, ops):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

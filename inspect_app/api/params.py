@@ -12,13 +12,15 @@ constants.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, PlainValidator, WithJsonSchema
 
+from inspect_app.domain import NEVER
 from inspect_app.timeutil import as_utc
 
 DB_ID_MAX = 2**63 - 1  # BIGINT; the tables' integer ids never exceed it
@@ -96,3 +98,43 @@ def time_query(description: str) -> Any:
 # Path parameters, one alias each, used by every route that takes one.
 RowId = Annotated[int, Path(ge=1, le=DB_ID_MAX, description="a row id (1 to 2^63 - 1)")]
 LineIdPath = Annotated[str, Path(pattern=LINE_ID_PATTERN, description="a line id")]
+
+
+# A partial-automation threshold as a client writes it: a number in (0.5, 1], or "never"
+# (that side of partial automation is off: e.g. never auto-pass, only auto-fail when
+# confident; `inspect_app.domain.NEVER`). The API writes thresholds back the same way. In a
+# JSON body the number must be a JSON number; in a query string it is text. One validator
+# rather than a union, so a refusal names the field and says both forms.
+THRESHOLD_DESCRIPTION = (
+    'a number in (0.5, 1], or "never": at partial that side is never automated and its parts '
+    "go to a human"
+)
+_THRESHOLD_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0.5, "maximum": 1.0},
+        {"type": "string", "const": NEVER},
+    ]
+}
+
+
+def _threshold(value: Any, *, from_text: bool) -> float | str:
+    if value == NEVER:
+        return NEVER
+    if from_text and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 < value <= 1.0:
+        raise ValueError(f'must be a number in (0.5, 1] or "{NEVER}"')
+    return float(value)
+
+
+ThresholdIn = Annotated[
+    float | Literal["never"],
+    PlainValidator(lambda value: _threshold(value, from_text=False)),
+    WithJsonSchema(_THRESHOLD_SCHEMA),
+]
+ThresholdQuery = Annotated[
+    float | Literal["never"],
+    PlainValidator(lambda value: _threshold(value, from_text=True)),
+    WithJsonSchema(_THRESHOLD_SCHEMA),
+]

@@ -3,6 +3,11 @@ whether that supports raising a line to it.
 
 The gate's bounds are one-sided 95% Clopper-Pearson upper bounds: the largest rate under
 which seeing as few errors as we saw still has at least a 5% chance.
+
+One-sided partial automation: a side whose threshold is None ("never", `domain.NEVER`)
+automates nothing, so it is not gated: its count is 0 by construction and must not fail the
+gate. Only the side that automates must meet its target over `min_labels` parts. A policy
+that automates neither side is refused: at partial it would decide nothing (that is assist).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from inspect_app.domain import AutomationLevel
+from inspect_app.domain import AutomationLevel, Threshold, threshold_text
 from inspect_app.evidence.intervals import CONFIDENCE, clopper_pearson_upper, labels_needed
 
 # At `full` the model decides every part: routing passes it when P(ok) >= 0.5 and fails it
@@ -28,13 +33,16 @@ FULL_AUTOMATION_CUT = 0.5
 
 
 def automated_masks(
-    p_ok: ArrayLike, level: AutomationLevel, pass_threshold: float, fail_threshold: float
+    p_ok: ArrayLike,
+    level: AutomationLevel,
+    pass_threshold: float | None,
+    fail_threshold: float | None,
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """(auto-passed, auto-failed) for each part, by the same rule as `routing.route_inspection`.
 
-    At `partial` a part confident both ways (thresholds below 0.5) goes to a human; at `full`
-    every part is decided at P(ok) = 0.5 and the thresholds play no part; below `partial`
-    nothing is automated.
+    At `partial` a part confident both ways (thresholds below 0.5) goes to a human, and a side
+    whose threshold is None (never) decides nothing; at `full` every part is decided at
+    P(ok) = 0.5 and the thresholds play no part; below `partial` nothing is automated.
     """
     p = np.asarray(p_ok, dtype=np.float64)
     p_defect = 1.0 - p  # the same arithmetic as Prediction.p_defect, so ties fall alike
@@ -42,8 +50,9 @@ def automated_masks(
         passed = p >= FULL_AUTOMATION_CUT
         return passed, ~passed
     if level is AutomationLevel.PARTIAL:
-        confident_ok = p >= pass_threshold
-        confident_defect = p_defect >= fail_threshold
+        never = np.zeros(p.shape, dtype=bool)
+        confident_ok = never if pass_threshold is None else p >= pass_threshold
+        confident_defect = never if fail_threshold is None else p_defect >= fail_threshold
         return confident_ok & ~confident_defect, confident_defect & ~confident_ok
     nothing = np.zeros(p.shape, dtype=bool)
     return nothing, nothing.copy()
@@ -77,8 +86,8 @@ def side_evidence(
 @dataclass(frozen=True)
 class WhatIf:
     level: AutomationLevel
-    pass_threshold: float
-    fail_threshold: float
+    pass_threshold: Threshold  # None: never auto-pass (one-sided partial)
+    fail_threshold: Threshold  # None: never auto-fail
     n_labeled: int
     coverage: float  # share of labeled parts the policy would have auto-decided
     auto_pass: SideEvidence  # errors = escapes
@@ -104,8 +113,8 @@ def what_if(
     human_defect: ArrayLike,
     *,
     level: AutomationLevel,
-    pass_threshold: float,
-    fail_threshold: float,
+    pass_threshold: float | None,
+    fail_threshold: float | None,
 ) -> WhatIf:
     """What a policy would have done with the labeled parts, and what humans said about them."""
     p, defect = as_labeled_arrays(p_ok, human_defect)
@@ -114,8 +123,8 @@ def what_if(
     n_pass, n_fail = int(passed.sum()), int(failed.sum())
     return WhatIf(
         level=level,
-        pass_threshold=float(pass_threshold),
-        fail_threshold=float(fail_threshold),
+        pass_threshold=None if pass_threshold is None else float(pass_threshold),
+        fail_threshold=None if fail_threshold is None else float(fail_threshold),
         n_labeled=n,
         coverage=(n_pass + n_fail) / n if n else 0.0,
         auto_pass=side_evidence("pass", int((passed & defect).sum()), n_pass, n),
@@ -164,6 +173,9 @@ class SideCheck:
     # no labeled part lands on this side yet, so its share of the stream is unknown.
     more_on_side_needed: int | None
     more_labels_needed: int | None
+    # False where the policy never decides this side (threshold "never"): nothing to gate, so
+    # the side passes with no parts and its bound means nothing.
+    automated: bool = True
 
 
 def check_side(
@@ -172,7 +184,25 @@ def check_side(
     target: float,
     min_labels: int,
     confidence: float = CONFIDENCE,
+    *,
+    automated: bool = True,
 ) -> SideCheck:
+    if not automated:
+        return SideCheck(
+            figure=figure,
+            n=side.n,
+            errors=side.errors,
+            rate=side.rate,
+            upper_bound=side.upper_bound,
+            target=target,
+            min_labels=min_labels,
+            passed=True,
+            bound_excess=0.0,
+            labels_short=0,
+            more_on_side_needed=0,
+            more_labels_needed=0,
+            automated=False,
+        )
     passed = side.n >= min_labels and side.upper_bound <= target
     more_on_side: int | None = 0
     more_overall: int | None = 0
@@ -239,14 +269,32 @@ def _shortfall(check: SideCheck) -> str:
     return f"{' and '.join(problems)} ({need})"
 
 
+def automates(level: AutomationLevel, threshold: float | None) -> bool:
+    """Does a side of a policy at `level` decide any part? Only partial has a "never"."""
+    return not (level is AutomationLevel.PARTIAL and threshold is None)
+
+
+def _met(check: SideCheck) -> str:
+    _, parts, _ = _SIDE_WORDS[check.figure]
+    bound = "escape-rate" if check.figure == "escape_rate" else "false-reject"
+    return (
+        f"{bound} bound {percent(check.upper_bound)} <= {percent(check.target)}"
+        f" over {check.n:,} {parts} parts"
+    )
+
+
 def check_gate(result: WhatIf, targets: GateTargets) -> GateResult:
-    """Both sides must have `min_labels` parts and an upper bound within target."""
+    """Each side that automates must have `min_labels` parts and an upper bound within
+    target; a side that never automates is not gated; a policy automating neither fails."""
+    pass_side = automates(result.level, result.pass_threshold)
+    fail_side = automates(result.level, result.fail_threshold)
     escape = check_side(
         "escape_rate",
         result.auto_pass,
         targets.max_escape_rate,
         targets.min_labels,
         targets.confidence,
+        automated=pass_side,
     )
     false_reject = check_side(
         "false_reject_rate",
@@ -254,26 +302,43 @@ def check_gate(result: WhatIf, targets: GateTargets) -> GateResult:
         targets.max_false_reject_rate,
         targets.min_labels,
         targets.confidence,
+        automated=fail_side,
     )
     policy = f"{result.level}" + (
-        f" at pass {result.pass_threshold:g} / fail {result.fail_threshold:g}"
+        f" at pass {threshold_text(result.pass_threshold)}"
+        f" / fail {threshold_text(result.fail_threshold)}"
         if result.level is AutomationLevel.PARTIAL
         else ""
     )
-    if escape.passed and false_reject.passed:
+    passed = (pass_side or fail_side) and escape.passed and false_reject.passed
+    never = [
+        f"nothing is auto-{side} (never)"
+        for side, automated in (("passed", pass_side), ("failed", fail_side))
+        if not automated
+    ]
+    if not (pass_side or fail_side):
         reason = (
-            f"The evidence supports {policy}: escape-rate bound {percent(escape.upper_bound)} <="
-            f" {percent(escape.target)} over {escape.n:,} would-be auto-passed parts and"
-            f" false-reject bound {percent(false_reject.upper_bound)}"
-            f" <= {percent(false_reject.target)}"
-            f" over {false_reject.n:,} would-be auto-failed parts"
-            f" (coverage {percent(result.coverage)})."
+            f"Nothing to gate for {policy}: with both sides never the model decides no part;"
+            " that is assist, or give a threshold for at least one side."
+        )
+    elif passed:
+        met = [_met(c) for c in (escape, false_reject) if c.automated]
+        reason = (
+            f"The evidence supports {policy}: "
+            + " and ".join(met)
+            + "".join(f"; {n}" for n in never)
+            + f" (coverage {percent(result.coverage)})."
         )
     else:
         shortfalls = [_shortfall(c) for c in (escape, false_reject) if not c.passed]
-        reason = f"Not enough evidence for {policy}: " + "; ".join(shortfalls) + "."
+        reason = (
+            f"Not enough evidence for {policy}: "
+            + "; ".join(shortfalls)
+            + "".join(f"; {n}" for n in never)
+            + "."
+        )
     return GateResult(
-        passed=escape.passed and false_reject.passed,
+        passed=passed,
         reason=reason,
         what_if=result,
         escape=escape,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from inspect_app.domain import AutomationLevel
+from inspect_app.domain import AutomationLevel, Threshold, threshold_text
 from inspect_app.evidence.gate import (
     FULL_AUTOMATION_CUT,
     GateResult,
@@ -165,13 +165,17 @@ class CurvePoint:
 class Recommendation:
     """The thresholds with the most coverage that pass the gate, found by fixed-sequence tests.
 
-    A side with no passing candidate gets threshold None (nothing can be automated on that
-    side yet) and `gate` is None: the pair cannot be raised to `partial`.
+    A side with no passing candidate gets threshold None, which means "never" here as on a
+    line (`domain.NEVER`): nothing can be automated on that side yet, so the recommendation
+    is one-sided partial automation (e.g. never auto-pass, auto-fail at 0.65), which a
+    supervisor can apply as it stands. Each side's walk carries its own guarantee, so the
+    side that automates keeps it. Only when neither side passes is `gate` None: there is
+    nothing to raise to.
     """
 
-    pass_threshold: float | None
-    fail_threshold: float | None
-    gate: GateResult | None  # the gate at the recommended pair
+    pass_threshold: Threshold
+    fail_threshold: Threshold
+    gate: GateResult | None  # the gate at the recommended pair; None when neither side passes
     full: GateResult  # whether the evidence would support `full` as well
     pass_curve: list[CurvePoint]
     fail_curve: list[CurvePoint]
@@ -251,7 +255,15 @@ def recommend_thresholds(
     pass_curve = _curve(grid, pass_n, pass_e, pass_status, total)
     fail_curve = _curve(grid, fail_n, fail_e, fail_status, total)
     gate = None
-    if pass_threshold is not None and fail_threshold is not None:
+    stuck = [
+        _why_no_threshold(side, curve, target, targets)
+        for side, chosen, curve, target in (
+            ("auto-pass", pass_threshold, pass_curve, targets.max_escape_rate),
+            ("auto-fail", fail_threshold, fail_curve, targets.max_false_reject_rate),
+        )
+        if chosen is None
+    ]
+    if pass_threshold is not None or fail_threshold is not None:
         gate = check_gate(
             what_if(
                 p,
@@ -262,21 +274,20 @@ def recommend_thresholds(
             ),
             targets,
         )
-        reason = (
-            f"Recommended partial at pass {pass_threshold:g} / fail {fail_threshold:g}: "
-            f"coverage {percent(gate.what_if.coverage)}, escape bound"
-            f" {percent(gate.escape.upper_bound)}, false-reject bound"
-            f" {percent(gate.false_reject.upper_bound)}, from {total:,} labeled parts."
-        )
-    else:
-        stuck = [
-            _why_no_threshold(side, curve, target, targets)
-            for side, chosen, curve, target in (
-                ("auto-pass", pass_threshold, pass_curve, targets.max_escape_rate),
-                ("auto-fail", fail_threshold, fail_curve, targets.max_false_reject_rate),
-            )
-            if chosen is None
+        bounds = [
+            f"{name} bound {percent(check.upper_bound)}"
+            for name, check in (("escape", gate.escape), ("false-reject", gate.false_reject))
+            if check.automated
         ]
+        reason = (
+            f"Recommended partial at pass {threshold_text(pass_threshold)}"
+            f" / fail {threshold_text(fail_threshold)}: coverage"
+            f" {percent(gate.what_if.coverage)}, {', '.join(bounds)}, from {total:,} labeled"
+            " parts."
+        )
+        if stuck:
+            reason += " Never on the other side for now: " + "; ".join(stuck) + "."
+    else:
         reason = f"Nothing to recommend yet from {total:,} labeled parts: " + "; ".join(stuck) + "."
     return Recommendation(
         pass_threshold=pass_threshold,

@@ -44,6 +44,7 @@ class GateCode(StrEnum):
     UNDEREXPOSED = "underexposed"
     OVEREXPOSED = "overexposed"
     BLURRED = "blurred"
+    DIRECTIONAL = "directional"  # detail along one direction only: shake, stretch, turned part
     NOISY = "noisy"
     HIGH_CONTRAST = "high_contrast"
     COLOUR = "colour"
@@ -54,9 +55,11 @@ class GateCode(StrEnum):
 class GateConfig:
     """Where the gate's limits sit relative to the reference profile.
 
-    Chosen on the tuning part of the off-distribution frames (``data/off_distribution.py``)
-    and a clean tuning set (generator seed 31337, 2,000 parts), never on the held-out part:
-    ``bench/image_gate.py`` prints both, and the held-out figures are the ones to quote.
+    Chosen on the tuning part of the off-distribution frames (``data/off_distribution.py``,
+    seed 1, 850 frames) and a clean tuning set (generator seed 31337, 2,000 parts), never on
+    the held-out part: ``bench/image_gate.py`` prints both, and the held-out figures are the
+    ones to quote. "Through" below means: passed the gate and then auto-decided at
+    pass >= 0.95 / fail >= 0.95, the outcome the gate exists to prevent.
     """
 
     # Each input metric's range is its reference quantiles at these levels (0.1% and 99.9%:
@@ -64,12 +67,11 @@ class GateConfig:
     low_level: float = 0.001
     high_level: float = 0.999
     # ...widened on each side by this fraction of the distance from the median to that bound
-    # (on a log scale for contrast and sharpness, which vary by factors). 800 images do not
-    # show a metric's extreme tail, so the bare range would refuse ~0.1% of clean parts per
-    # metric and side. Measured on the tuning sets: 0.1 and 0.25 refused none of the 2,000
-    # clean parts on a metric and kept every tuning frame out; 0.5 let 3 of 50 under-exposed
-    # phones through. 0.25: as safe as 0.1, with room for a lamp that has aged a little.
-    margin: float = 0.25
+    # (on a log scale for contrast and sharpness, which vary by factors): 800 images do not
+    # show a metric's extreme tail. Measured on the tuning sets (at ood_level 0.99): margin 0
+    # refused 2.0% of clean parts; 0.1 refused none on a metric and let 29 tuning frames
+    # through; 0.25, 33; 0.5, 40 (under-exposed phones among them).
+    margin: float = 0.1
     # Clipped shares are refused above the widened reference or this share, whichever is
     # larger: glare on a phone's glass clips up to 10% of a clean part's pixels, a tail 800
     # calibration images barely show (their 99.9th percentile is 0.5%); a lamp far too bright
@@ -79,11 +81,12 @@ class GateConfig:
     # fraction: the model was trained at one camera format, and another one resizes parts.
     size_tolerance: float = 0.01
     # The embedding's distance is refused above the reference's own (cross-fitted) distances
-    # at this quantile, which by construction refuses about 1 - ood_level of clean parts.
-    # Measured on the tuning sets: at 99.5%, no tuning frame passed the gate to be
-    # auto-decided, and 0.2% of clean parts were refused; at 99.9%, a phone turned by 90
-    # degrees passed and was auto-decided (0% clean refused); at the reference's maximum, 5.
-    ood_level: float = 0.995
+    # at this quantile. Cross-fitted distances come from PPCAs fitted on 4/5 of the images,
+    # so a fresh part scores a little closer than they do, and the share of clean parts
+    # refused is below 1 - ood_level. Measured on the tuning sets (at margin 0.1): 99.9%:
+    # 41 frames through, 0% clean refused; 99.5%: 31, 0.2%; 99%: 29, 0.2%; 98%: 22, 0.65%;
+    # 97%: 15, 1.5% (over the 1% budget). 99% keeps a wide margin under the budget.
+    ood_level: float = 0.99
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_level < 0.5 < self.high_level <= 1.0:
@@ -158,6 +161,13 @@ _RULES: tuple[_Rule, ...] = (
         (GateCode.BLURRED, "out of focus (sharpness {value:.1f}, reference >= {bound:.1f})"),
         (GateCode.NOISY,
          "noisy or grainy picture (sharpness {value:.0f}, reference <= {bound:.0f})"),
+    ),
+    _Rule(
+        "gradient_balance", "linear",
+        (GateCode.DIRECTIONAL, "detail lost across the frame: motion blur, shake, a stretched "
+         "or turned picture (gradient balance {value:.2f}, reference >= {bound:.2f})"),
+        (GateCode.DIRECTIONAL, "detail lost up and down: motion blur, shake, a stretched "
+         "or turned picture (gradient balance {value:.2f}, reference <= {bound:.2f})"),
     ),
     *(
         _Rule(

@@ -202,9 +202,11 @@ def _codes(text: str | None) -> list[str]:
 # -- alarms
 
 
-def _line_alarm(
-    rule: AlarmRule, state: AlarmState, override: AlarmRuleOverride | None
+def alarm_view(
+    rule: AlarmRule, state: AlarmState | None = None, override: AlarmRuleOverride | None = None
 ) -> LineAlarm:
+    """A rule as `line_alarms` shows it (a rule never evaluated is ok, since never)."""
+    state = state or AlarmState()
     return LineAlarm(
         name=rule.name,
         metric=rule.metric,
@@ -247,7 +249,7 @@ def line_alarms(session: Session, line_id: str) -> list[LineAlarm]:
         ).all()
     }
     return [
-        _line_alarm(rule, states.get(rule.name, AlarmState()), overrides.get(rule.name))
+        alarm_view(rule, states.get(rule.name), overrides.get(rule.name))
         for rule in line_rules(session, line_id)
     ]
 

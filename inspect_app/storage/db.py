@@ -24,6 +24,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -289,3 +290,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+_POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def database_disk_full(exc: DBAPIError) -> bool:
+    """The database refused a write because its disk is full (SQLite's SQLITE_FULL,
+    PostgreSQL's disk_full): the service answers 503 and the camera sends the image again."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(orig, "sqlstate", None) == _POSTGRES_DISK_FULL

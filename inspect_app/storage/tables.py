@@ -20,8 +20,12 @@ class Line(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)  # e.g. "line-1"; used in URLs
     level: str = Field(default=AutomationLevel.SHADOW.value, max_length=16)
-    pass_threshold: float = 0.98  # auto-pass when P(ok) >= this
-    fail_threshold: float = 0.98  # auto-fail when P(defect) >= this
+    # Partial automation: auto-pass when P(ok) >= pass_threshold, auto-fail when
+    # P(defect) >= fail_threshold; NULL: never on that side (domain.NEVER, one-sided partial).
+    # The default is the model's alone: a column default would turn an explicit None (never)
+    # back into 0.98 at INSERT, which is SQLAlchemy's rule for a None with a default.
+    pass_threshold: float | None = Field(default=0.98, sa_column_kwargs={"default": None})
+    fail_threshold: float | None = Field(default=0.98, sa_column_kwargs={"default": None})
     audit_rate: float = 0.02
     max_escape_rate: float = 0.005  # evidence gate target for auto-passed parts
     max_false_reject_rate: float = 0.02  # evidence gate target for auto-failed parts
@@ -127,8 +131,8 @@ class Inspection(SQLModel, table=True):
     p_defect: float | None = None  # calibrated 1 - P(ok)
     # -- after routing: the line's policy at that moment (evidence is never pooled across it)
     level: str = Field(max_length=16)
-    pass_threshold: float
-    fail_threshold: float
+    pass_threshold: float | None  # NULL: the line never auto-passed (domain.NEVER)
+    fail_threshold: float | None  # NULL: the line never auto-failed
     route: str = Field(max_length=8)  # domain.Route
     show_model: bool = False  # may the inspector see the model's output for this part
     decision: str = Field(index=True, max_length=8)  # domain.Decision
@@ -152,6 +156,9 @@ class Inspection(SQLModel, table=True):
     ood_distance: float | None = None  # embedding distance to the model's reference
     # the embedding in the reference profile's reduced coordinates (embedding-drift tests)
     embedding: list[float] | None = Field(default=None, sa_column=Column(JSON))
+    # -- retention (revision 0005; columns a revision adds go last, where ALTER TABLE puts them):
+    # when the sweep removed the image bytes (storage.retention). The row stays for ever.
+    image_removed_at: datetime | None = None
 
 
 class ReviewTask(SQLModel, table=True):

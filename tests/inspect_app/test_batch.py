@@ -1,4 +1,5 @@
-"""Batch inspection of a folder: one row per file, errors as rows, never a crash."""
+"""Batch inspection of a folder: one row per image file, broken images as error rows, other
+files skipped and counted, never a crash."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ def _folder(root: Path) -> None:
     (root / "line-a" / "day2" / "good.jpg").write_bytes(jpeg.tobytes())
     (root / "line-a" / "day2" / "cut_off.jpg").write_bytes(jpeg.tobytes()[: len(jpeg) // 2])
     (root / "notes.txt").write_text("not an image\n")
+    (root / "README.md").write_text("# what these are\n")
     (root / "empty.png").write_bytes(b"")
+    (root / "line-a" / "frame-0042").write_bytes(jpeg.tobytes())  # a camera's unnamed file
+    (root / "renamed.txt").write_bytes(jpeg.tobytes()[:100])  # starts as a JPEG: a broken one
 
 
 def test_every_file_gets_one_row(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -46,16 +50,17 @@ def test_every_file_gets_one_row(tmp_path: Path, tiny_checkpoint: Path) -> None:
         "empty.png",
         "line-a/day2/cut_off.jpg",
         "line-a/day2/good.jpg",
+        "line-a/frame-0042",
         "line-a/img_0.png",
         "line-a/img_1.png",
         "line-a/img_2.png",
-        "notes.txt",
-    ]
+        "renamed.txt",
+    ]  # not notes.txt, README.md: not images by name or by their bytes
     by_file = {r["file"]: r for r in rows}
     assert "truncated JPEG" in by_file["line-a/day2/cut_off.jpg"]["error"]
-    assert "not a JPEG, PNG or BMP" in by_file["notes.txt"]["error"]
+    assert "corrupt JPEG" in by_file["renamed.txt"]["error"]
     assert by_file["empty.png"]["error"]
-    for name in ("line-a/day2/good.jpg", "line-a/img_0.png"):
+    for name in ("line-a/day2/good.jpg", "line-a/img_0.png", "line-a/frame-0042"):
         row = by_file[name]
         assert row["error"] == ""
         assert row["predicted_class"] in CLASS_NAMES
@@ -65,10 +70,10 @@ def test_every_file_gets_one_row(tmp_path: Path, tiny_checkpoint: Path) -> None:
         # the tiny random model is never confident, so a partial line would ask a human
         assert row["decision_if_automated"] == "pending"
         assert row["model_version"] == "defect-cnn-tiny-test"
-    for name in ("notes.txt", "empty.png"):
+    for name in ("renamed.txt", "empty.png"):
         assert by_file[name]["predicted_class"] == ""
-    assert (summary.files, summary.inspected, summary.errors) == (7, 4, 3)
-    assert summary.decisions == {"pending": 4}
+    assert (summary.files, summary.inspected, summary.errors, summary.skipped) == (8, 5, 3, 2)
+    assert summary.decisions == {"pending": 5}
 
 
 def test_a_missing_folder_is_an_error(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -163,3 +163,21 @@ def test_input_stats_measure_brightness_contrast_and_sharpness() -> None:
     assert sharp.contrast > 100
     assert sharp.sharpness > blurred.sharpness > 0
     assert sharp.brightness == pytest.approx(127.5)
+
+
+def test_input_stats_measure_clipping_colour_size_and_direction() -> None:
+    frame = np.full((40, 80, 3), (30, 90, 150), dtype=np.uint8)  # BGR
+    frame[:10] = 255  # a quarter blown out
+    frame[10:14] = 1  # a tenth black
+    stats = input_stats(frame)
+    assert stats.clipped_bright == pytest.approx(0.25)
+    assert stats.clipped_dark == pytest.approx(0.10)
+    assert stats.aspect == pytest.approx(2.0)
+    assert stats.mean_red > stats.mean_green > stats.mean_blue
+    assert set(stats.metrics()) >= {"width", "aspect", "clipped_bright", "gradient_balance"}
+
+    stripes = np.zeros((64, 64, 3), dtype=np.uint8)
+    stripes[:, ::4] = 200  # vertical lines: all their detail runs across x
+    assert input_stats(stripes).gradient_balance > 3
+    assert input_stats(np.ascontiguousarray(stripes.transpose(1, 0, 2))).gradient_balance < -3
+    assert input_stats(np.full((20, 20, 3), 7, dtype=np.uint8)).gradient_balance == 0.0

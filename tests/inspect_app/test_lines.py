@@ -14,6 +14,8 @@ from inspect_app.domain import AutomationLevel, LinePolicy, Role
 from inspect_app.review_queue import relabel
 from inspect_app.storage.tables import Event, Line, User, utcnow
 
+AddParts = Callable[..., list[int]]
+
 L = AutomationLevel
 
 
@@ -87,6 +89,13 @@ def test_a_line_id_is_taken_once(session: Session) -> None:
         (LinePolicy(L.PARTIAL, 0.98, 0.98), LinePolicy(L.PARTIAL, 0.98, 0.90), True),
         (LinePolicy(L.PARTIAL, 0.95, 0.95), LinePolicy(L.PARTIAL, 0.99, 0.99), False),
         (LinePolicy(L.FULL, audit_rate=0.02), LinePolicy(L.FULL, audit_rate=0.1), False),
+        # one-sided: turning a side off tightens, turning it on (at any threshold) loosens
+        (LinePolicy(L.PARTIAL, 0.98, 0.98), LinePolicy(L.PARTIAL, None, 0.98), False),
+        (LinePolicy(L.PARTIAL, None, 0.98), LinePolicy(L.PARTIAL, 0.9999, 0.98), True),
+        (LinePolicy(L.PARTIAL, None, 0.9), LinePolicy(L.PARTIAL, None, 0.8), True),
+        (LinePolicy(L.PARTIAL, None, 0.9), LinePolicy(L.PARTIAL, None, 0.95), False),
+        (LinePolicy(L.ASSIST, None, 0.9), LinePolicy(L.PARTIAL, None, 0.9), True),
+        (LinePolicy(L.PARTIAL, None, 0.9), LinePolicy(L.FULL, None, 0.9), True),
     ],
 )
 def test_only_changes_that_let_the_model_decide_more_need_evidence(
@@ -228,3 +237,199 @@ def test_counts_by_line_since_a_time(
     later = utcnow() + timedelta(hours=1)
     assert lines.inspection_counts_by_line(session, later) == {}
     assert lines.label_counts_by_line(session, later) == {}
+
+
+# -- one-sided partial automation ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("never", None), (" Never ", None), ("0.97", 0.97), (0.9, 0.9), (1, 1.0)],
+)
+def test_a_threshold_is_a_number_or_never(given: float | str, stored: float | None) -> None:
+    assert lines.parse_threshold("pass_threshold", given) == stored
+
+
+@pytest.mark.parametrize("given", ["always", "", "0.5", 0.5, 1.01, float("nan"), True])
+def test_a_threshold_that_is_neither_is_refused(given: float | str) -> None:
+    with pytest.raises(lines.InvalidLineSettings, match=r"pass_threshold must be .*'never'"):
+        lines.parse_threshold("pass_threshold", given)
+
+
+def _one_sided_evidence(session: Session, add_labeled_parts: AddParts) -> None:
+    """line-1 at shadow with blind labels: a pass side with 3 escapes in 700 (far over the
+    0.5% target at any threshold), a clean fail side of 300."""
+    lines.add_line(session, "line-1")
+    ida = add_user(session, "ida", Role.INSPECTOR, "inspector-pw")
+    add_labeled_parts(
+        session, "line-1", [0.9995] * 700, ["crack"] * 3 + ["ok"] * 697, user_id=ida.id
+    )
+    add_labeled_parts(session, "line-1", [0.001] * 300, ["pit"] * 300, user_id=ida.id)
+
+
+def test_a_line_goes_to_partial_on_one_side_on_that_sides_evidence(
+    session: Session, supervisor: User, add_labeled_parts: AddParts
+) -> None:
+    _one_sided_evidence(session, add_labeled_parts)
+    with pytest.raises(lines.AutomationRefused, match="escape rate bound"):
+        lines.change_automation(
+            session, "line-1", level="partial", pass_threshold=0.999, fail_threshold=0.9,
+            reason="both sides", actor=supervisor,
+        )  # fmt: skip
+    line = lines.change_automation(
+        session, "line-1", level="partial", pass_threshold="never", fail_threshold=0.9,
+        reason="auto-fail only", actor=supervisor,
+    )  # fmt: skip
+    assert (line.level, line.pass_threshold, line.fail_threshold) == ("partial", None, 0.9)
+    assert lines.policy_of(lines.get_line(session, "line-1")) == LinePolicy(L.PARTIAL, None, 0.9)
+    event = _events(session, "level_change")[-1]
+    assert event.details is not None
+    assert event.details["new"]["pass_threshold"] == "never"
+    assert event.details["gate"] == {
+        "gated": True, "allowed": True, "reason": event.details["gate"]["reason"]
+    }  # fmt: skip
+    assert event.details["evidence"]["escape"]["automated"] is False
+    assert event.details["evidence"]["false_reject"]["n"] == 300
+    # Turning auto-pass on again is a loosening: gated, and refused on this evidence.
+    with pytest.raises(lines.AutomationRefused):
+        lines.change_automation(
+            session, "line-1", level="partial", pass_threshold=0.9999, reason="try",
+            actor=supervisor,
+        )  # fmt: skip
+    assert lines.get_line(session, "line-1").pass_threshold is None
+
+
+def test_turning_a_side_off_is_a_tightening_and_needs_no_evidence(
+    session: Session, supervisor: User
+) -> None:
+    lines.add_line(session, "line-1")
+    _force_level(session, "line-1", L.PARTIAL)
+    line = lines.change_automation(
+        session, "line-1", level="partial", pass_threshold="never", reason="escapes reported",
+        actor=supervisor,
+    )  # fmt: skip
+    assert (line.level, line.pass_threshold, line.fail_threshold) == ("partial", None, 0.98)
+    assert _events(session, "level_change")[-1].details["gate"]["gated"] is False  # type: ignore[index]
+
+
+def test_partial_with_both_sides_never_is_refused(session: Session, supervisor: User) -> None:
+    lines.add_line(session, "line-1", level="assist", pass_threshold="never")
+    assert lines.get_line(session, "line-1").pass_threshold is None
+    lines.change_automation(
+        session, "line-1", level="assist", fail_threshold="never", reason="x", actor=supervisor
+    )  # at assist the thresholds decide nothing: allowed
+    with pytest.raises(lines.InvalidLineSettings, match="both thresholds never"):
+        lines.change_automation(session, "line-1", level="partial", reason="go", actor=supervisor)
+    assert lines.get_line(session, "line-1").level == "assist"
+    assert not _events(session, "level_change_refused")
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def test_targets_are_changed_with_old_new_and_who_and_never_raise_a_line(
+    session: Session, supervisor: User
+) -> None:
+    lines.add_line(session, "line-1", level="assist")
+    before = lines.get_line(session, "line-1").updated_at
+    change = lines.set_targets(
+        session, "line-1", max_escape_rate=0.01, min_labels=300, auto_demote=False,
+        reason="customer spec rev B", actor=supervisor,
+    )  # fmt: skip
+    line = lines.get_line(session, "line-1")
+    assert (line.max_escape_rate, line.max_false_reject_rate, line.min_labels) == (0.01, 0.02, 300)
+    assert line.auto_demote is False and line.level == "assist"
+    assert line.updated_at == before  # the live audits' era does not restart
+    assert change.gate is None and change.live is None
+    assert "apply to the next raise" in change.message
+    event = _events(session, "targets_change")[-1]
+    assert (event.actor, event.reason) == ("sue", "customer spec rev B")
+    assert event.details is not None
+    assert event.details["old"] == {
+        "max_escape_rate": 0.005, "max_false_reject_rate": 0.02, "min_labels": 200,
+        "auto_demote": True,
+    }  # fmt: skip
+    assert event.details["new"]["min_labels"] == 300
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"reason": "x"}, "nothing to change"),
+        ({"reason": " ", "min_labels": 5}, "a reason is required"),
+        ({"reason": "x", "max_escape_rate": 0.0}, "max_escape_rate must be from 1e-06 to 0.25"),
+        ({"reason": "x", "max_false_reject_rate": 0.3}, "max_false_reject_rate must be from"),
+        ({"reason": "x", "min_labels": 0}, "min_labels must be a whole number from 1"),
+        ({"reason": "x", "min_labels": 10**7}, "min_labels must be a whole number from 1"),
+    ],
+)
+def test_bad_targets_are_refused_with_a_clear_message(
+    session: Session, supervisor: User, change: dict, message: str
+) -> None:
+    lines.add_line(session, "line-1")
+    with pytest.raises(lines.InvalidLineSettings, match=message):
+        lines.set_targets(session, "line-1", actor=supervisor, **change)
+    assert not _events(session, "targets_change")
+
+
+def test_an_inspector_may_not_change_targets(session: Session) -> None:
+    inspector = add_user(session, "ann", Role.INSPECTOR, "inspector-pw")
+    lines.add_line(session, "line-1")
+    with pytest.raises(lines.NotPermitted, match="supervisors only"):
+        lines.set_targets(session, "line-1", min_labels=1, reason="x", actor=inspector)
+    assert lines.get_line(session, "line-1").min_labels == 200
+
+
+def _partial_with_audits(session: Session, add_labeled_parts: AddParts) -> None:
+    """line-1 at partial (0.98/0.98) with 400 audited auto-passes, 4 of them escapes (1%):
+    not clearly above the 0.5% default target, clearly above a 0.1% one."""
+    lines.add_line(session, "line-1")
+    _force_level(session, "line-1", L.PARTIAL)
+    ida = add_user(session, "ida", Role.INSPECTOR, "inspector-pw")
+    add_labeled_parts(
+        session, "line-1", [0.999] * 400, ["scratch"] * 4 + ["ok"] * 396, user_id=ida.id,
+        level="partial", route="audit",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("auto_demote", [True, False])
+def test_a_stricter_target_the_live_audits_clearly_exceed_lowers_the_line_at_once(
+    session: Session, supervisor: User, add_labeled_parts: AddParts, auto_demote: bool
+) -> None:
+    _partial_with_audits(session, add_labeled_parts)
+    loose = lines.set_targets(
+        session, "line-1", max_escape_rate=0.005, auto_demote=auto_demote, reason="same",
+        actor=supervisor,
+    )  # fmt: skip
+    assert loose.live is not None and not loose.live.alarmed
+    assert loose.line.level == "partial" and "the level stays partial" in loose.message
+    assert loose.gate is not None  # the gate at the current settings is reported
+
+    strict = lines.set_targets(
+        session, "line-1", max_escape_rate=0.001, reason="new customer spec", actor=supervisor
+    )
+    assert strict.live is not None and strict.live.alarmed
+    line = lines.get_line(session, "line-1")
+    event = _events(session, "targets_change")[-1]
+    assert event.details is not None and event.details["live"]["alarmed"] is True
+    if auto_demote:
+        assert line.level == "assist" and strict.live.demoted_to is L.ASSIST
+        assert "Lowered from partial to assist at once" in strict.message
+        demotion = _events(session, "auto_demotion")[-1]
+        assert demotion.details is not None
+        assert demotion.details["triggered_by_event"] == event.id
+        assert event.details["live"]["demoted_to"] == "assist"
+    else:
+        assert line.level == "partial" and strict.live.demoted_to is None
+        assert "Auto-demotion is off" in strict.message
+        assert not _events(session, "auto_demotion")
+
+
+def test_a_looser_target_never_raises_a_line(
+    session: Session, supervisor: User, add_labeled_parts: AddParts
+) -> None:
+    _one_sided_evidence(session, add_labeled_parts)  # evidence that would pass a looser gate
+    change = lines.set_targets(
+        session, "line-1", max_escape_rate=0.2, min_labels=1, reason="x", actor=supervisor
+    )
+    assert change.line.level == "shadow" and not _events(session, "level_change")

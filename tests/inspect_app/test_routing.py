@@ -166,3 +166,51 @@ def test_the_audit_rate_holds_over_many_draws(audit_rate: float) -> None:
     assert result.pvalue > 0.01
     interval = result.proportion_ci(confidence_level=0.99)
     assert interval.low <= audit_rate <= interval.high
+
+
+@pytest.mark.parametrize(
+    ("pass_threshold", "fail_threshold", "p_ok", "route", "decision"),
+    [
+        # never auto-pass: confident defects are auto-failed, everything else to a human
+        (None, 0.65, 0.999, Route.REVIEW, Decision.PENDING),
+        (None, 0.65, 0.5, Route.REVIEW, Decision.PENDING),
+        (None, 0.65, 0.3, Route.AUTO, Decision.FAIL),
+        # never auto-fail: confident ok parts are auto-passed, everything else to a human
+        (0.98, None, 0.99, Route.AUTO, Decision.PASS),
+        (0.98, None, 0.001, Route.REVIEW, Decision.PENDING),
+        # both never: the model decides nothing (as at assist)
+        (None, None, 0.999, Route.REVIEW, Decision.PENDING),
+        (None, None, 0.001, Route.REVIEW, Decision.PENDING),
+    ],
+)
+def test_a_never_side_at_partial_routes_its_parts_to_a_human(
+    pass_threshold: float | None,
+    fail_threshold: float | None,
+    p_ok: float,
+    route: Route,
+    decision: Decision,
+) -> None:
+    policy = LinePolicy(AutomationLevel.PARTIAL, pass_threshold, fail_threshold, audit_rate=0.0)
+    outcome = route_inspection(prediction(p_ok), policy, NO_AUDIT)
+    assert (outcome.route, outcome.decision) == (route, decision)
+    if route is Route.REVIEW:
+        # the uncertain part is shown with the model's output, as any partial review
+        assert outcome.show_model and outcome.task_reason is TaskReason.DECIDE
+
+
+def test_a_never_side_is_still_audited_on_the_side_that_automates() -> None:
+    policy = LinePolicy(AutomationLevel.PARTIAL, None, 0.65, audit_rate=0.5)
+    outcome = route_inspection(prediction(0.01), policy, AUDIT)
+    assert (outcome.route, outcome.decision, outcome.show_model) == (
+        Route.AUDIT,
+        Decision.FAIL,
+        False,
+    )
+
+
+@pytest.mark.parametrize("p_ok", [0.1, 0.9])
+def test_thresholds_including_never_play_no_part_at_full(p_ok: float) -> None:
+    policy = LinePolicy(AutomationLevel.FULL, None, None, audit_rate=0.0)
+    outcome = route_inspection(prediction(p_ok), policy, NO_AUDIT)
+    assert outcome.route is Route.AUTO
+    assert outcome.decision is (Decision.PASS if p_ok >= 0.5 else Decision.FAIL)

@@ -101,3 +101,23 @@ def test_other_class_names_are_an_error(tiny_checkpoint: Path, tmp_path: Path) -
     )  # fmt: skip
     with pytest.raises(CheckpointError):
         Predictor.from_checkpoint(other)
+
+
+def test_embeddings_come_from_the_same_pass_with_or_without_heatmaps(
+    tiny_checkpoint: Path,
+) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    images = _images(4)
+    plain, embeddings = predictor.predict_with_embeddings(images)
+    mapped, mapped_embeddings = predictor.predict_with_embeddings(images, heatmap=True)
+    assert embeddings.shape == (4, predictor._model.embedding_size)
+    assert embeddings.dtype == np.float32
+    np.testing.assert_allclose(mapped_embeddings, embeddings, rtol=1e-5, atol=1e-6)
+    for a, b in zip(plain, mapped, strict=True):
+        assert a.probabilities == pytest.approx(b.probabilities)
+    assert [p.probabilities for p in predictor.predict(images)] == [p.probabilities for p in plain]
+    # one image's embedding does not depend on its batch-mates (eval-mode batch norm)
+    alone = predictor.predict_with_embeddings(images[1:2])[1]
+    np.testing.assert_allclose(alone[0], embeddings[1], rtol=1e-4, atol=1e-5)
+    empty, none = predictor.predict_with_embeddings([])
+    assert empty == [] and none.shape == (0, embeddings.shape[1])

@@ -52,7 +52,9 @@ def test_an_inspector_labels_through_the_page_handlers_and_is_refused_supervisor
     # The supervisors' handlers, called directly with the inspector's session: refused,
     # even for a lowering that would always be allowed to a supervisor.
     calls: list[tuple[str, tuple[Any, ...]]] = [
-        ("/change_automation", ("line-1", "human_only", 0.99, 0.99, 2.0, "try")),
+        ("/change_automation", ("line-1", "human_only", 0.99, 0.99, 2.0, False, False, "try")),
+        ("/change_targets", ("line-1", 1.0, 5.0, 10, True, "try")),
+        ("/use_recommendation", ("line-1",)),
         ("/lines", ("line-1",)),
         ("/select_line", ("line-1",)),
         ("/evidence", ("line-1", "current model", "All time")),
@@ -64,6 +66,8 @@ def test_an_inspector_labels_through_the_page_handlers_and_is_refused_supervisor
         line = db.get(Line, "line-1")
         assert line is not None and line.level == "shadow"
         assert not db.exec(select(Event).where(col(Event.kind).like("level_change%"))).all()
+        assert not db.exec(select(Event).where(Event.kind == "targets_change")).all()
+        assert line.max_escape_rate == 0.005
         labels = db.exec(select(Label)).all()
     assert [(lb.label, lb.task_id) for lb in labels] == [("crack", first)]
 

@@ -5,8 +5,10 @@ tests/artifacts/ (ignored by git) for a person to look at."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -18,9 +20,21 @@ from sqlmodel import Session, col, select
 
 from data.synth import render_sample
 from inspect_app.accounts import add_camera_key
+from inspect_app.monitoring.service import line_rules
+from inspect_app.settings import Settings
 from inspect_app.storage.images import ImageStore
 from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
-from tests.review_ui.conftest import ARTIFACTS, PASSWORD, LiveService, add_lines, add_people
+from inspect_app.timeutil import utcnow
+from models.profile import write_profile
+from tests.inspect_app.monitoring.monitoring_world import make_profile, seed_monitoring
+from tests.review_ui.conftest import (
+    ARTIFACTS,
+    PASSWORD,
+    LiveService,
+    add_lines,
+    add_people,
+    serve,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -229,9 +243,15 @@ def test_an_inspector_cannot_reach_the_supervisor_handlers_with_their_session(
     # Call the page's own Gradio API with the browser's (the inspector's) login cookie.
     api = f"{live_service.review_url}gradio_api/call"
     for name, data in (
-        ("change_automation", ["line-1", "human_only", 0.99, 0.99, 2.0, "lowering by hand"]),
+        (
+            "change_automation",
+            ["line-1", "human_only", 0.99, 0.99, 2.0, False, False, "lowering by hand"],
+        ),
+        ("change_targets", ["line-1", 1.0, 5.0, 10, True, "looser"]),
         ("lines", ["line-1"]),
         ("evidence", ["line-1", "current model", "All time"]),
+        ("monitoring", ["line-1", "All time", None]),
+        ("edit_alarm_rule", ["line-1", "input_drift", 0.5, 0.5, False, "off", "All time"]),
     ):
         started = page.request.post(
             f"{api}/{name}",
@@ -246,6 +266,7 @@ def test_an_inspector_cannot_reach_the_supervisor_handlers_with_their_session(
         line = db.get(Line, "line-1")
         assert line is not None and line.level == "shadow"
         assert not db.exec(select(Event).where(col(Event.kind).like("level_change%"))).all()
+        assert line_rules(db, "line-1")[1].enabled  # input_drift: still on
 
 
 def choose_option(page: Page, elem_id: str, label: str) -> None:
@@ -380,3 +401,52 @@ def test_the_evidence_page_shows_a_lines_labeled_history(
     assert "ines" in inspectors and "sam" in inspectors
     expect(page.locator(".dis-card img")).to_have_count(min(differing, 24))
     assert "1,500" in page.locator("#evidence-recommendation").inner_text()
+
+
+@pytest.fixture
+def profiled_service(app_settings: Settings, tiny_checkpoint: Path) -> Iterator[LiveService]:
+    """The service with the tiny model and a reference profile beside it (made-up numbers
+    that the seeded parts start inside and drift out of), for the Monitoring page's band."""
+    weights = app_settings.data_dir.parent / "profiled" / "tiny.pt"
+    weights.parent.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, weights)
+    write_profile(make_profile("defect-cnn-tiny-test"), weights)
+    yield from serve(app_settings.model_copy(update={"weights": weights}))
+
+
+def test_the_monitoring_page_shows_a_lines_alarms_drift_and_takes_a_rule_edit(
+    profiled_service: LiveService, page: Page
+) -> None:
+    service = profiled_service
+    add_people(service.engine, ("sam", "supervisor"))
+    with Session(service.engine, expire_on_commit=False) as db:
+        seed_monitoring(
+            db, image_dir=service.settings.image_dir, start=utcnow() - timedelta(minutes=30)
+        )
+    log_in(page, service, "sam")
+    page.get_by_role("tab", name="Monitoring").click()
+    expect(page.locator(".monitoring-summary")).to_contain_text("1 firing", timeout=UI_TIMEOUT_MS)
+    page.wait_for_selector("#monitoring-values img", timeout=UI_TIMEOUT_MS)
+    page.wait_for_selector("#monitoring-inputs img", timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll("
+        "'#monitoring-values img, #monitoring-inputs img, .responsible-grid img')]"
+        ".every(img => img.complete && img.naturalWidth > 0)",
+        timeout=UI_TIMEOUT_MS,
+    )
+    expect(page.locator(".responsible-grid img")).to_have_count(3)
+    expect(page.locator("tr.alarm-firing-row")).to_have_count(1)
+    shot(page, "monitoring", full_page=True)
+
+    choose_option(page, "rule-name", "input_drift")
+    expect(page.locator("#rule-threshold input")).to_have_value("0.0001", timeout=UI_TIMEOUT_MS)
+    page.locator("#rule-enabled input").uncheck()
+    page.locator("#rule-reason textarea, #rule-reason input").first.fill("lamp being replaced")
+    page.locator("#rule-apply").click()
+    expect(page.locator("#rule-result .result-ok")).to_contain_text(
+        "input_drift", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.locator("tr[data-alarm=input_drift]")).to_contain_text("edited by sam")
+    with Session(service.engine) as db:
+        rules = {r.name: r for r in line_rules(db, "line-1")}
+    assert rules["input_drift"].enabled is False

@@ -17,7 +17,14 @@ from inspect_app.settings import Settings
 from inspect_app.storage.images import ImageStore
 from inspect_app.storage.tables import Event, Inspection, Line, utcnow
 from review_ui.context import ReviewContext
-from review_ui.supervisor import apply_change, disagreements, event_rows, line_rows
+from review_ui.supervisor import (
+    apply_change,
+    apply_targets,
+    disagreements,
+    event_rows,
+    line_rows,
+    recommended_settings,
+)
 from tests.review_ui.conftest import add_lines, add_people, part_image
 
 
@@ -156,3 +163,97 @@ def test_disagreements_are_the_latest_differing_labels_with_thumbnails(
         "crack",
         "sam",
     )
+
+
+def _force_partial(engine: Engine, line_id: str) -> None:
+    with Session(engine) as db:
+        line = db.get(Line, line_id)
+        assert line is not None
+        line.level = "partial"
+        db.add(line)
+        db.commit()
+
+
+def test_never_on_one_side_is_applied_and_shown_as_never(world: Engine) -> None:
+    _force_partial(world, "line-2")
+    with Session(world, expire_on_commit=False) as db:
+        outcome = apply_change(
+            db, get_user(db, "sam"), "line-2", level="partial", pass_threshold=None,
+            fail_threshold=None, audit_rate_percent=None, reason="escapes reported",
+            pass_never=True,
+        )  # fmt: skip
+        line = db.get(Line, "line-2")
+        rows = {r.line_id: r for r in line_rows(db, utcnow())}
+        events = event_rows(db, "line-2")
+    assert outcome.applied and "pass ≥ never" in outcome.html
+    assert line is not None and (line.pass_threshold, line.fail_threshold) == (None, 0.98)
+    assert rows["line-2"].pass_threshold is None
+    assert "pass_threshold 0.98 → never" in events[0].summary
+
+
+def test_unticking_never_without_a_threshold_says_what_is_missing(world: Engine) -> None:
+    _force_partial(world, "line-2")
+    with Session(world, expire_on_commit=False) as db:
+        sam = get_user(db, "sam")
+        apply_change(db, sam, "line-2", level="partial", pass_threshold=None, fail_threshold=None,
+                     audit_rate_percent=None, reason="x", pass_never=True)  # fmt: skip
+        outcome = apply_change(
+            db, sam, "line-2", level="partial", pass_threshold=None, fail_threshold=None,
+            audit_rate_percent=None, reason="auto-pass again",
+        )  # fmt: skip
+        line = db.get(Line, "line-2")
+    assert not outcome.applied and "give a pass threshold to turn it on" in outcome.html
+    assert line is not None and line.pass_threshold is None
+
+
+def test_targets_are_applied_in_percent_and_refused_for_inspectors(world: Engine) -> None:
+    with Session(world, expire_on_commit=False) as db:
+        outcome = apply_targets(
+            db, get_user(db, "sam"), "line-1", max_escape_percent=0.1,
+            max_false_reject_percent=None, min_labels=300, auto_demote=None,
+            reason="customer spec",
+        )  # fmt: skip
+        refused = apply_targets(
+            db, get_user(db, "ines"), "line-1", max_escape_percent=5.0,
+            max_false_reject_percent=None, min_labels=None, auto_demote=None, reason="looser",
+        )  # fmt: skip
+        bad = apply_targets(
+            db, get_user(db, "sam"), "line-1", max_escape_percent=None,
+            max_false_reject_percent=None, min_labels=2.5, auto_demote=None, reason="x",
+        )  # fmt: skip
+        line = db.get(Line, "line-1")
+        events = event_rows(db, "line-1")
+    assert outcome.applied and "Targets applied" in outcome.html
+    assert line is not None and (line.max_escape_rate, line.min_labels) == (0.001, 300)
+    assert not refused.applied and "supervisors only" in refused.html
+    assert not bad.applied and "whole number" in bad.html
+    assert events[0].kind == "targets_change" and "max_escape_rate 0.005 → 0.001" in (
+        events[0].summary
+    )
+
+
+def test_the_recommendation_fills_the_form_with_never_for_an_unsupported_side(
+    world: Engine, add_labeled_parts: Callable[..., list[int]]
+) -> None:
+    with Session(world, expire_on_commit=False) as db:
+        assert recommended_settings(db, "line-1")[0] is None  # no labels: nothing to fill
+        ines = get_user(db, "ines")
+        add_labeled_parts(db, "line-1", [0.9995] * 700, ["crack"] * 3 + ["ok"] * 697,
+                          user_id=ines.id)  # fmt: skip
+        add_labeled_parts(db, "line-1", [0.001] * 300, ["pit"] * 300, user_id=ines.id)
+        settings, why = recommended_settings(db, "line-1")
+        assert settings is not None
+        assert (settings.level, settings.pass_never, settings.fail_never) == (
+            "partial",
+            True,
+            False,
+        )
+        assert settings.pass_threshold is None and settings.fail_threshold is not None
+        assert "pass never" in why
+        # Applied as filled in, it passes the gate on the fail side alone.
+        outcome = apply_change(
+            db, get_user(db, "sam"), "line-1", level=settings.level, pass_threshold=None,
+            fail_threshold=settings.fail_threshold, audit_rate_percent=None,
+            reason="the recommendation", pass_never=settings.pass_never,
+        )  # fmt: skip
+    assert outcome.applied, outcome.html

@@ -7,7 +7,7 @@ this module only reads the query and translates errors to HTTP.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from sqlmodel import Session
@@ -16,14 +16,22 @@ from inspect_app import lines as line_service
 from inspect_app.agreement import AgreementReport, agreement_report
 from inspect_app.api.deps import SessionDep, SupervisorUser
 from inspect_app.api.errors import error_responses
-from inspect_app.api.params import MAX_TAG_CHARS, TEXT_PATTERN, ClientTime, LineIdPath, time_query
+from inspect_app.api.params import (
+    MAX_TAG_CHARS,
+    TEXT_PATTERN,
+    THRESHOLD_DESCRIPTION,
+    ClientTime,
+    LineIdPath,
+    ThresholdQuery,
+    time_query,
+)
 from inspect_app.automation import (
     LineRecommendation,
     LineWhatIf,
     recommend_for_line,
     what_if_for_line,
 )
-from inspect_app.domain import AutomationLevel
+from inspect_app.domain import NEVER, AutomationLevel
 from inspect_app.storage.tables import Line
 
 router = APIRouter(prefix="/api/v1/lines", tags=["evidence"])
@@ -93,8 +101,14 @@ def read_what_if(
     line: LineIdPath,
     session: SessionDep,
     user: SupervisorUser,
-    pass_threshold: float = Query(gt=0.5, le=1.0, description="auto-pass when P(ok) >= this"),
-    fail_threshold: float = Query(gt=0.5, le=1.0, description="auto-fail when P(defect) >= this"),
+    # Annotated, not a default: FastAPI keeps the validator only in this form.
+    pass_threshold: Annotated[
+        ThresholdQuery, Query(description=f"auto-pass when P(ok) >= this: {THRESHOLD_DESCRIPTION}")
+    ],
+    fail_threshold: Annotated[
+        ThresholdQuery,
+        Query(description=f"auto-fail when P(defect) >= this: {THRESHOLD_DESCRIPTION}"),
+    ],
     # Only the levels where the model decides parts: at the others a what-if has no answer.
     level: Literal[AutomationLevel.PARTIAL, AutomationLevel.FULL] = Query(
         default=AutomationLevel.PARTIAL, description="partial, or full (decides at P(ok) 0.5)"
@@ -107,7 +121,7 @@ def read_what_if(
         session,
         _line_or_404(session, line),
         level=AutomationLevel(level),
-        pass_threshold=pass_threshold,
-        fail_threshold=fail_threshold,
+        pass_threshold=None if pass_threshold == NEVER else pass_threshold,
+        fail_threshold=None if fail_threshold == NEVER else fail_threshold,
         include_shown=include_shown,
     )

@@ -4,6 +4,9 @@ Who may read: the camera key of the inspection's line, or any signed-in user (th
 section 5). The image itself is for inspectors and up. What a reader sees of the model
 follows the same rule as the camera's answer: the model's output only where the line's
 level showed it (`Inspection.show_model`), never the replay's true class.
+
+The listing (`GET /api/v1/inspections`) is for supervisors: filters, keyset pagination and
+every part's model output, through `inspect_app.inspections`.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
+from inspect_app import inspections as inspection_service
+from inspect_app import lines as line_service
 from inspect_app.api.deps import (
     InspectorUser,
     NowDep,
     SessionDep,
+    SupervisorUser,
     TokenTtl,
     authenticate_bearer,
     bearer_scheme,
@@ -27,7 +33,15 @@ from inspect_app.api.deps import (
     get_camera_line,
 )
 from inspect_app.api.errors import error_responses
-from inspect_app.api.params import RowId
+from inspect_app.api.params import (
+    DB_ID_MAX,
+    LINE_ID_PATTERN,
+    MAX_TAG_CHARS,
+    TEXT_PATTERN,
+    ClientTime,
+    RowId,
+    time_query,
+)
 from inspect_app.api.pipeline_deps import ImageStoreDep
 from inspect_app.domain import AutomationLevel, DecidedBy, Decision, Route
 from inspect_app.imaging import MEDIA_TYPES
@@ -153,6 +167,71 @@ def get_readable_inspection(
     return _inspection(session, inspection_id)
 
 
+class InspectionList(BaseModel):
+    items: list[inspection_service.InspectionRecord]
+    next_cursor: int | None = Field(
+        description="pass as `after` for the next page; null: this was the last page"
+    )
+
+
+@router.get(
+    "/inspections",
+    response_model=InspectionList,
+    summary="Inspections, filtered, oldest first, a page at a time",
+    description="Supervisors. Keyset pagination on the inspection id: follow `next_cursor` "
+    "with `after` until it is null; parts received meanwhile come in later pages, none is "
+    "skipped or repeated. Every part's model output is included.",
+    responses=error_responses(
+        401,
+        403,
+        404,
+        422,
+        _404="the line filtered on does not exist",
+        _422="invalid input, or until is not after since",
+    ),
+)
+def list_inspections(
+    session: SessionDep,
+    user: SupervisorUser,
+    line: str | None = Query(default=None, pattern=LINE_ID_PATTERN, description="a line id"),
+    since: ClientTime | None = time_query("received at or after"),
+    until: ClientTime | None = time_query("received before (after since)"),
+    decision: Decision | None = Query(default=None, description="pass | fail | pending"),
+    route: Route | None = Query(default=None, description="auto | review | audit"),
+    model_version: str | None = Query(
+        default=None, max_length=MAX_TAG_CHARS, pattern=TEXT_PATTERN, description="exact version"
+    ),
+    labeled: bool | None = Query(
+        default=None, description="true: with a standing human label; false: without one"
+    ),
+    after: int | None = Query(
+        default=None, ge=1, le=DB_ID_MAX, description="the previous page's next_cursor"
+    ),
+    limit: int = Query(
+        default=inspection_service.DEFAULT_PAGE,
+        ge=1,
+        le=inspection_service.MAX_PAGE,
+        description=f"parts per page, 1 to {inspection_service.MAX_PAGE}",
+    ),
+) -> InspectionList:
+    filters = inspection_service.InspectionFilter(
+        line_id=line,
+        since=since,
+        until=until,
+        decision=decision,
+        route=route,
+        model_version=model_version,
+        labeled=labeled,
+    )
+    try:
+        page = inspection_service.list_inspections(session, filters, after=after, limit=limit)
+    except line_service.LineNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    except inspection_service.InvalidQuery as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return InspectionList(items=page.items, next_cursor=page.next_cursor)
+
+
 @router.get(
     "/inspections/{inspection_id}",
     response_model=InspectionPublic,
@@ -179,7 +258,8 @@ def read_inspection(
 @router.get(
     "/inspections/{inspection_id}/image",
     summary="The image bytes the camera sent",
-    description="Exactly the stored bytes (JPEG, PNG or BMP); inspectors and up.",
+    description="Exactly the stored bytes (JPEG, PNG or BMP); inspectors and up. An image "
+    "removed under the plant's retention policy answers 410; the inspection stays readable.",
     response_class=Response,
     responses={
         200: {
@@ -188,7 +268,15 @@ def read_inspection(
                 for media_type in MEDIA_TYPES.values()
             }
         },
-        **error_responses(401, 403, 404, 422, _404="no such inspection, or its image is lost"),
+        **error_responses(
+            401,
+            403,
+            404,
+            410,
+            422,
+            _404="no such inspection, or its image is lost",
+            _410="the image was removed under the plant's retention policy",
+        ),
     },
 )
 def read_inspection_image(
@@ -198,6 +286,12 @@ def read_inspection_image(
     try:
         data = store.get(row.image_sha256)
     except FileNotFoundError:
+        if row.image_removed_at is not None:  # the same bytes may be back for a later part
+            raise HTTPException(
+                status.HTTP_410_GONE,
+                detail=f"the image of inspection {inspection_id} was removed on "
+                f"{as_utc(row.image_removed_at):%Y-%m-%d} under the plant's retention policy",
+            ) from None
         # An acknowledged inspection without its image is data loss: say so loudly.
         logger.error("inspection %s: image %s is missing from the store", row.id, row.image_sha256)
         raise HTTPException(

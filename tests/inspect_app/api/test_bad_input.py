@@ -312,13 +312,15 @@ def test_a_refusal_in_a_ui_handler_is_a_4xx_with_its_message(
     client: TestClient, world: dict[str, Any]
 ) -> None:
     _gradio_login(client, "inspector")
-    change = _run(client, "change_automation", "line-1", "full", 0.99, 0.99, 1.0, "go")
+    change = _run(client, "change_automation", "line-1", "full", 0.99, 0.99, 1.0, False, False,
+                  "go")  # fmt: skip
     assert change.status_code == 403, change.text
     assert "may not change a line" in change.json()["error"]
     # A value Gradio's own component refuses (a number above the box's maximum) is the
     # input's fault too.
     _gradio_login(client, "supervisor")
-    too_high = _run(client, "change_automation", "line-1", "full", 7.0, 0.99, 1.0, "go")
+    too_high = _run(client, "change_automation", "line-1", "full", 7.0, 0.99, 1.0, False, False,
+                    "go")  # fmt: skip
     assert too_high.status_code == 422, too_high.text
     assert "greater than maximum" in too_high.json()["error"]
 
@@ -328,7 +330,12 @@ def test_the_ui_enforces_the_reason_limit_on_the_server(
 ) -> None:
     _gradio_login(client, "supervisor")
     for reason in ("x" * 10_000, "a\x00b"):
-        answer = _run(client, "change_automation", "line-1", "human_only", None, None, None, reason)
+        answer = _run(client, "change_automation", "line-1", "human_only", None, None, None,
+                      False, False, reason)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        result_html = answer.json()["data"][0]
+        assert f"at most {MAX_REASON_CHARS} characters" in result_html
+        answer = _run(client, "change_targets", "line-1", 1.0, None, None, None, reason)
         assert answer.status_code == 200, answer.text
         result_html = answer.json()["data"][0]
         assert f"at most {MAX_REASON_CHARS} characters" in result_html

@@ -104,21 +104,57 @@ def test_recommendation_gives_thresholds_bounds_and_curves(
     assert body["model_version"] == "test" and body["level"] == "shadow"
     rec = body["recommendation"]
     # 2 escapes in 700 at P(ok) 0.9995: bound 0.9% > 0.5%, and looser thresholds only add
-    # the uncertain parts: no pass threshold is supported. The fail side holds the same 200
-    # clean parts at every threshold (the uncertain ones have P(defect) 0.3), so the walk
-    # reaches the loosest candidate.
-    assert rec["pass_threshold"] is None
+    # the uncertain parts: no pass threshold is supported, so that side is "never". The fail
+    # side holds the same 200 clean parts at every threshold (the uncertain ones have
+    # P(defect) 0.3), so the walk reaches the loosest candidate.
+    assert rec["pass_threshold"] == "never"
     assert rec["fail_threshold"] == 0.51
     fail_statuses = [p["status"] for p in rec["fail_curve"]]
     assert fail_statuses[:2] == ["skipped", "skipped"]  # P(defect) 0.999: none above 0.9995
     assert set(fail_statuses[2:]) == {"passed"}
-    assert rec["gate"] is None
+    # One-sided: the gate at (never, 0.51) passes on the fail side alone.
+    assert rec["gate"]["passed"] and not rec["gate"]["escape"]["automated"]
+    assert rec["gate"]["what_if"]["pass_threshold"] == "never"
+    assert "Recommended partial at pass never / fail 0.51" in rec["reason"]
     assert "auto-pass stops at its first tested threshold 0.9995" in rec["reason"]
     assert rec["pass_curve"][0]["threshold"] == 0.9999
     statuses = [p["status"] for p in rec["pass_curve"]]
     assert statuses[:2] == ["skipped", "failed"] and set(statuses[2:]) == {"not_reached"}
     assert body["live"] is None  # shadow: nothing audited
     assert body["current"]["escape"]["n"] == 700
+
+
+def test_a_one_sided_recommendation_is_applied_as_it_reads(
+    client: TestClient, labeled_line: dict, supervisor: dict[str, str]
+) -> None:
+    """The recommendation's thresholds go back to PUT .../automation unchanged."""
+    rec = client.get("/api/v1/lines/line-1/recommendation", headers=supervisor).json()
+    body = {
+        "level": "partial",
+        "pass_threshold": rec["recommendation"]["pass_threshold"],
+        "fail_threshold": rec["recommendation"]["fail_threshold"],
+        "reason": "the recommendation: auto-fail only",
+    }
+    response = client.put("/api/v1/lines/line-1/automation", json=body, headers=supervisor)
+    assert response.status_code == 200, response.text
+    line = response.json()
+    assert (line["level"], line["pass_threshold"], line["fail_threshold"]) == (
+        "partial",
+        "never",
+        0.51,
+    )
+    # Turning auto-pass on at a threshold the evidence does not support is gated and refused.
+    body = {**body, "pass_threshold": 0.9995, "reason": "auto-pass too"}
+    response = client.put("/api/v1/lines/line-1/automation", json=body, headers=supervisor)
+    assert response.status_code == 409
+    assert response.json()["evidence"]["pass_threshold"] == 0.9995
+    what_if = client.get(
+        "/api/v1/lines/line-1/what-if",
+        params={"pass_threshold": "never", "fail_threshold": "0.51"},
+        headers=supervisor,
+    ).json()
+    assert what_if["gate"]["passed"] and what_if["escapes"] == []
+    assert what_if["gate"]["what_if"]["auto_pass"]["n"] == 0
 
 
 def test_what_if_lists_the_parts_behind_the_errors(

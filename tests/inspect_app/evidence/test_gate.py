@@ -40,12 +40,16 @@ def _prediction(p_ok: float) -> Prediction:
         (AutomationLevel.PARTIAL, 0.9, 0.6),
         (AutomationLevel.PARTIAL, 0.4, 0.4),  # overlapping: both-confident goes to a human
         (AutomationLevel.PARTIAL, 0.5, 0.5),
+        (AutomationLevel.PARTIAL, None, 0.65),  # one-sided: never auto-pass
+        (AutomationLevel.PARTIAL, 0.97, None),  # one-sided: never auto-fail
+        (AutomationLevel.PARTIAL, None, None),
         (AutomationLevel.FULL, 0.99, 0.99),  # thresholds play no part at full
+        (AutomationLevel.FULL, None, None),
         (AutomationLevel.SHADOW, 0.9, 0.9),
     ],
 )
 def test_what_if_automates_exactly_what_routing_would(
-    level: AutomationLevel, pass_threshold: float, fail_threshold: float
+    level: AutomationLevel, pass_threshold: float | None, fail_threshold: float | None
 ) -> None:
     p_ok = np.concatenate([np.linspace(0, 1, 201), [0.02, 0.4, 0.5, 0.6, 0.98, 0.9, 0.1]])
     passed, failed = automated_masks(p_ok, level, pass_threshold, fail_threshold)
@@ -150,3 +154,68 @@ def test_gate_says_when_more_labels_cannot_help(
 def test_gate_targets_are_validated() -> None:
     with pytest.raises(ValueError, match="max_escape_rate"):
         GateTargets(max_escape_rate=0.0, max_false_reject_rate=0.02, min_labels=10)
+
+
+# ----------------------------------------------------------------------------- one-sided
+
+
+def test_a_one_sided_policy_is_gated_only_on_the_side_that_automates(
+    targets: GateTargets, labeled_stream: LabeledStream
+) -> None:
+    """Never auto-pass: the pass side has no parts by construction, which must not fail the
+    gate, and its escapes (3 of 700 here, far over target) do not count."""
+    p_ok, defect = labeled_stream(n_pass=700, escapes=3, n_fail=300, false_rejects=0)
+    result = check_gate(
+        what_if(p_ok, defect, level=AutomationLevel.PARTIAL, pass_threshold=None,
+                fail_threshold=0.9),
+        targets,
+    )  # fmt: skip
+    assert result.passed
+    assert (result.escape.automated, result.escape.n, result.escape.passed) == (False, 0, True)
+    assert result.escape.labels_short == 0 and result.escape.bound_excess == 0.0
+    assert result.false_reject.automated and result.false_reject.n == 300
+    assert result.what_if.coverage == pytest.approx(0.3)
+    assert "partial at pass never / fail 0.9" in result.reason
+    assert "nothing is auto-passed (never)" in result.reason
+    # The same evidence with both sides automated is refused on the pass side.
+    both = check_gate(
+        what_if(p_ok, defect, level=AutomationLevel.PARTIAL, pass_threshold=0.99,
+                fail_threshold=0.9),
+        targets,
+    )  # fmt: skip
+    assert not both.passed and not both.escape.passed
+
+
+def test_the_automated_side_of_a_one_sided_policy_must_still_meet_its_target(
+    targets: GateTargets, labeled_stream: LabeledStream
+) -> None:
+    p_ok, defect = labeled_stream(n_pass=700, escapes=0, n_fail=100, false_rejects=0)
+    result = check_gate(
+        what_if(p_ok, defect, level=AutomationLevel.PARTIAL, pass_threshold=0.99,
+                fail_threshold=None),
+        targets,
+    )  # fmt: skip
+    assert result.passed and not result.false_reject.automated
+    short = check_gate(
+        what_if(p_ok, defect, level=AutomationLevel.PARTIAL, pass_threshold=None,
+                fail_threshold=0.9),
+        targets,
+    )  # fmt: skip
+    assert not short.passed
+    assert short.false_reject.labels_short == 100  # 100 of the 200 required
+    assert "only 100 of the 200 required would-be auto-failed parts" in short.reason
+    assert "nothing is auto-passed (never)" in short.reason
+
+
+def test_a_policy_that_automates_neither_side_never_passes(
+    targets: GateTargets, labeled_stream: LabeledStream
+) -> None:
+    p_ok, defect = labeled_stream(n_pass=1000, escapes=0, n_fail=1000, false_rejects=0)
+    result = check_gate(
+        what_if(p_ok, defect, level=AutomationLevel.PARTIAL, pass_threshold=None,
+                fail_threshold=None),
+        targets,
+    )  # fmt: skip
+    assert not result.passed
+    assert result.what_if.coverage == 0.0
+    assert "both sides never" in result.reason

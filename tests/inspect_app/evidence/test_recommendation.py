@@ -136,3 +136,20 @@ def test_recommendation_with_too_little_evidence_recommends_nothing(
     assert {p.status for p in result.pass_curve} == {"skipped"}
     assert "auto-pass needs at least 598 labeled parts" in result.reason
     assert "auto-fail needs at least 200 labeled parts" in result.reason  # min_labels > 149
+
+
+def test_a_side_with_no_passing_threshold_is_recommended_as_never(
+    targets: GateTargets, labeled_stream: LabeledStream
+) -> None:
+    """Escapes on the pass side at every threshold, a clean fail side: the recommendation is
+    one-sided (never auto-pass), with the gate at that pair, which passes."""
+    p_ok, defect = labeled_stream(n_pass=700, escapes=20, n_fail=400, false_rejects=0)
+    result = recommend_thresholds(p_ok, defect, targets)
+    assert result.pass_threshold is None and result.fail_threshold is not None
+    assert result.gate is not None and result.gate.passed
+    assert result.gate.what_if.pass_threshold is None
+    assert not result.gate.escape.automated
+    assert result.reason.startswith(
+        f"Recommended partial at pass never / fail {result.fail_threshold:g}"
+    )
+    assert "Never on the other side for now: auto-pass stops at its first tested" in result.reason

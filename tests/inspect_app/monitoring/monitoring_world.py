@@ -23,6 +23,7 @@ from inspect_app.storage.tables import (
     Inspection,
     MonitorSample,
 )
+from models.profile import ReferenceProfile, profile_from_outputs
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PARTS = 60
@@ -35,6 +36,34 @@ class MonitoringWorld:
     inspection_ids: list[int]  # oldest first
     gated_ids: list[int]
     responsible: list[int]  # the embedding report's, most responsible first (one unknown)
+
+
+def make_profile(version: str) -> ReferenceProfile:
+    """A reference for `version` that the seeded parts start inside (brightness about 125)
+    and drift out of; embeddings of 8 numbers, made up."""
+    rng = np.random.default_rng(3)
+    n = 60
+    p_ok = rng.uniform(0.0, 1.0, n)
+    metrics = [
+        {
+            "brightness": float(rng.normal(125, 4)),
+            "contrast": float(rng.normal(30, 2)),
+            "sharpness": float(rng.lognormal(5.3, 0.2)),
+            "clipped_dark": float(rng.uniform(0, 0.01)),
+            "clipped_bright": float(rng.uniform(0, 0.02)),
+            "mean_blue": float(rng.normal(110, 3)),
+            "mean_green": float(rng.normal(115, 3)),
+            "mean_red": float(rng.normal(120, 3)),
+        }
+        for _ in range(n)
+    ]
+    return profile_from_outputs(
+        np.column_stack([p_ok] + [(1 - p_ok) / 4] * 4),
+        rng.normal(size=(n, 8)),
+        metrics,
+        model_version=version,
+        source="numbers made up for the test",
+    )
 
 
 def _image(seed: int) -> bytes:
@@ -60,11 +89,16 @@ def inspection(line_id: str, at: datetime, **columns: object) -> Inspection:
 
 
 def seed_monitoring(
-    session: Session, line_id: str = "line-1", *, image_dir: Path | None = None
+    session: Session,
+    line_id: str = "line-1",
+    *,
+    image_dir: Path | None = None,
+    start: datetime = T0,
 ) -> MonitoringWorld:
     """`PARTS` inspections (brightness falling from 130 to 71; a few refused by the gate),
     12 evaluations of every metric, input and embedding drift reports, the gate alarm
-    firing, and its events; images in `image_dir` for the embedding report's parts."""
+    firing, and its events, from `start` on (a minute per evaluation); images in
+    `image_dir` for every part."""
     add_line(session, line_id, "shadow")
     store = ImageStore(image_dir) if image_dir is not None else None
     ids, gated = [], []
@@ -73,7 +107,7 @@ def seed_monitoring(
         codes = ("underexposed,blurred" if i % 20 == 19 else "underexposed") if refused else None
         row = inspection(
             line_id,
-            T0 + timedelta(seconds=6 * i),
+            start + timedelta(seconds=6 * i),
             brightness=130.0 - i,
             gate_codes=codes,
             gate_reason="too dark: brightness below the reference" if refused else None,
@@ -88,7 +122,7 @@ def seed_monitoring(
         if refused:
             gated.append(row.id)
     for k in range(12):
-        at = T0 + timedelta(minutes=k)
+        at = start + timedelta(minutes=k)
         values: dict[str, float | None] = {
             "gate_refusal_rate": 0.02 * k,
             "missing_output_rate": 0.02 * k,
@@ -111,13 +145,13 @@ def seed_monitoring(
             )
     responsible = [ids[-1], ids[-3], 987_654_321, ids[-2]]
     session.add(
-        DriftReport(line_id=line_id, at=T0 + timedelta(minutes=5), kind="input", window=50,
+        DriftReport(line_id=line_id, at=start + timedelta(minutes=5), kind="input", window=50,
                     p_value=0.5, drifted=False, details={"metrics": [], "alpha": 0.001})
     )  # fmt: skip
     session.add(
         DriftReport(
             line_id=line_id,
-            at=T0 + timedelta(minutes=11),
+            at=start + timedelta(minutes=11),
             model_version="test",
             kind="input",
             window=50,
@@ -137,12 +171,12 @@ def seed_monitoring(
         )
     )  # fmt: skip
     session.add(
-        DriftReport(line_id=line_id, at=T0 + timedelta(minutes=11), model_version="test",
+        DriftReport(line_id=line_id, at=start + timedelta(minutes=11), model_version="test",
                     kind="embedding", window=60, p_value=0.001, drifted=True,
                     details={"auc": 0.93, "alpha": 0.001, "permutations": 999},
                     responsible=responsible)
     )  # fmt: skip
-    fired_at = T0 + timedelta(minutes=10)
+    fired_at = start + timedelta(minutes=10)
     state = AlarmState(status=AlarmStatus.FIRING, since=fired_at, value=0.22)
     session.add(AlarmStateRow(line_id=line_id, rule="gate_refusals_high", state=state.to_dict()))
     transition = {
@@ -151,7 +185,7 @@ def seed_monitoring(
         "metric": "gate_refusal_rate",
     }
     events = [
-        ("alarm_pending", T0 + timedelta(minutes=9), {**transition, "from_status": "ok",
+        ("alarm_pending", start + timedelta(minutes=9), {**transition, "from_status": "ok",
          "to_status": "pending", "value": 0.18}),
         ("alarm_firing", fired_at, {**transition, "from_status": "pending",
          "to_status": "firing", "value": 0.22}),

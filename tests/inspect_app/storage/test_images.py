@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import ImageStore, ImageStoreFull
 
 
 def test_put_then_get_returns_the_same_bytes(tmp_path: Path) -> None:
@@ -41,3 +43,35 @@ def test_a_missing_image_is_a_file_not_found(tmp_path: Path) -> None:
 def test_a_hash_can_never_name_another_path(tmp_path: Path, bad: str) -> None:
     with pytest.raises(ValueError, match="SHA-256"):
         ImageStore(tmp_path).path(bad)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_image_store_full_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    store = ImageStore(tmp_path)
+
+    def full(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("inspect_app.storage.images.os.fsync", full)
+    with pytest.raises(ImageStoreFull) as refused:
+        store.put(b"the image")
+    assert refused.value.errno == code
+    assert str(tmp_path) not in (refused.value.strerror or "")  # what a client may be told
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_storing_the_same_bytes_again_refreshes_the_file(tmp_path: Path) -> None:
+    """So the retention sweep, which removes only files idle for a while, never removes
+    bytes an upload is about to commit a row for."""
+    store = ImageStore(tmp_path)
+    sha = store.put(b"abc")
+    os.utime(store.path(sha), (1_000_000, 1_000_000))
+    assert store.remove_if_idle(sha, idle_since=2_000_000) is not None
+    assert store.put(b"abc") == sha  # written anew
+    os.utime(store.path(sha), (1_000_000, 1_000_000))
+    store.put(b"abc")
+    assert store.path(sha).stat().st_mtime > 2_000_000
+    assert store.remove_if_idle(sha, idle_since=2_000_000) is None
+    assert store.get(sha) == b"abc"

@@ -1,0 +1,204 @@
+"""The image gate: each kind of bad frame is refused with its code, clean frames pass."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from data.off_distribution import off_distribution_frames
+from inspect_app.domain import CLASS_NAMES
+from inspect_app.imaging import input_stats
+from inspect_app.monitoring import drift
+from inspect_app.monitoring.gate import GateCode, GateConfig, GateVerdict, ImageGate
+from models import DEFAULT_WEIGHTS
+from models.predictor import Predictor
+from models.profile import (
+    P_DEFECT_BINS,
+    QUANTILE_LEVELS,
+    ReferenceProfile,
+    load_profile,
+    profile_from_outputs,
+)
+
+SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
+D = 8  # embedding size of the toy profile
+
+
+def _typical() -> dict[str, float]:
+    return {
+        "width": 256.0, "height": 256.0, "aspect": 1.0, "brightness": 90.0, "contrast": 30.0,
+        "sharpness": 120.0, "gradient_balance": 0.7, "clipped_dark": 0.0, "clipped_bright": 0.0,
+        "mean_blue": 90.0, "mean_green": 90.0, "mean_red": 90.0,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gate() -> ImageGate:
+    """A gate on a toy profile: 400 frames spread round `_typical()`, Gaussian embeddings."""
+    rng = np.random.default_rng(0)
+    n = 400
+    rows = []
+    for _ in range(n):
+        row = _typical()
+        row["brightness"] = float(rng.normal(90, 15))
+        row["contrast"] = float(np.exp(rng.normal(np.log(30), 0.3)))
+        row["sharpness"] = float(np.exp(rng.normal(np.log(120), 0.4)))
+        row["gradient_balance"] = float(rng.normal(0.7, 0.3))
+        row["clipped_bright"] = float(rng.uniform(0, 0.01))
+        for c in ("mean_blue", "mean_green", "mean_red"):
+            row[c] = row["brightness"] + float(rng.normal(0, 3))
+        rows.append(row)
+    profile = profile_from_outputs(
+        rng.dirichlet(np.ones(len(CLASS_NAMES)), size=n), rng.normal(size=(n, D)), rows,
+        model_version="toy", source="toy frames",
+    )  # fmt: skip
+    return ImageGate(profile)
+
+
+def _with(**changes: float) -> dict[str, float]:
+    return _typical() | changes
+
+
+def test_a_typical_frame_with_a_typical_embedding_is_usable(gate: ImageGate) -> None:
+    verdict = gate.check(_typical(), np.zeros(D))
+    assert verdict == GateVerdict(usable=True, ood_distance=verdict.ood_distance)
+    assert verdict.code is None and verdict.ood_distance is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "words"),
+    [
+        ({"contrast": 0.4, "sharpness": 0.5}, GateCode.BLANK, "blank or nearly uniform frame"),
+        ({"brightness": 5.0}, GateCode.UNDEREXPOSED, "under-exposed (mean grey 5"),
+        ({"clipped_dark": 0.6}, GateCode.UNDEREXPOSED, "black-clipped 60% of pixels"),
+        ({"brightness": 250.0}, GateCode.OVEREXPOSED, "over-exposed (mean grey 250"),
+        ({"clipped_bright": 0.41}, GateCode.OVEREXPOSED, "clipped 41% of pixels"),
+        ({"sharpness": 3.1}, GateCode.BLURRED, "out of focus (sharpness 3.1"),
+        ({"gradient_balance": -2.0}, GateCode.DIRECTIONAL, "detail lost across the frame"),
+        ({"sharpness": 40_000.0}, GateCode.NOISY, "noisy or grainy"),
+        ({"mean_red": 250.0}, GateCode.COLOUR, "unusual colour (mean red 250"),
+        ({"width": 640.0, "height": 480.0, "aspect": 4 / 3}, GateCode.SIZE,
+         "wrong size/aspect (640x480, reference 256x256)"),
+    ],
+)  # fmt: skip
+def test_each_kind_of_bad_frame_is_refused_with_its_code(
+    gate: ImageGate, changes: dict[str, float], code: GateCode, words: str
+) -> None:
+    verdict = gate.check(_with(**changes), np.zeros(D))
+    assert not verdict.usable
+    assert verdict.code == code
+    assert len(verdict.codes) == len(verdict.reasons)
+    assert words in verdict.reasons[0]
+
+
+def test_an_embedding_unlike_the_reference_is_out_of_distribution(gate: ImageGate) -> None:
+    verdict = gate.check(_typical(), np.full(D, 4.0))
+    assert verdict.codes == (GateCode.OUT_OF_DISTRIBUTION,)
+    assert verdict.ood_distance is not None and verdict.ood_distance > gate.ood_threshold
+    assert "not like the model's training images" in verdict.reasons[0]
+    assert "reference 99th percentile" in verdict.reasons[0]
+    assert gate.ood_threshold == pytest.approx(gate.profile.ood_quantile(0.99))
+
+
+def test_without_an_embedding_only_the_metrics_are_checked(gate: ImageGate) -> None:
+    assert gate.check(_typical()).usable
+    assert gate.check(_typical()).ood_distance is None
+    assert gate.check(_with(brightness=2.0)).code == GateCode.UNDEREXPOSED
+
+
+def test_a_missing_number_is_refused_not_waved_through(gate: ImageGate) -> None:
+    assert not gate.check(_with(sharpness=math.nan), np.zeros(D)).usable
+    assert not gate.check(_typical(), np.full(D, math.nan)).usable
+
+
+def test_batch_verdicts_match_one_by_one(gate: ImageGate) -> None:
+    rows = [_typical(), _with(contrast=0.1), _typical()]
+    embeddings = np.stack([np.zeros(D), np.zeros(D), np.full(D, 5.0)])
+    batch = gate.check_batch(rows, embeddings)
+    alone = [gate.check(r, e) for r, e in zip(rows, embeddings, strict=True)]
+    assert [(v.usable, v.codes, v.reasons) for v in batch] == [
+        (v.usable, v.codes, v.reasons) for v in alone
+    ]
+    assert [v.ood_distance for v in batch] == pytest.approx([v.ood_distance for v in alone])
+    assert gate.check_batch(rows) == [gate.check(r) for r in rows]
+    with pytest.raises(ValueError, match="3 metric rows but 2 embeddings"):
+        gate.check_batch(rows, embeddings[:2])
+
+
+def test_a_wider_margin_lets_more_through(gate: ImageGate) -> None:
+    dim = _with(brightness=gate.limits["brightness"][0] - 1.0)
+    assert not gate.check(dim).usable
+    assert ImageGate(gate.profile, GateConfig(margin=1.0)).check(dim).usable
+
+
+def test_config_refuses_levels_that_mean_nothing() -> None:
+    with pytest.raises(ValueError):
+        GateConfig(low_level=0.6)
+    with pytest.raises(ValueError):
+        GateConfig(ood_level=0.2)
+    with pytest.raises(ValueError):
+        GateConfig(margin=-0.1)
+
+
+def test_profile_stores_what_drift_monitoring_reads() -> None:
+    # models/ cannot import the service, so these are copies: they must stay equal
+    assert P_DEFECT_BINS == drift.CONFIDENCE_BINS
+    assert all(any(math.isclose(p, q) for q in QUANTILE_LEVELS) for p in drift.PERCENTILES)
+
+
+# -- the shipped weights and profile -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[Predictor, ImageGate]:
+    predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS)
+    profile = load_profile(DEFAULT_WEIGHTS, version=predictor.version)
+    assert isinstance(profile, ReferenceProfile)
+    return predictor, ImageGate(profile)
+
+
+def _verdicts(shipped: tuple[Predictor, ImageGate], images: list[np.ndarray]) -> list[GateVerdict]:
+    predictor, gate = shipped
+    _, embeddings = predictor.predict_with_embeddings(images)
+    return gate.check_batch([input_stats(im).metrics() for im in images], embeddings)
+
+
+def test_shipped_gate_passes_the_committed_samples(shipped: tuple[Predictor, ImageGate]) -> None:
+    paths = sorted(SAMPLES.glob("*/*.png"))[::5]  # 10 of the 50, every class
+    verdicts = _verdicts(shipped, [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths])
+    assert [v.reasons for v in verdicts if not v.usable] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [
+        ("blank/black", GateCode.BLANK),
+        ("blank/white", GateCode.BLANK),
+        ("blank/grey", GateCode.BLANK),
+        ("noise/salt_pepper", GateCode.NOISY),
+        ("size/small_4_3", GateCode.SIZE),
+        ("exposure/lamp_off", GateCode.BLANK),
+        ("pose/tilted", None),  # refused, by the embedding or the metrics
+        ("photo/grace_hopper", None),
+    ],
+)
+def test_shipped_gate_refuses_off_distribution_frames(
+    shipped: tuple[Predictor, ImageGate], source: str, code: GateCode | None
+) -> None:
+    frames = off_distribution_frames("held_out", 2, seed=0, sources=(source,))
+    for verdict in _verdicts(shipped, [f.image for f in frames]):
+        assert not verdict.usable
+        if code is not None:
+            assert verdict.code == code
+
+
+def test_shipped_gate_refuses_a_phone_turned_sideways(
+    shipped: tuple[Predictor, ImageGate],
+) -> None:
+    frames = off_distribution_frames("tuning", 2, seed=0, sources=("pose/turned_90",))
+    verdicts = _verdicts(shipped, [f.image for f in frames])
+    assert all(GateCode.OUT_OF_DISTRIBUTION in v.codes for v in verdicts)

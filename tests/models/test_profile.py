@@ -1,0 +1,161 @@
+"""The reference profile: its statistics, its file, and re-deriving it from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from data.synth import generate_dataset
+from inspect_app.domain import CLASS_NAMES
+from inspect_app.imaging import input_stats
+from models.predictor import Predictor
+from models.profile import (
+    QUANTILE_LEVELS,
+    EmbeddingModel,
+    ProfileError,
+    ReferenceProfile,
+    compute_profile,
+    load_profile,
+    profile_from_outputs,
+    profile_path,
+    write_profile,
+)
+from models.train import TrainConfig, profile_checkpoint, train_model, training_splits
+
+
+def _toy_profile(n: int = 60, d: int = 12, seed: int = 0) -> ReferenceProfile:
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet(np.ones(len(CLASS_NAMES)), size=n)
+    embeddings = rng.normal(size=(n, d)) * np.linspace(3.0, 0.5, d)
+    metrics = [{"brightness": float(b), "contrast": float(c)} for b, c in rng.normal(90, 9, (n, 2))]
+    return profile_from_outputs(
+        probabilities, embeddings, metrics, model_version="v-test", source="toy",
+        extra={"split_seed": 3},
+    )  # fmt: skip
+
+
+def test_profile_round_trips_through_json() -> None:
+    profile = _toy_profile()
+    again = ReferenceProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+
+    assert again.model_version == "v-test" and again.n_images == 60
+    assert again.metric_quantiles == profile.metric_quantiles
+    assert again.ood_quantiles == profile.ood_quantiles
+    assert again.p_defect_histogram == profile.p_defect_histogram
+    assert again.extra == {"split_seed": 3}
+    probe = np.random.default_rng(1).normal(size=(5, 12))
+    # arrays travel as float32: distances agree to float32 precision
+    np.testing.assert_allclose(
+        again.embedding.distance(probe), profile.embedding.distance(probe), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        again.reference_coordinates, profile.reference_coordinates, rtol=2e-3, atol=2e-3
+    )
+
+
+def test_profile_summarises_what_it_was_given() -> None:
+    profile = _toy_profile()
+    for values in profile.metric_quantiles.values():
+        assert len(values) == len(QUANTILE_LEVELS)
+        assert list(values) == sorted(values)
+    assert profile.metric_quantile("brightness", 0.5) == pytest.approx(90, abs=4)
+    assert list(profile.ood_quantiles) == sorted(profile.ood_quantiles)
+    assert sum(profile.p_defect_histogram) == sum(profile.confidence_histogram) == 60
+    assert sum(profile.predicted_class_rates.values()) == pytest.approx(1.0)
+    assert 0.0 <= profile.predicted_defect_rate <= 1.0
+
+
+def test_ppca_distance_is_the_mahalanobis_distance_of_sklearns_ppca() -> None:
+    x = np.random.default_rng(2).normal(size=(300, 10)) @ np.diag(np.linspace(4, 0.2, 10))
+    model = EmbeddingModel.fit(x, components=4)
+    pca = PCA(n_components=4, svd_solver="full").fit(x)
+    probe = np.random.default_rng(3).normal(size=(6, 10)) * 3
+    centred = probe - pca.mean_
+    expected = np.sqrt(np.einsum("bi,ij,bj->b", centred, pca.get_precision(), centred))
+    np.testing.assert_allclose(model.distance(probe), expected, rtol=1e-6)
+    assert model.distance(pca.mean_[None])[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cross_fitted_reference_is_not_fooled_by_its_own_images() -> None:
+    # a PPCA scores the images it was fitted on closer than fresh ones; the stored reference
+    # is what fresh images from the same distribution score, so its quantiles mean what they say
+    rng = np.random.default_rng(4)
+    embeddings = rng.normal(size=(80, 40))
+    profile = profile_from_outputs(
+        rng.dirichlet(np.ones(5), size=80), embeddings, [{"brightness": 1.0}] * 80,
+        model_version="v", source="toy",
+    )  # fmt: skip
+    in_sample = profile.embedding.distance(embeddings)
+    fresh = profile.embedding.distance(rng.normal(size=(2000, 40)))
+    assert np.median(in_sample) < 0.9 * profile.ood_quantile(0.5)
+    assert np.mean(fresh > np.quantile(in_sample, 0.9)) > 0.5
+    assert np.mean(fresh > profile.ood_quantile(0.9)) < 0.25
+
+
+def test_compute_profile_runs_the_predictor_like_the_service(tiny_checkpoint: Path) -> None:
+    predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(60, 200, (48, 56, 3), dtype=np.uint8) for _ in range(12)]
+    profile = compute_profile(
+        predictor, images, [input_stats(im).metrics() for im in images], source="noise"
+    )
+    assert profile.model_version == predictor.version
+    assert profile.n_images == 12
+    assert profile.embedding.dimension == predictor.predict_with_embeddings(images[:1])[1].shape[1]
+    assert profile.metric_quantile("width", 0.5) == 56
+    assert "sharpness" in profile.metric_quantiles
+
+
+def test_load_profile_finds_the_sidecar_and_refuses_another_models(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    assert profile_path(checkpoint) == tmp_path / "model.profile.json"
+    assert load_profile(checkpoint) is None
+
+    write_profile(_toy_profile(), checkpoint)
+    assert load_profile(checkpoint, version="v-test") is not None
+    with pytest.raises(ProfileError, match="made for model v-test"):
+        load_profile(checkpoint, version="v-other")
+    profile_path(checkpoint).write_text("{}")
+    with pytest.raises(ProfileError, match="not a reference profile"):
+        load_profile(checkpoint)
+
+
+def test_training_writes_the_profile_and_the_command_re_derives_the_same_split(
+    tmp_path: Path,
+) -> None:
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    generate_dataset(data, n=60, seed=5)
+    config = TrainConfig(
+        data=data, out=tmp_path / "m.pt", epochs=1, batch_size=8, width_mult=0.25,
+        input_size=48, val_fraction=0.2, calib_fraction=0.3, seed=3,
+    )  # fmt: skip
+    metrics = lambda image: input_stats(image).metrics()  # noqa: E731
+    result = train_model(config, input_metrics=metrics)
+
+    assert result.profile == profile_path(config.out) and result.profile.is_file()
+    written = load_profile(config.out, version=result.version)
+    assert written is not None and written.n_images == len(result.calib_indices)
+
+    # the split the profile command re-derives is the one training drew, index for index
+    from data.dataset import load_dataset
+
+    labels = np.array([CLASS_NAMES.index(it.label) for it in load_dataset(data)])
+    again = training_splits(labels, seed=3, val_fraction=0.2, calib_fraction=0.3)[2]
+    np.testing.assert_array_equal(again, result.calib_indices)
+
+    # ...and regenerating the profile without retraining gives the same profile
+    remade, path = profile_checkpoint(config.out, data, metrics)
+    assert path == result.profile
+    assert remade.to_dict() == written.to_dict()
+    assert "split seed 3" in remade.source
+
+    other = tmp_path / "other"
+    generate_dataset(other, n=40, seed=6)
+    with pytest.raises(ValueError, match="trained on 60"):
+        profile_checkpoint(config.out, other, metrics)
