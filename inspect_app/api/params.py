@@ -138,3 +138,18 @@ ThresholdQuery = Annotated[
     PlainValidator(lambda value: _threshold(value, from_text=True)),
     WithJsonSchema(_THRESHOLD_SCHEMA),
 ]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer is any whole number, so 260.0 is one; true and "12" are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
+    return value
+
+
+# An integer in a JSON body as the schema means it: 260 or 260.0, never true or "260".
+JsonInt = Annotated[int, BeforeValidator(_whole_number)]

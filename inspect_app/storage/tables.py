@@ -159,6 +159,14 @@ class Inspection(SQLModel, table=True):
     # -- retention (revision 0005; columns a revision adds go last, where ALTER TABLE puts them):
     # when the sweep removed the image bytes (storage.retention). The row stays for ever.
     image_removed_at: datetime | None = None
+    # -- rollout (revision 0007): which arm of the line's deployment decided this part, and
+    # the probability that arm had of being chosen (offline estimates weight by its inverse)
+    arm: str | None = Field(default=None, max_length=16)  # rollout.policy.Arm
+    assignment_p: float | None = None
+    deployment_revision: int | None = None
+    # the audit lottery's rate for this part (routes review and auto take 1 and 0): a labeled
+    # part stands for 1 / audit_p parts in weighted evidence. NULL before revision 0007.
+    audit_p: float | None = None
 
 
 class ReviewTask(SQLModel, table=True):
@@ -275,3 +283,89 @@ class DriftReport(SQLModel, table=True):
     details: dict | None = Field(default=None, sa_column=Column(JSON))
     # inspection ids most responsible for an embedding drift, most responsible first
     responsible: list[int] | None = Field(default=None, sa_column=Column(JSON))
+
+
+# -- rollout (revision 0007) -----------------------------------------------------------------
+
+
+class ModelVersion(SQLModel, table=True):
+    """A registered model: immutable once written (the registry never updates a row)."""
+
+    __tablename__ = "modelversion"
+
+    # the checkpoint's own version name: defect-cnn-<date>-<8 hex of the weights' digest>
+    version: str = Field(primary_key=True, max_length=64)
+    sha256: str = Field(unique=True, max_length=64)  # of the checkpoint file's bytes
+    path: str = Field(max_length=512)  # the registry's copy, relative to the data folder
+    architecture: dict = Field(sa_column=Column(JSON, nullable=False))  # DefectCNNConfig
+    class_names: list = Field(sa_column=Column(JSON, nullable=False))
+    temperature: float
+    metrics: dict = Field(sa_column=Column(JSON, nullable=False))  # the model card's figures
+    data_seed: int | None = None
+    parent_version: str | None = Field(default=None, max_length=64)
+    lineage: dict = Field(sa_column=Column(JSON, nullable=False))  # data manifest, base data
+    profile_sha256: str | None = Field(default=None, max_length=64)  # its reference profile
+    notes: str = Field(default="", max_length=2000)
+    registered_by: str = Field(max_length=64)
+    registered_at: datetime = Field(default_factory=utcnow)
+
+
+class Deployment(SQLModel, table=True):
+    """What runs on a line: a champion and at most one candidate with its rollout mode.
+
+    Every service process reads it (and polls `revision`), so a change made through any
+    process reaches all of them; every change is also an event."""
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    champion: str = Field(foreign_key="modelversion.version", max_length=64)
+    candidate: str | None = Field(default=None, foreign_key="modelversion.version", max_length=64)
+    mode: str = Field(default="none", max_length=16)  # rollout.policy.Mode
+    share: float = 0.0  # the candidate's share of decisions (canary step, A/B split, 1 at b/g)
+    shadow_share: float = 1.0  # shadow: the share of parts the candidate also runs on
+    steps: list = Field(sa_column=Column(JSON, nullable=False))  # canary shares, e.g. .05 .. 1
+    step: int = 0  # index into steps
+    step_min_labels: int = 50  # blind labels of the candidate's decisions a step needs
+    step_started_at: datetime | None = None
+    candidate_audit_rate: float = 0.10  # audit rate of parts the candidate decides
+    exploration: float = 0.10  # bandit: the floor, shared evenly between the versions
+    quarantined: bool = False  # rolled back: no traffic until a supervisor re-arms it
+    quarantine_reason: str | None = Field(default=None, max_length=1000)
+    revision: int = 1  # bumped by every change; processes compare it to follow changes
+    updated_by: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelPrediction(SQLModel, table=True):
+    """What each version that ran said about a part: the decider's and the shadow's answers,
+    so evidence is per version, paired on the same parts, and never pooled."""
+
+    __tablename__ = "modelprediction"
+    __table_args__ = (
+        UniqueConstraint("inspection_id", "model_version", name="uq_prediction_version"),
+        Index("ix_prediction_version_inspection", "model_version", "inspection_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id")
+    model_version: str = Field(max_length=64)
+    role: str = Field(max_length=8)  # decided | shadow
+    probabilities: dict[str, float] | None = Field(default=None, sa_column=Column(JSON))
+    predicted_class: str | None = Field(default=None, max_length=32)
+    p_defect: float | None = None
+    model_ms: float = 0.0
+    error: str | None = Field(default=None, max_length=500)  # the version failed on the image
+
+
+class BanditArm(SQLModel, table=True):
+    """A bandit's posterior for one version on one line: Beta(1 + successes, 1 + failures).
+
+    Updated with `successes = successes + 1` in one statement, so processes never lose a
+    reward to a read-modify-write race."""
+
+    __tablename__ = "banditarm"
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    model_version: str = Field(primary_key=True, max_length=64)
+    successes: int = 0
+    failures: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -31,6 +31,7 @@ from inspect_app.api.params import (
     REQUIRED_TEXT_PATTERN,
     TEXT_PATTERN,
     THRESHOLD_DESCRIPTION,
+    JsonInt,
     LineIdPath,
     ThresholdIn,
 )
@@ -132,11 +133,10 @@ class TargetsChange(BaseModel):
         strict=True,
         description="the most false rejects (auto-failed parts a human calls ok), as a rate",
     )
-    min_labels: int = Field(  # type: ignore[assignment]
+    min_labels: JsonInt = Field(  # type: ignore[assignment]
         default=None,
         ge=1,
         le=line_service.MAX_MIN_LABELS,
-        strict=True,
         description="labeled parts each automated side needs before the gate may pass",
     )
     auto_demote: bool = Field(  # type: ignore[assignment]

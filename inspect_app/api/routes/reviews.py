@@ -21,6 +21,7 @@ from inspect_app.api.params import (
     LINE_ID_PATTERN,
     MAX_NOTE_CHARS,
     TEXT_PATTERN,
+    JsonInt,
     RowId,
 )
 from inspect_app.domain import DefectClass
@@ -74,11 +75,10 @@ MAX_DURATION_MS = 24 * 3600 * 1000  # a verdict that took longer is a tab left o
 class LabelIn(BaseModel):
     label: DefectClass
     note: str | None = Field(default=None, max_length=MAX_NOTE_CHARS, pattern=TEXT_PATTERN)
-    duration_ms: int | None = Field(
+    duration_ms: JsonInt | None = Field(
         default=None,
         ge=0,
         le=MAX_DURATION_MS,
-        strict=True,  # an integer, as the schema says, not true or "12"
         description="time from the part shown to the verdict",
     )
 

@@ -1,0 +1,221 @@
+"""The model registry: every version a line may run, registered once and never changed.
+
+A version is the checkpoint's own name (``defect-cnn-<date>-<8 hex of the weights' digest>``),
+and the file is kept under the SHA-256 of its bytes in ``<data_dir>/models/``: what a line
+ran can always be loaded again, even after the file it was registered from is gone. The
+reference profile beside the checkpoint (`models.profile`) is copied with it.
+
+Registering the same file twice answers the existing version; a different file under a
+name already taken is refused. Rows are immutable: the ORM refuses an UPDATE of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from inspect_app.events import record_event
+from inspect_app.storage.tables import ModelVersion
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.profile import ProfileError, load_profile, profile_path
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_DIR = "models"
+MAX_NOTES = 2000
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be carried out; the message says why."""
+
+
+class VersionNotFound(RegistryError, LookupError):
+    pass
+
+
+class InvalidCheckpoint(RegistryError, ValueError):
+    """The file is not a checkpoint this service can serve."""
+
+
+class VersionConflict(RegistryError):
+    """The name is taken by a different file."""
+
+
+@event.listens_for(ModelVersion, "before_update")
+def _immutable(_mapper: Any, _connection: Any, target: ModelVersion) -> None:
+    raise RegistryError(f"model version {target.version} is registered and cannot be changed")
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: ModelVersion
+    created: bool  # False: this very file was already registered
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def registry_dir(data_dir: Path) -> Path:
+    return Path(data_dir) / REGISTRY_DIR
+
+
+def checkpoint_path(data_dir: Path, version: ModelVersion) -> Path:
+    """Where the registry keeps the version's checkpoint (its profile sits beside it)."""
+    return Path(data_dir) / version.path
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+
+
+def register_model(
+    session: Session,
+    checkpoint: Path,
+    data_dir: Path,
+    *,
+    registered_by: str,
+    notes: str = "",
+    parent_version: str | None = None,
+    lineage: Mapping[str, Any] | None = None,
+) -> Registration:
+    """Validate `checkpoint`, copy it (and its profile) into the registry, record the version.
+
+    Raises InvalidCheckpoint for a file the service could not serve (the reason is the
+    loader's), VersionConflict for a name already held by other bytes."""
+    checkpoint = Path(checkpoint)
+    if len(notes) > MAX_NOTES:
+        raise RegistryError(f"notes must be at most {MAX_NOTES} characters")
+    try:
+        loaded = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise InvalidCheckpoint(str(exc)) from exc
+    try:
+        profile = load_profile(checkpoint, version=loaded.version)
+    except ProfileError as exc:
+        raise InvalidCheckpoint(f"its reference profile is unusable: {exc}") from exc
+    sha256 = file_sha256(checkpoint)
+    same_file = session.exec(select(ModelVersion).where(ModelVersion.sha256 == sha256)).first()
+    if same_file is not None:
+        return Registration(same_file, created=False)
+    if session.get(ModelVersion, loaded.version) is not None:
+        raise VersionConflict(
+            f"version {loaded.version} is already registered from a different file; a version "
+            "never changes, so save the new weights as a new checkpoint"
+        )
+    parent = parent_version or loaded.metrics.get("parent_version")
+    if parent is not None and session.get(ModelVersion, str(parent)) is None:
+        raise RegistryError(f"parent version {parent} is not registered")
+
+    target_dir = registry_dir(data_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{sha256}.pt"
+    _copy_atomically(checkpoint, target)
+    profile_sha = None
+    if profile is not None:
+        source_profile = profile_path(checkpoint)
+        _copy_atomically(source_profile, profile_path(target))
+        profile_sha = file_sha256(source_profile)
+    row = ModelVersion(
+        version=loaded.version,
+        sha256=sha256,
+        path=str(target.relative_to(Path(data_dir))),
+        architecture=loaded.config.to_dict(),
+        class_names=list(loaded.class_names),
+        temperature=loaded.temperature,
+        metrics=_plain(loaded.metrics),
+        data_seed=loaded.data_seed,
+        parent_version=None if parent is None else str(parent),
+        lineage=_plain(
+            {
+                "data_seed": loaded.data_seed,
+                "source_file": str(checkpoint.resolve()),
+                **(lineage or {}),
+            }
+        ),
+        profile_sha256=profile_sha,
+        notes=notes,
+        registered_by=registered_by,
+    )
+    session.add(row)
+    record_event(
+        session,
+        kind="model_registered",
+        actor=registered_by,
+        reason=notes or f"registered from {checkpoint.name}",
+        details={
+            "version": row.version,
+            "sha256": sha256,
+            "parent_version": row.parent_version,
+            "has_profile": profile is not None,
+            "validation": (row.metrics or {}).get("validation"),
+        },
+    )
+    try:
+        session.commit()
+    except IntegrityError:  # another process registered the same file at the same moment
+        session.rollback()
+        existing = session.exec(select(ModelVersion).where(ModelVersion.sha256 == sha256)).first()
+        if existing is None:
+            raise
+        return Registration(existing, created=False)
+    session.refresh(row)
+    logger.info("registered model %s (sha256 %s) by %s", row.version, sha256[:12], registered_by)
+    return Registration(row, created=True)
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars and tuples from a model card become plain values)."""
+    return json.loads(json.dumps(value, default=_scalar))
+
+
+def get_version(session: Session, version: str) -> ModelVersion:
+    row = session.get(ModelVersion, version)
+    if row is None:
+        raise VersionNotFound(f"no registered model version {version!r}")
+    return row
+
+
+def list_versions(session: Session) -> list[ModelVersion]:
+    """Newest first."""
+    return list(
+        session.exec(
+            select(ModelVersion).order_by(
+                col(ModelVersion.registered_at).desc(), col(ModelVersion.version)
+            )
+        )
+    )
+
+
+def ensure_registered(session: Session, checkpoint: Path, data_dir: Path) -> ModelVersion:
+    """The service's configured model, registered at start (by "system") if it is not yet."""
+    return register_model(
+        session,
+        checkpoint,
+        data_dir,
+        registered_by="system",
+        notes=f"the service's configured model ({Path(checkpoint).name})",
+    ).version
