@@ -40,7 +40,7 @@ from inspect_app.evidence import (
     agreement_figures,
     rate_estimate,
 )
-from inspect_app.storage.tables import Inspection, Label, Line, User
+from inspect_app.storage.tables import Deployment, Inspection, Label, Line, User
 from inspect_app.timeutil import as_utc
 
 # Levels at which every part is routed to a human whatever the model said.
@@ -91,7 +91,14 @@ def _check_window(since: datetime | None, until: datetime | None) -> None:
 
 
 def current_model_version(session: Session, line_id: str) -> str | None:
-    """The model version of the line's most recent prediction (None before any)."""
+    """The line's champion (its deployment), or before any deployment the model version of
+    its most recent prediction (None before any). Never the candidate of a canary, A/B or
+    bandit: the line's own evidence is its champion's, and a candidate's is kept apart."""
+    champion = session.exec(
+        select(Deployment.champion).where(Deployment.line_id == line_id)
+    ).first()
+    if champion is not None:
+        return champion
     return session.exec(
         select(Inspection.model_version)
         .where(Inspection.line_id == line_id, col(Inspection.model_version).is_not(None))

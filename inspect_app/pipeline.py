@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -48,10 +48,12 @@ from inspect_app.lines import LineNotFound, get_line, policy_of
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from inspect_app.monitoring.service import LineMonitor
+from inspect_app.rollout.policy import Arm, Assignment, DeploymentState
+from inspect_app.rollout.serving import Rollout
 from inspect_app.routing import RoutingOutcome, route_inspection
 from inspect_app.storage.db import database_disk_full
 from inspect_app.storage.images import ImageStore, ImageStoreFull, sha256_of
-from inspect_app.storage.tables import Inspection, ReviewTask
+from inspect_app.storage.tables import Inspection, ModelPrediction, ReviewTask
 from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,38 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+@dataclass
+class _Ran:
+    """What the versions that ran on a part said (the decider's first)."""
+
+    decided: BatchedPrediction | None = None
+    decider: str | None = None
+    hidden: dict[str, BatchedPrediction | Exception] = field(default_factory=dict)
+    candidate_failed: Exception | None = None  # the candidate was to decide and failed
+
+
+def _prediction_row(
+    version: str, role: str, result: BatchedPrediction | Exception
+) -> ModelPrediction:
+    if isinstance(result, Exception):
+        return ModelPrediction(
+            inspection_id=0,
+            model_version=version,
+            role=role,
+            error=f"{type(result).__name__}: {result}"[:500],
+        )
+    prediction = result.prediction
+    return ModelPrediction(
+        inspection_id=0,
+        model_version=version,
+        role=role,
+        probabilities={k: float(v) for k, v in prediction.probabilities.items()},
+        predicted_class=prediction.predicted_class,
+        p_defect=float(prediction.p_defect),
+        model_ms=round(result.model_ms, 3),
+    )
+
+
 class InspectionPipeline:
     def __init__(
         self,
@@ -115,6 +149,7 @@ class InspectionPipeline:
         loop: asyncio.AbstractEventLoop | None = None,
         gate: ImageGate | None = None,
         monitor: LineMonitor | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -129,6 +164,9 @@ class InspectionPipeline:
         # (the app factory logs that at start); every frame counts as usable.
         self.gate = gate
         self.monitor = monitor
+        # None: one model (`batcher`) decides every line; otherwise each line's deployment
+        # says which registered version decides each part and which run beside it, hidden.
+        self.rollout = rollout
 
     # -- entry points
 
@@ -209,11 +247,19 @@ class InspectionPipeline:
         decode_s = time.perf_counter() - decode_started
         self.metrics.observe_stage("decode", decode_s)
 
-        batched: BatchedPrediction | None = None
+        state, assignment = self._assign(submission)
+        ran = _Ran()
         if policy.level.runs_model:
-            batched = await self._predict(decoded.image)
+            ran = await self._run_models(decoded.image, assignment)
+        batched = ran.decided
         prediction = batched.prediction if batched is not None else None
-        verdict = self._check_gate(stats, batched)
+        if assignment is not None and ran.decider != assignment.decider:
+            assignment = None  # the candidate failed on this image: the champion decided
+        gate = self._gate_of(ran.decider)
+        verdict = self._check_gate(gate, stats, batched)
+        if assignment is not None and assignment.arm is Arm.CANDIDATE and state is not None:
+            # parts the candidate decides are audited more, so its evidence comes faster
+            policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
         routing = route_inspection(
             prediction, policy, self.rng.random(), usable=verdict is None or verdict.usable
         )
@@ -247,7 +293,12 @@ class InspectionPipeline:
             decided_by=routing.decided_by.value if routing.decided_by is not None else None,
             decided_at=utcnow() if routing.decided_by is not None else None,
             decode_ms=_ms(decode_s),
+            audit_p=1.0 if routing.task_reason is TaskReason.DECIDE else policy.audit_rate,
         )
+        if state is not None and ran.decider is not None:
+            row.arm = assignment.arm.value if assignment is not None else Arm.CHAMPION.value
+            row.assignment_p = assignment.probability if assignment is not None else 1.0
+            row.deployment_revision = state.revision
         if prediction is not None and batched is not None:
             row.model_version = prediction.model_version
             row.probabilities = {k: float(v) for k, v in prediction.probabilities.items()}
@@ -261,17 +312,21 @@ class InspectionPipeline:
             if not verdict.usable:
                 row.gate_codes = ",".join(code.value for code in verdict.codes)
                 row.gate_reason = "; ".join(verdict.reasons)[:1000]
-        if self.gate is not None and batched is not None and batched.embedding is not None:
+        if gate is not None and batched is not None and batched.embedding is not None:
             # the reduced coordinates the profile keeps of its own calibration images, so the
             # embedding-drift test compares like with like
-            profile = self.gate.profile
+            profile = gate.profile
             m = int(profile.reference_coordinates.shape[1]) - 1
             coords = profile.embedding.coordinates(batched.embedding[None], m)[0]
             row.embedding = [round(float(v), 4) for v in coords]
 
         persist_started = time.perf_counter()
+        predictions = []
+        if batched is not None and ran.decider is not None:
+            predictions.append(_prediction_row(ran.decider, "decided", batched))
+        predictions += [_prediction_row(v, "shadow", r) for v, r in ran.hidden.items()]
         inspection, created = await asyncio.to_thread(
-            self._persist, submission, row, routing, started
+            self._persist, submission, row, routing, started, predictions
         )
         self.metrics.observe_stage("persist", time.perf_counter() - persist_started)
         if not created:  # lost a capture_id race to an identical upload
@@ -283,18 +338,104 @@ class InspectionPipeline:
                 self.metrics.gate_refusals.labels(line=inspection.line_id, reason=code).inc()
         if self.monitor is not None:
             self.monitor.observe(inspection.line_id)
+        if state is not None:
+            self._watch_candidate(state, ran)
         return InspectionOutcome(inspection=inspection, created=True)
 
+    # -- several versions
+
+    def _assign(
+        self, submission: ImageSubmission
+    ) -> tuple[DeploymentState | None, Assignment | None]:
+        if self.rollout is None:
+            return None, None
+        return self.rollout.assign(
+            submission.line_id,
+            draw=self.rng.random(),
+            shadow_draw=self.rng.random(),
+            part_serial=submission.part_serial,
+        )
+
+    def _batcher_of(self, version: str) -> MicroBatcher:
+        if self.rollout is None:
+            return self.batcher
+        loaded = self.rollout.pool.get(version)
+        if loaded is None:
+            raise IngestError(503, f"model {version} is not loaded; send the image again")
+        return loaded.batcher
+
+    def _gate_of(self, version: str | None) -> ImageGate | None:
+        if self.rollout is None or version is None:
+            return self.gate
+        loaded = self.rollout.pool.get(version)
+        return loaded.gate if loaded is not None else None
+
+    async def _run_models(self, image: np.ndarray, assignment: Assignment | None) -> _Ran:
+        """The decider, and beside it (concurrently) every hidden version. A hidden version's
+        failure is recorded and decides nothing; a failing candidate decider hands the part to
+        the champion, so a bad candidate never costs the line an answer."""
+        if assignment is None:
+            return _Ran(decided=await self._predict(self.batcher, image),
+                        decider=self.batcher.predictor.version)  # fmt: skip
+        versions = (assignment.decider, *assignment.hidden)
+        results = await asyncio.gather(
+            *(self._predict(self._batcher_of(v), image) for v in versions),
+            return_exceptions=True,
+        )
+        by_version = dict(zip(versions, results, strict=True))
+        decided = by_version.pop(assignment.decider)
+        ran = _Ran(hidden=dict(by_version.items()))  # type: ignore[arg-type]
+        if not isinstance(decided, BaseException):
+            ran.decided, ran.decider = decided, assignment.decider
+            return ran
+        if assignment.arm is Arm.CANDIDATE and assignment.hidden:
+            champion = assignment.hidden[0]
+            fallback = ran.hidden.pop(champion)
+            ran.candidate_failed = decided if isinstance(decided, Exception) else None
+            ran.hidden[assignment.decider] = ran.candidate_failed or RuntimeError("failed")
+            if not isinstance(fallback, BaseException):
+                logger.warning(
+                    "candidate %s failed on an image (%s); champion %s decided it",
+                    assignment.decider,
+                    decided,
+                    champion,
+                )
+                ran.decided, ran.decider = fallback, champion
+                return ran
+            raise fallback
+        raise decided
+
+    def _watch_candidate(self, state: DeploymentState, ran: _Ran) -> None:
+        """Count the candidate's run; roll it back (in a worker thread) past the limits."""
+        assert self.rollout is not None
+        candidate = state.candidate
+        if candidate is None:
+            return
+        if ran.decider == candidate and ran.decided is not None:
+            error, model_ms = False, ran.decided.model_ms
+        elif candidate in ran.hidden:
+            result = ran.hidden[candidate]
+            error = isinstance(result, Exception)
+            model_ms = 0.0 if isinstance(result, Exception) else result.model_ms
+        else:
+            return
+        why = self.rollout.observe_candidate(state.line_id, candidate, error=error,
+                                             model_ms=model_ms)  # fmt: skip
+        if why is not None:
+            loop = asyncio.get_running_loop()
+            loop.run_in_executor(
+                None, self.rollout.roll_back_unhealthy, state.line_id, candidate, why
+            )
+
     def _check_gate(
-        self, stats: InputStats, batched: BatchedPrediction | None
+        self, gate: ImageGate | None, stats: InputStats, batched: BatchedPrediction | None
     ) -> GateVerdict | None:
-        """The image gate's verdict; at human_only (no model run) on the input metrics alone."""
-        if self.gate is None:
+        """The image gate's verdict (of the deciding version's reference profile); at
+        human_only (no model run) on the input metrics alone."""
+        if gate is None:
             return None
         started = time.perf_counter()
-        verdict = self.gate.check(
-            stats.metrics(), batched.embedding if batched is not None else None
-        )
+        verdict = gate.check(stats.metrics(), batched.embedding if batched is not None else None)
         self.metrics.observe_stage("gate", time.perf_counter() - started)
         return verdict
 
@@ -355,9 +496,9 @@ class InspectionPipeline:
         )
         return decoded, input_stats(decoded.image)
 
-    async def _predict(self, image: np.ndarray) -> BatchedPrediction:
+    async def _predict(self, batcher: MicroBatcher, image: np.ndarray) -> BatchedPrediction:
         try:
-            return await self.batcher.predict(image)
+            return await batcher.predict(image)
         except BatcherStopped:
             raise IngestError(503, "the service is shutting down; send the image again") from None
         except Exception as exc:
@@ -372,6 +513,7 @@ class InspectionPipeline:
         row: Inspection,
         routing: RoutingOutcome,
         started: float,
+        predictions: list[ModelPrediction] | None = None,
     ) -> tuple[Inspection, bool]:
         put_started = time.perf_counter()
         try:
@@ -385,8 +527,11 @@ class InspectionPipeline:
             try:
                 session.add(row)
                 session.flush()
+                assert row.id is not None
+                for prediction in predictions or ():
+                    prediction.inspection_id = row.id
+                    session.add(prediction)
                 if routing.task_reason is not None:
-                    assert row.id is not None
                     session.add(
                         ReviewTask(
                             inspection_id=row.id,

@@ -40,6 +40,7 @@ from inspect_app.domain import (
     decision_for_class,
 )
 from inspect_app.events import record_event
+from inspect_app.rollout import deployments
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
 from inspect_app.timeutil import as_utc, utcnow
 
@@ -407,6 +408,8 @@ def _after_label(session: Session, line_id: str, inspection_id: int) -> None:
     try:
         automation.after_label(session, line_id, inspection_id)
         session.commit()
+        # the bandit's reward and the canary's step (commits its own changes)
+        deployments.after_label(session, line_id, inspection_id)
     except Exception:
         session.rollback()
         logger.exception(

@@ -45,6 +45,14 @@ class Settings(BaseSettings):
     batch_max_size: int = 16
     batch_max_wait_ms: float = 5.0
 
+    # several model versions (inspect_app.rollout): how many stay loaded at most (a version a
+    # line runs is never unloaded), how often each process re-reads the deployments, and the
+    # candidate's health limits past which it is rolled back (over its last 50 runs)
+    max_loaded_models: int = Field(default=4, ge=1)
+    deployment_poll_seconds: float = Field(default=1.0, gt=0)
+    candidate_max_errors: int = Field(default=5, ge=1)
+    candidate_max_latency_ms: float = Field(default=2000.0, gt=0)
+
     # decompression-bomb and abuse limits
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 25_000_000

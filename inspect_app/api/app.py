@@ -51,10 +51,12 @@ from inspect_app.monitoring.gate import ImageGate
 from inspect_app.monitoring.service import LineMonitor
 from inspect_app.pipeline import IngestError, InspectionPipeline
 from inspect_app.review_queue import queue_depth
+from inspect_app.rollout.registry import ensure_registered
+from inspect_app.rollout.serving import ModelPool, Rollout
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.images import ImageStore
-from models.profile import load_profile
+from models.profile import ReferenceProfile, load_profile
 
 if TYPE_CHECKING:
     from models.predictor import Predictor
@@ -128,7 +130,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher = MicroBatcher(
         predictor, settings.batch_max_size, settings.batch_max_wait_ms, metrics=metrics
     )
-    gate, monitor = await asyncio.to_thread(_safety, settings, engine, predictor, metrics)
+    gate, profile = await asyncio.to_thread(_gate, settings, predictor)
+    rollout = await asyncio.to_thread(
+        _rollout, settings, engine, predictor, batcher, profile, gate, metrics
+    )
+    monitor = _monitor(engine, rollout, predictor, metrics)
     store = ImageStore(settings.image_dir)
     pipeline = InspectionPipeline(
         engine=engine,
@@ -140,6 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop=asyncio.get_running_loop(),
         gate=gate,
         monitor=monitor,
+        rollout=rollout,
     )
     cameras = list(settings.cameras)
     if settings.demo:
@@ -154,7 +161,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.batcher = batcher
     app.state.pipeline = pipeline
     app.state.monitor = monitor
+    app.state.rollout = rollout
     batcher.start()
+    await asyncio.to_thread(rollout.start)
     monitor.start()
     sources = None
     try:
@@ -179,16 +188,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # In a thread: a camera thread may be waiting on a submission that needs this
             # event loop to finish.
             await asyncio.to_thread(sources.stop)
-        await asyncio.to_thread(batcher.stop)
+        await asyncio.to_thread(rollout.stop)  # every loaded version's batcher
         await asyncio.to_thread(monitor.stop)
         engine.dispose()
         logger.info("inspection service stopped")
 
 
-def _safety(
-    settings: Settings, engine: Engine, predictor: Predictor, metrics: ServiceMetrics
-) -> tuple[ImageGate | None, LineMonitor]:
-    """The image gate and the line monitor of the loaded model, from its reference profile.
+def _gate(
+    settings: Settings, predictor: Predictor
+) -> tuple[ImageGate | None, ReferenceProfile | None]:
+    """The image gate of the configured model, from its reference profile.
 
     A model without a profile (a plant's own checkpoint trained before profiles existed) is
     served without a gate, loudly: every frame then counts as usable, which is what the
@@ -202,23 +211,63 @@ def _safety(
             predictor.version,
             settings.weights,
         )
-        gate = None
-    else:
-        gate = ImageGate(profile)
-        logger.info(
-            "image gate of model %s: reference %s, out-of-distribution distance <= %.1f",
-            predictor.version,
-            profile.source,
-            gate.ood_threshold,
-        )
-    accuracy = (predictor.metrics.get("validation") or {}).get("binary_accuracy")
-    monitor = LineMonitor(
+        return None, None
+    gate = ImageGate(profile)
+    logger.info(
+        "image gate of model %s: reference %s, out-of-distribution distance <= %.1f",
+        predictor.version,
+        profile.source,
+        gate.ood_threshold,
+    )
+    return gate, profile
+
+
+def _rollout(
+    settings: Settings,
+    engine: Engine,
+    predictor: Predictor,
+    batcher: MicroBatcher,
+    profile: ReferenceProfile | None,
+    gate: ImageGate | None,
+    metrics: ServiceMetrics,
+) -> Rollout:
+    """The registry holds the configured model (registered at first start), and the pool
+    starts with it loaded; lines' deployments load what else they run."""
+    with Session(engine) as session:
+        ensure_registered(session, settings.weights, settings.data_dir)
+    pool = ModelPool(
         engine,
-        profiles=lambda version: profile if version == predictor.version else None,
+        settings.data_dir,
+        max_loaded=settings.max_loaded_models,
+        batch_max_size=settings.batch_max_size,
+        batch_max_wait_ms=settings.batch_max_wait_ms,
+        metrics=metrics,
+    )
+    pool.add(predictor, batcher, profile, gate)
+    return Rollout(
+        engine,
+        pool,
+        predictor.version,
+        poll_seconds=settings.deployment_poll_seconds,
+        max_errors=settings.candidate_max_errors,
+        max_latency_ms=settings.candidate_max_latency_ms,
+    )
+
+
+def _monitor(
+    engine: Engine, rollout: Rollout, predictor: Predictor, metrics: ServiceMetrics
+) -> LineMonitor:
+    def profile_of(version: str | None) -> ReferenceProfile | None:
+        loaded = rollout.pool.get(version) if version is not None else None
+        return loaded.profile if loaded is not None else None
+
+    accuracy = (predictor.metrics.get("validation") or {}).get("binary_accuracy")
+    return LineMonitor(
+        engine,
+        profiles=profile_of,
         metrics=metrics,
         reference_disagreement=lambda _v: None if accuracy is None else max(1 - accuracy, 0.005),
     )
-    return gate, monitor
 
 
 def _add_offline_docs(app: FastAPI) -> None:

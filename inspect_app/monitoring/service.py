@@ -57,6 +57,7 @@ from inspect_app.monitoring.drift import (
     input_drift,
     prediction_drift,
 )
+from inspect_app.rollout.deployments import quarantine
 from inspect_app.storage.tables import (
     AlarmRuleOverride,
     AlarmStateRow,
@@ -647,15 +648,28 @@ class LineMonitor:
                 )
                 evaluation.actions.append("notify")
             elif action is Action.ROLLBACK_CANDIDATE:
-                record_event(
+                rolled = quarantine(
                     session,
-                    kind="alarm_rollback_candidate",
+                    line.id,
                     actor="system",
-                    reason=f"{why} The line has no candidate model to roll back.",
-                    line_id=line.id,
-                    details=details,
+                    reason=why,
+                    evidence={"alarm": details},
+                    automatic=True,
                 )
-                evaluation.actions.append("rollback_candidate (none)")
+                if rolled is None:
+                    record_event(
+                        session,
+                        kind="alarm_rollback_candidate",
+                        actor="system",
+                        reason=f"{why} The line has no candidate model deciding to roll back.",
+                        line_id=line.id,
+                        details=details,
+                    )
+                evaluation.actions.append(
+                    f"rollback_candidate -> {rolled.candidate} quarantined"
+                    if rolled is not None
+                    else "rollback_candidate (none)"
+                )
 
     def _export(
         self, line_id: str, values: dict[str, float | None], rules: list[AlarmRule], ev: Evaluation
