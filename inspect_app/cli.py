@@ -6,7 +6,7 @@ Heavy imports (torch, the web stack) happen inside the commands so that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -680,6 +680,420 @@ def lines_targets(
     )
     typer.echo(f"{line}: {changed or 'no change'}; level {outcome.line.level}")
     typer.echo(outcome.message)
+
+
+# -- model versions and their rollout (inspect_app.rollout: registry, deployments)
+
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: versions a line may run.")
+deploy_app = typer.Typer(
+    no_args_is_help=True, help="A line's deployment: champion, candidate and rollout."
+)
+app.add_typer(models_app, name="models")
+app.add_typer(deploy_app, name="deploy")
+
+MODEL_ACT_AS_OPTION = typer.Option(
+    None,
+    "--as",
+    "--by",
+    help="Act as this supervisor (or admin) account; default: the operator cli:<os user>",
+)
+
+
+@contextmanager
+def _rollout_session(
+    data_dir: Path | None, database_url: str | None
+) -> Iterator[tuple[Session, Settings]]:
+    """`_operator_session` that also turns the registry's and the deployments' refusals into
+    exit code 1: a refusal on the evidence prints its figures first."""
+    from inspect_app.rollout.deployments import DeploymentError, RolloutRefused
+    from inspect_app.rollout.registry import RegistryError
+
+    settings = _settings(data_dir, database_url)
+    try:
+        with _operator_session(data_dir, database_url) as session:
+            yield session, settings
+    except RolloutRefused as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        for key in ("gate", "step"):
+            figures = exc.evidence.get(key)
+            if isinstance(figures, dict):
+                _echo_gate_sides(figures)
+        raise typer.Exit(1) from exc
+    except (DeploymentError, RegistryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _configured_version(session: Session, settings: Settings) -> str:
+    """The registered version of the service's configured weights ($INSPECT_WEIGHTS): what a
+    line without a deployment runs. Registered here if the service has not done it yet."""
+    from inspect_app.rollout.registry import ensure_registered
+
+    return ensure_registered(session, settings.weights, settings.data_dir).version
+
+
+def _loads(session: Session, data_dir: Path) -> Callable[[str], None]:
+    """`warm` for the use cases, in a process with no model pool: load the version once, so
+    a checkpoint that cannot be served is refused here. The running services load it
+    themselves (within a poll of the change) before they move any part to it."""
+    from inspect_app.rollout.registry import get_version, materialize
+    from models.predictor import Predictor
+
+    def load(version: str) -> None:
+        predictor = Predictor.from_checkpoint(
+            materialize(session, data_dir, get_version(session, version))
+        )
+        if predictor.version != version:
+            raise ValueError(f"the registry's file holds model {predictor.version}")
+
+    return load
+
+
+def _acting_rollout_supervisor(session: Session, name: str | None) -> User:
+    """As `_acting_supervisor`; the registry has no role rules of its own, so the role is
+    checked here as the API does (supervisors and admins)."""
+    from inspect_app.accounts import AccountError
+    from inspect_app.domain import Role
+
+    actor = _acting_supervisor(session, name)
+    if not Role(actor.role).may(Role.SUPERVISOR):
+        raise AccountError(
+            f"user {actor.name!r} ({actor.role}) may not register models: supervisors and "
+            "admins only"
+        )
+    return actor
+
+
+def _when(value: Any) -> str:
+    from inspect_app.timeutil import as_utc
+
+    return "-" if value is None else f"{as_utc(value):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _roles_text(roles: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{line_id} ({role})" for line_id, role in roles) or "-"
+
+
+@models_app.command("add")
+def models_add(
+    checkpoint: Path = typer.Argument(..., help="The checkpoint file (its profile beside it)"),
+    notes: str = typer.Option("", help="Why this version exists, for the registry"),
+    parent: str | None = typer.Option(
+        None, help="The registered version it was trained from (default: its model card's)"
+    ),
+    act_as: str | None = MODEL_ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Register a checkpoint as a model version: validated as the service loads it, copied
+    into the registry under the hash of its bytes, never changed afterwards. The same file
+    again answers the version it already is."""
+    from inspect_app.rollout.registry import register_model
+
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        actor = _acting_rollout_supervisor(session, act_as)
+        outcome = register_model(
+            session,
+            checkpoint,
+            settings.data_dir,
+            registered_by=actor.name,
+            notes=notes,
+            parent_version=parent,
+        )
+    version = outcome.version
+    if outcome.created:
+        typer.echo(f"registered {version.version} (sha256 {version.sha256[:12]}, by {actor.name})")
+    else:
+        typer.echo(
+            f"already registered: {checkpoint} is {version.version} "
+            f"(by {version.registered_by}, {_when(version.registered_at)})"
+        )
+
+
+@models_app.command("list")
+def models_list(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """List the registered versions, newest first, with the lines that run them."""
+    from inspect_app.rollout.deployments import running_lines
+    from inspect_app.rollout.registry import list_versions
+
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        running = running_lines(session, _configured_version(session, settings))
+        versions = list_versions(session)
+    typer.echo("version\tregistered\tby\tparent\tvalidation accuracy\tlines")
+    for row in versions:
+        accuracy = ((row.metrics or {}).get("validation") or {}).get("binary_accuracy")
+        typer.echo(
+            f"{row.version}\t{_when(row.registered_at)}\t{row.registered_by}\t"
+            f"{row.parent_version or '-'}\t{'-' if accuracy is None else f'{accuracy:.4f}'}\t"
+            f"{_roles_text(running.get(row.version, []))}"
+        )
+
+
+@models_app.command("show")
+def models_show(
+    version: str = typer.Argument(..., help="A registered version"),
+    as_json: bool = typer.Option(False, "--json", help="The whole record as JSON"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """One version: hash, architecture, classes, calibration, model card figures, lineage,
+    who registered it and which lines run it."""
+    import json
+
+    from inspect_app.rollout.deployments import running_lines
+    from inspect_app.rollout.registry import get_version
+
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        running = running_lines(session, _configured_version(session, settings))
+        row = get_version(session, version)
+    roles = running.get(row.version, [])
+    if as_json:
+        record = row.model_dump(mode="json")
+        record["lines"] = [{"line_id": line_id, "role": role} for line_id, role in roles]
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    validation = (row.metrics or {}).get("validation") or {}
+    for name, value in (
+        ("version", row.version),
+        ("sha256", row.sha256),
+        ("registered", f"{_when(row.registered_at)} by {row.registered_by}"),
+        ("parent", row.parent_version or "-"),
+        ("architecture", json.dumps(row.architecture)),
+        ("classes", ", ".join(str(c) for c in row.class_names)),
+        ("temperature", f"{row.temperature:g}"),
+        ("data seed", "-" if row.data_seed is None else row.data_seed),
+        ("reference profile", "yes" if row.profile_sha256 else "no (no image gate)"),
+        ("validation", json.dumps(validation) if validation else "-"),
+        ("lineage", json.dumps(row.lineage)),
+        ("notes", row.notes or "-"),
+        ("lines", _roles_text(roles)),
+    ):
+        typer.echo(f"{name}: {value}")
+
+
+def _echo_deployment(session: Session, line: str, default_version: str) -> None:
+    from inspect_app.rollout.deployments import comparison, view
+
+    shown = view(session, line, default_version)
+    typer.echo(f"line {shown.line_id}: champion {shown.champion}")
+    if shown.candidate is None:
+        typer.echo("  no candidate (the champion decides every part)")
+    else:
+        state = f"QUARANTINED ({shown.quarantine_reason})" if shown.quarantined else "armed"
+        typer.echo(
+            f"  candidate {shown.candidate}: mode {shown.mode}, {state}, decides "
+            f"{100 * shown.share:g}% of parts"
+        )
+        if shown.mode == "shadow":
+            typer.echo(f"  shadow: runs hidden on {100 * shown.shadow_share:g}% of parts")
+        if shown.mode == "canary":
+            steps = ", ".join(f"{100 * s:g}%" for s in shown.steps)
+            typer.echo(
+                f"  canary: step {shown.step + 1} of {len(shown.steps)} ({steps}), "
+                f"{shown.step_min_labels} blind labels a step, since {_when(shown.step_started_at)}"
+            )
+        if shown.mode == "bandit":
+            arms = ", ".join(
+                f"{v}: {a['successes']} agreed / {a['failures']} not"
+                for v, a in shown.bandit.items()
+            )
+            typer.echo(f"  bandit: exploration {shown.exploration:g}; {arms or 'no rewards yet'}")
+        typer.echo(f"  audit rate of the candidate's decisions: {shown.candidate_audit_rate:g}")
+    typer.echo(f"  revision {shown.revision}, by {shown.updated_by} at {_when(shown.updated_at)}")
+    compared = comparison(session, line, default_version)
+    if compared is None:
+        return
+    for role in ("champion", "candidate"):
+        report = compared[role]
+        escape, false_reject = report["escape"], report["false_reject"]
+        typer.echo(
+            f"  {role} {report['model_version']}: {report['n_labeled']} blind labels, gate "
+            f"{'passed' if report['passes_gate'] else 'not passed'}; escape bound "
+            f"{100 * escape['upper_bound']:.2f}% (target {100 * escape['target']:.2f}%), "
+            f"false-reject bound {100 * false_reject['upper_bound']:.2f}% "
+            f"(target {100 * false_reject['target']:.2f}%)"
+        )
+    paired = compared["paired"]
+    typer.echo(
+        f"  paired on {paired['n']} parts: champion alone right {paired['champion_only']}, "
+        f"candidate alone right {paired['candidate_only']}, McNemar p = {paired['p_value']:.3g}"
+    )
+    if "step" in compared:
+        step = compared["step"]
+        typer.echo(f"  this canary step: {step['outcome']}: {step['reason']}")
+
+
+@deploy_app.command("show")
+def deploy_show(
+    line: str = typer.Argument(..., help="Line id"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """The line's champion and candidate, its rollout, and the two compared on the same
+    blind-labeled parts."""
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        _echo_deployment(session, line, _configured_version(session, settings))
+
+
+def _steps(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: shares separated by commas, e.g. 0.05,0.25,0.5,1", param_hint="--steps"
+        ) from None
+
+
+DEPLOY_REASON_OPTION = typer.Option(..., help="Why, for the audit trail (required)")
+
+
+@deploy_app.command("set")
+def deploy_set(
+    line: str = typer.Argument(..., help="Line id"),
+    mode: str = typer.Option(..., help="none | shadow | canary | blue_green | ab | bandit"),
+    candidate: str | None = typer.Option(
+        None, help="A registered version (none with --mode none: the champion alone)"
+    ),
+    share: float | None = typer.Option(None, help="ab: the candidate's share (default 0.5)"),
+    shadow_share: float | None = typer.Option(
+        None, help="shadow: the share of parts the candidate runs on (default: keep, 1)"
+    ),
+    steps: str | None = typer.Option(
+        None, help="canary: increasing shares ending at 1, e.g. 0.05,0.25,0.5,1"
+    ),
+    min_labels: int | None = typer.Option(
+        None, help="canary: blind labels of the candidate's decisions each step needs"
+    ),
+    audit_rate: float | None = typer.Option(
+        None, help="Audit rate of the parts the candidate decides (default: keep, 0.1)"
+    ),
+    exploration: float | None = typer.Option(None, help="bandit: the exploration floor"),
+    reason: str = DEPLOY_REASON_OPTION,
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Start, change or end a rollout, through the same rules as the API: the candidate is
+    loaded once here to check it can be served, and at partial or full a candidate that would
+    decide parts must first pass the line's gate on its own shadow evidence. The running
+    services follow the change within a poll (about a second)."""
+    from inspect_app.rollout.deployments import DeploymentRequest, set_deployment
+    from inspect_app.rollout.policy import Mode
+
+    try:
+        chosen = Mode(mode)
+    except ValueError:
+        allowed = " | ".join(m.value for m in Mode)
+        raise typer.BadParameter(f"{mode!r}: one of {allowed}", param_hint="--mode") from None
+    request = DeploymentRequest(
+        candidate=candidate,
+        mode=chosen,
+        share=share,
+        shadow_share=shadow_share,
+        steps=_steps(steps),
+        step_min_labels=min_labels,
+        candidate_audit_rate=audit_rate,
+        exploration=exploration,
+    )
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        actor = _acting_supervisor(session, act_as)
+        default_version = _configured_version(session, settings)
+        set_deployment(
+            session,
+            line,
+            request,
+            actor=actor,
+            reason=reason,
+            default_version=default_version,
+            warm=_loads(session, settings.data_dir),
+        )
+        _echo_deployment(session, line, default_version)
+
+
+def _deploy_action(
+    line: str,
+    action: str,
+    reason: str,
+    act_as: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+) -> None:
+    from inspect_app.rollout import deployments
+
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        actor = _acting_supervisor(session, act_as)
+        default_version = _configured_version(session, settings)
+        if action == "promote":
+            deployments.promote(
+                session, line, actor=actor, reason=reason, default_version=default_version,
+                warm=_loads(session, settings.data_dir),
+            )  # fmt: skip
+        elif action == "rollback":
+            deployments.rollback_by(session, line, actor=actor, reason=reason)
+        elif action == "rearm":
+            deployments.rearm(
+                session, line, actor=actor, reason=reason, default_version=default_version
+            )
+        else:
+            deployments.finalize(
+                session, line, actor=actor, reason=reason, default_version=default_version,
+                warm=_loads(session, settings.data_dir),
+            )  # fmt: skip
+        _echo_deployment(session, line, default_version)
+
+
+@deploy_app.command("promote")
+def deploy_promote(
+    line: str = typer.Argument(..., help="Line id"),
+    reason: str = DEPLOY_REASON_OPTION,
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Shadow -> canary at its first step, or a canary to its next step once the current
+    step passed on the candidate's blind labels (refused with the figures otherwise)."""
+    _deploy_action(line, "promote", reason, act_as, data_dir, database_url)
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    line: str = typer.Argument(..., help="Line id"),
+    reason: str = DEPLOY_REASON_OPTION,
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """The champion decides every part again; the candidate is quarantined until re-armed."""
+    _deploy_action(line, "rollback", reason, act_as, data_dir, database_url)
+
+
+@deploy_app.command("rearm")
+def deploy_rearm(
+    line: str = typer.Argument(..., help="Line id"),
+    reason: str = DEPLOY_REASON_OPTION,
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Lift a quarantine (a canary starts again at its first step)."""
+    _deploy_action(line, "rearm", reason, act_as, data_dir, database_url)
+
+
+@deploy_app.command("finalize")
+def deploy_finalize(
+    line: str = typer.Argument(..., help="Line id"),
+    reason: str = DEPLOY_REASON_OPTION,
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """The candidate becomes the line's champion and the rollout ends."""
+    _deploy_action(line, "finalize", reason, act_as, data_dir, database_url)
 
 
 # -- inspections in bulk (inspect_app.inspections)

@@ -270,6 +270,34 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_candidate(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    """A second tiny checkpoint (other random weights, another version name): a candidate
+    for rollout tests that loads like any registered model."""
+    import torch
+
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    base = load_checkpoint(tiny_checkpoint)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        for parameter in base.model.parameters():
+            parameter.data.add_(0.01 * torch.randn_like(parameter))
+    path = tmp_path_factory.mktemp("candidate") / "candidate.pt"
+    save_checkpoint(
+        path,
+        base.model,
+        config=base.config,
+        class_names=base.class_names,
+        preprocessing=base.preprocessing,
+        temperature=1.0,
+        metrics={"note": "tiny random candidate"},
+        data_seed=None,
+        version="defect-cnn-tiny-candidate",
+    )
+    return path
+
+
 # -- the service (pipeline engineer): an app built by create_app on a temp data dir ---------
 
 

@@ -35,10 +35,12 @@ from inspect_app.api.errors import (
     validation_error_handler,
 )
 from inspect_app.api.routes import (
+    deployments,
     evidence,
     images,
     inspections,
     lines,
+    models,
     monitoring,
     ops,
     reviews,
@@ -313,7 +315,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings if settings is not None else Settings()
-    for module in (images, inspections, lines, reviews, users, evidence, monitoring, ops):
+    for module in (
+        images,
+        inspections,
+        lines,
+        reviews,
+        users,
+        evidence,
+        monitoring,
+        models,
+        deployments,
+        ops,
+    ):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.pipeline import InspectionPipeline
+from inspect_app.rollout.serving import Rollout
 from inspect_app.storage.images import ImageStore
 
 
@@ -27,6 +28,11 @@ def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
+def get_rollout(request: Request) -> Rollout:
+    return request.app.state.rollout
+
+
 PipelineDep = Annotated[InspectionPipeline, Depends(get_pipeline)]
 ImageStoreDep = Annotated[ImageStore, Depends(get_image_store)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+RolloutDep = Annotated[Rollout, Depends(get_rollout)]

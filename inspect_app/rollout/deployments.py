@@ -787,3 +787,20 @@ def versions_needed(session: Session, default_version: str) -> set[str]:
         if row.candidate is not None:
             needed.add(row.candidate)
     return needed
+
+
+def running_lines(session: Session, default_version: str) -> dict[str, list[tuple[str, str]]]:
+    """Version -> [(line id, "champion" | "candidate")] for every line, sorted: what the
+    registry listings show beside each version. A line without a deployment row runs the
+    service's configured model as its champion."""
+    running: dict[str, list[tuple[str, str]]] = {}
+    deployed = set()
+    for row in session.exec(select(Deployment)):
+        deployed.add(row.line_id)
+        running.setdefault(row.champion, []).append((row.line_id, "champion"))
+        if row.candidate is not None:
+            running.setdefault(row.candidate, []).append((row.line_id, "candidate"))
+    for line_id in session.exec(select(Line.id)):
+        if line_id not in deployed:
+            running.setdefault(default_version, []).append((line_id, "champion"))
+    return {version: sorted(roles) for version, roles in running.items()}

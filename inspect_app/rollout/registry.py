@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from inspect_app.events import record_event
-from inspect_app.storage.tables import ModelVersion
+from inspect_app.storage.tables import ModelFile, ModelVersion
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.profile import ProfileError, load_profile, profile_path
 
@@ -80,6 +80,27 @@ def checkpoint_path(data_dir: Path, version: ModelVersion) -> Path:
     return Path(data_dir) / version.path
 
 
+def materialize(session: Session, data_dir: Path, version: ModelVersion) -> Path:
+    """The version's checkpoint (and profile) in this process's data folder, written from the
+    database when this process has not got it (registered through another process)."""
+    path = checkpoint_path(data_dir, version)
+    wanted = [(path, version.sha256)]
+    if version.profile_sha256 is not None:
+        wanted.append((profile_path(path), version.profile_sha256))
+    for target, sha256 in wanted:
+        if target.is_file() and file_sha256(target) == sha256:
+            continue
+        stored = session.get(ModelFile, sha256)
+        if stored is None:
+            raise RegistryError(f"the registry has no bytes for {target.name} of {version.version}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(stored.data)
+        os.replace(tmp, target)
+        logger.info("model %s: %s written from the registry", version.version, target.name)
+    return path
+
+
 def _copy_atomically(source: Path, target: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     shutil.copyfile(source, tmp)
@@ -131,10 +152,13 @@ def register_model(
     target = target_dir / f"{sha256}.pt"
     _copy_atomically(checkpoint, target)
     profile_sha = None
+    session.add(ModelFile(sha256=sha256, data=target.read_bytes()))
     if profile is not None:
         source_profile = profile_path(checkpoint)
         _copy_atomically(source_profile, profile_path(target))
         profile_sha = file_sha256(source_profile)
+        if session.get(ModelFile, profile_sha) is None:
+            session.add(ModelFile(sha256=profile_sha, data=profile_path(target).read_bytes()))
     row = ModelVersion(
         version=loaded.version,
         sha256=sha256,

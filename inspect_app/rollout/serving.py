@@ -35,7 +35,7 @@ from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import ImageGate
 from inspect_app.rollout import deployments
 from inspect_app.rollout.policy import Arm, Assignment, DeploymentState, assign
-from inspect_app.rollout.registry import checkpoint_path, get_version
+from inspect_app.rollout.registry import get_version, materialize
 from models.profile import ReferenceProfile, load_profile
 
 if TYPE_CHECKING:
@@ -118,8 +118,7 @@ class ModelPool:
                 return loaded
             try:
                 with Session(self.engine) as session:
-                    row = get_version(session, version)
-                    path = checkpoint_path(self.data_dir, row)
+                    path = materialize(session, self.data_dir, get_version(session, version))
                 predictor = self.loader(path)
                 if predictor.version != version:
                     raise ModelLoadError(f"{path} holds model {predictor.version}, not {version}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from inspect_app.domain import AutomationLevel
@@ -308,6 +308,16 @@ class ModelVersion(SQLModel, table=True):
     notes: str = Field(default="", max_length=2000)
     registered_by: str = Field(max_length=64)
     registered_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelFile(SQLModel, table=True):
+    """A registered checkpoint's (or profile's) bytes, so every service process on the
+    database can load a version registered through any other, whatever its data folder."""
+
+    __tablename__ = "modelfile"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class Deployment(SQLModel, table=True):

@@ -2,6 +2,8 @@
 
 - ``modelversion``: registered models, immutable (the checkpoint is copied into the data
   folder under its content hash).
+- ``modelfile``: the registered checkpoints' and profiles' bytes, by SHA-256, so a process
+  loads a version whatever data folder it was registered through.
 - ``deployment``: a line's champion, its candidate and the rollout mode. A line without a row
   is served by the service's configured model, as before this revision.
 - ``modelprediction``: what each version that ran said about a part (decider and shadow).
@@ -54,6 +56,12 @@ def upgrade() -> None:
         sa.Column("registered_at", _utc(), nullable=False),
         sa.PrimaryKeyConstraint("version"),
         sa.UniqueConstraint("sha256"),
+    )
+    op.create_table(
+        "modelfile",
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint("sha256"),
     )
     op.create_table(
         "banditarm",
@@ -127,4 +135,5 @@ def downgrade() -> None:
     op.drop_table("modelprediction")
     op.drop_table("deployment")
     op.drop_table("banditarm")
+    op.drop_table("modelfile")
     op.drop_table("modelversion")

@@ -1,0 +1,118 @@
+"""The registry: a version is validated, copied under its content hash, recorded with its
+card and lineage, and never changed; foreign files are refused with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import delete
+from sqlmodel import Session, select
+
+from inspect_app.rollout.registry import (
+    InvalidCheckpoint,
+    RegistryError,
+    VersionConflict,
+    file_sha256,
+    get_version,
+    list_versions,
+    materialize,
+    register_model,
+)
+from inspect_app.storage.tables import Event, ModelFile, ModelVersion
+from models.checkpoint import load_checkpoint, save_checkpoint
+
+
+def test_a_registered_version_round_trips_with_its_card_and_lineage(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    made = register_model(session, tiny_checkpoint, tmp_path, registered_by="ana", notes="first")
+    assert made.created
+    row = get_version(session, "defect-cnn-tiny-test")
+    assert row.sha256 == file_sha256(tiny_checkpoint)
+    copy = tmp_path / row.path
+    assert copy.name == f"{row.sha256}.pt" and file_sha256(copy) == row.sha256
+    assert row.class_names == list(load_checkpoint(tiny_checkpoint).class_names)
+    assert row.metrics == {"note": "tiny random test model"}
+    assert row.registered_by == "ana" and row.notes == "first"
+    assert row.lineage["source_file"] == str(tiny_checkpoint.resolve())
+    assert [v.version for v in list_versions(session)] == ["defect-cnn-tiny-test"]
+    event = session.exec(select(Event).where(Event.kind == "model_registered")).one()
+    assert event.actor == "ana" and event.details["sha256"] == row.sha256
+
+
+def test_the_same_file_twice_is_the_same_version(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
+    again = register_model(session, tiny_checkpoint, tmp_path, registered_by="bob")
+    assert not again.created and again.version.registered_by == "ana"
+
+
+def test_other_bytes_under_a_taken_name_are_refused(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
+    loaded = load_checkpoint(tiny_checkpoint)
+    other = tmp_path / "same-name.pt"
+    save_checkpoint(
+        other,
+        loaded.model,
+        config=loaded.config,
+        class_names=loaded.class_names,
+        preprocessing=loaded.preprocessing,
+        temperature=2.0,  # other calibration, same name
+        metrics={},
+        data_seed=None,
+        version=loaded.version,
+    )
+    with pytest.raises(VersionConflict, match="already registered from a different file"):
+        register_model(session, other, tmp_path, registered_by="ana")
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda p: p.write_text("not a model"), "not a readable checkpoint"),
+        (lambda p: torch.save({"w": torch.zeros(2)}, p), "bare state_dict"),
+        (lambda p: torch.save({"format": "other/1"}, p), "not a defect-model checkpoint"),
+    ],
+)
+def test_a_foreign_file_is_refused_with_the_reason(
+    session: Session, tmp_path: Path, write, reason: str
+) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "foreign.pt"
+    write(path)
+    with pytest.raises(InvalidCheckpoint, match=reason):
+        register_model(session, path, tmp_path / "data", registered_by="ana")
+    assert list_versions(session) == []
+
+
+def test_a_registered_version_cannot_be_changed(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
+    row = get_version(session, "defect-cnn-tiny-test")
+    row.notes = "rewritten history"
+    session.add(row)
+    with pytest.raises(RegistryError, match="cannot be changed"):
+        session.commit()
+    session.rollback()
+    assert get_version(session, "defect-cnn-tiny-test").notes == ""
+
+
+def test_another_process_gets_the_bytes_from_the_database(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    register_model(session, tiny_checkpoint, tmp_path / "process-a", registered_by="ana")
+    row = get_version(session, "defect-cnn-tiny-test")
+    path = materialize(session, tmp_path / "process-b", row)
+    assert file_sha256(path) == row.sha256
+    assert load_checkpoint(path).version == row.version
+    # ... and with the bytes gone from the database, the reason is named
+    session.exec(delete(ModelFile))  # type: ignore[call-overload]
+    session.commit()
+    with pytest.raises(RegistryError, match="no bytes"):
+        materialize(session, tmp_path / "process-c", row)
+    assert session.exec(select(ModelVersion)).one().version == row.version
