@@ -176,9 +176,7 @@ def test_blue_green_switches_and_rolls_back_for_the_next_image_while_the_camera_
             assert row.model_version == CHAMPION, row
         elif received > switched:
             assert row.model_version == CANDIDATE, row
-    assert {r.model_version for r in rows if switched < r.received_at < rolled_back} == {
-        CANDIDATE
-    }
+    assert {r.model_version for r in rows if switched < r.received_at < rolled_back} == {CANDIDATE}
     # the champion stays loaded and runs hidden beside the candidate
     deciding = [r for r in rows if r.model_version == CANDIDATE]
     assert deciding and all(
