@@ -4,10 +4,11 @@ only then? Measured against the truth; prints, asserts nothing.
 Everything runs in this process through the service's own parts, as the app factory wires them:
 SQLite in a temp folder, the default weights through `models.predictor.Predictor` and the
 `MicroBatcher` (batches of up to 16), `InspectionPipeline.submit`, the image gate and the line
-monitor from the weights' reference profile (`inspect_app.api.app._safety`), the review queue
-(`claim_next_task`, `submit_label`) and `lines.change_automation`. The monitor is evaluated
-synchronously every 10 parts (`LineMonitor.evaluate`, its cadence), rather than by its thread,
-so a run does not depend on thread timing. The image store keeps no bytes (nothing here reads
+monitor from the weights' reference profile (`inspect_app.api.app._gate`, `_rollout` and
+`_monitor`), the review queue (`claim_next_task`, `submit_label`) and
+`lines.change_automation`. The monitor is evaluated synchronously every 10 parts
+(`LineMonitor.evaluate`, its cadence), rather than by its thread, so a run does not depend on
+thread timing. The image store keeps no bytes (nothing here reads
 an image back, and 20,000 fsync'd files would measure the disk).
 
 1. Warm-up. A plant-like stream (``--defect-share`` defective parts, 4% by default, the four
@@ -87,7 +88,7 @@ from sqlmodel import Session, col, func, select
 
 from data.synth import PHONE_MODELS, class_schedule, image_seeds, render_sample
 from inspect_app.accounts import add_user
-from inspect_app.api.app import _safety
+from inspect_app.api.app import _gate, _monitor, _rollout
 from inspect_app.automation import plain, recommend_for_line
 from inspect_app.domain import DEFECT_CLASSES, AutomationLevel, DefectClass, Role
 from inspect_app.events import record_event
@@ -279,7 +280,11 @@ class LineRun:
         self.settings = Settings(data_dir=db.parent, database_url=f"sqlite:///{db}")
         self.engine: Engine = make_engine(self.settings.resolved_database_url)
         self.metrics = ServiceMetrics()
-        gate, monitor = _safety(self.settings, self.engine, predictor, self.metrics)
+        gate, profile = _gate(self.settings, predictor)
+        rollout = _rollout(
+            self.settings, self.engine, predictor, batcher, profile, gate, self.metrics
+        )
+        monitor = _monitor(self.engine, rollout, predictor, self.metrics)
         self.monitor: LineMonitor = monitor
         self.pipeline = InspectionPipeline(
             engine=self.engine,
