@@ -56,6 +56,7 @@ from inspect_app.evidence import (
     recommend_thresholds,
     what_if,
 )
+from inspect_app.rollout.deployments import quarantine
 from inspect_app.storage.tables import Inspection, Line
 from inspect_app.timeutil import utcnow
 
@@ -322,6 +323,23 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     ):
         return  # an audit of earlier settings: evidence is never pooled across settings
     version = inspection.model_version or current_model_version(session, line_id)
+    if inspection.arm == "candidate" and version is not None:
+        # A candidate's bad audits roll the candidate back; the line and its champion stay.
+        live = live_checks(session, line, version)
+        alarms = [c for c in live.checks if c.alarm]
+        if alarms:
+            quarantine(
+                session,
+                line_id,
+                actor="system",
+                reason=f"Candidate {version}: {_demotion_reason(alarms)}",
+                evidence={
+                    "checks": [plain(c) for c in live.checks],
+                    "triggered_by_inspection": inspection_id,
+                },
+                automatic=True,
+            )
+        return
     demote_on_live_audits(
         session, line, version, trigger={"triggered_by_inspection": inspection_id}
     )
