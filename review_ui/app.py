@@ -2,9 +2,10 @@
 
 It calls the same service layer as the API (`review_queue`, `lines`, `accounts`,
 `agreement`), so there is no second copy of any rule. Everyone logs in against the users
-table; inspectors see the Inspect page, supervisors also Lines, Evidence and Monitoring; the header
-always shows who is logged in and a logout link. Hotkeys, zoom and the heatmap overlay
-are plain browser script (static/review.js), since Gradio has no hotkeys of its own.
+table; inspectors see the Inspect page, supervisors also Lines, Evidence, Monitoring and
+Models; the header always shows who is logged in and a logout link. Hotkeys, zoom and the
+heatmap overlay are plain browser script (static/review.js), since Gradio has no hotkeys of
+its own.
 
 Gradio settings that matter on a plant floor: no analytics or other outside requests
 (the theme's font ships with Gradio), no API/"built with" footer, no run history kept in
@@ -31,6 +32,7 @@ from review_ui.context import ReviewContext
 from review_ui.desk import InspectorDesk
 from review_ui.errors import RefusalStatus
 from review_ui.inspector import build_inspect_page
+from review_ui.models_page import build_models_page
 from review_ui.monitoring_page import build_monitoring_page
 from review_ui.supervisor import build_evidence_page, build_lines_page
 
@@ -85,6 +87,8 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 "Monitoring", id="monitoring", visible=False, elem_id="tab-monitoring"
             ) as monitoring_tab:
                 monitoring = build_monitoring_page(context)
+            with gr.Tab("Models", id="models", visible=False, elem_id="tab-models") as models_tab:
+                models = build_models_page(context)
 
         def whoami(request: gr.Request) -> tuple[Any, ...]:
             with context.session() as db:
@@ -96,6 +100,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
+                gr.Tab(visible=supervisor),
                 gr.Timer(active=True),
                 gr.Timer(active=supervisor),
             )
@@ -103,7 +108,15 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
         loaded = blocks.load(
             whoami,
             None,
-            [header, lines_tab, evidence_tab, monitoring_tab, inspect.timer, lines.timer],
+            [
+                header,
+                lines_tab,
+                evidence_tab,
+                monitoring_tab,
+                models_tab,
+                inspect.timer,
+                lines.timer,
+            ],
             api_visibility="private",
             show_progress="hidden",
         )
@@ -113,6 +126,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
         )
         evidence_tab.select(evidence.load, None, evidence.outputs, api_visibility="private")
         monitoring_tab.select(monitoring.load, None, monitoring.outputs, api_visibility="private")
+        models_tab.select(models.load, None, models.outputs, api_visibility="private")
 
         def leave(request: gr.Request) -> None:
             desk.leave(request.session_hash, request.username)

@@ -86,6 +86,12 @@ class ReviewContext:
         return getattr(self._app.state, "predictor", None)
 
     @property
+    def rollout(self) -> Any | None:
+        """inspect_app.rollout.serving.Rollout (the deployments this process follows, the
+        loaded versions), or None before the service has started."""
+        return getattr(self._app.state, "rollout", None)
+
+    @property
     def lease_seconds(self) -> float:
         return self.settings.review_lease_seconds
 

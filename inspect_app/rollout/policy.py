@@ -21,6 +21,7 @@ are always compared on the same parts.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,7 +30,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy import integrate
-from scipy.stats import beta, binomtest
+from scipy.special import betainc, betaln
+from scipy.stats import binomtest
 
 from inspect_app.domain import AutomationLevel
 from inspect_app.evidence.gate import GateResult, GateTargets, check_gate, what_if
@@ -135,9 +137,18 @@ def prob_better(a_successes: int, a_failures: int, b_successes: int, b_failures:
 
     Thompson sampling picks b exactly this often, so using it as the assignment probability
     both runs the bandit and records the propensity each decision had."""
-    a = beta(1 + a_successes, 1 + a_failures)
-    b = beta(1 + b_successes, 1 + b_failures)
-    value, _ = integrate.quad(lambda x: b.pdf(x) * a.cdf(x), 0.0, 1.0, limit=200)
+    a1, b1 = 1 + a_successes, 1 + a_failures
+    a2, b2 = 1 + b_successes, 1 + b_failures
+    log_norm = float(betaln(a2, b2))
+
+    # b's density times a's CDF, from scipy.special directly: the same integrand as the
+    # frozen distributions' pdf and cdf, ~100x cheaper (every process's snapshot refresh
+    # computes this on each reward). quad never evaluates the endpoints, so log(x) is safe.
+    def integrand(x: float) -> float:
+        log_pdf = (a2 - 1) * math.log(x) + (b2 - 1) * math.log1p(-x) - log_norm
+        return math.exp(log_pdf) * float(betainc(a1, b1, x))
+
+    value, _ = integrate.quad(integrand, 0.0, 1.0, limit=200)
     return float(min(max(value, 0.0), 1.0))
 
 

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 REGISTRY_DIR = "models"
 MAX_NOTES = 2000
+CARD_FIGURES = ("binary_accuracy", "defect_recall", "false_reject_rate", "ece")
 
 
 class RegistryError(Exception):
@@ -191,7 +192,9 @@ def register_model(
             "sha256": sha256,
             "parent_version": row.parent_version,
             "has_profile": profile is not None,
-            "validation": (row.metrics or {}).get("validation"),
+            # the model card's figures: under "validation", or at the top for older cards
+            "validation": row.metrics.get("validation")
+            or {k: row.metrics[k] for k in CARD_FIGURES if k in row.metrics},
         },
     )
     try:

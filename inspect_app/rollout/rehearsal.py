@@ -30,7 +30,9 @@ import hashlib
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -224,9 +226,7 @@ class Rehearsal:
     _seen: tuple[dict[str, int], tuple[int, int]] | None = None
 
     @classmethod
-    def build(
-        cls, engine: Engine, versions: Sequence[SimulatedVersion], *, seed: int
-    ) -> Rehearsal:
+    def build(cls, engine: Engine, versions: Sequence[SimulatedVersion], *, seed: int) -> Rehearsal:
         """The first version is the configured model; all are registered (simulated)."""
         with Session(engine) as session:
             register_versions(session, versions, actor="rehearsal")
@@ -253,21 +253,50 @@ class Rehearsal:
         state = self.states.get(line_id)
         return state if state is not None else DeploymentState(line_id, self.default_version)
 
-    def inspect(self, line_id: str, part: StreamPart) -> Inspection:
+    def inspect(self, line_id: str, part: StreamPart) -> int:
         return self.inspect_many(line_id, [part])[0]
 
-    def inspect_many(self, line_id: str, parts: Sequence[StreamPart]) -> list[Inspection]:
-        """Inspect `parts` in order on the current snapshot, in one transaction."""
+    def inspect_many(self, line_id: str, parts: Sequence[StreamPart]) -> list[int]:
+        """Inspect `parts` in order on the current snapshot, in one transaction (as many
+        parts arriving within one of the pipeline's snapshot polls); returns their ids.
+
+        Rows go in as batched core inserts, so a rehearsal of tens of thousands of parts
+        takes seconds; what goes in is exactly what the pipeline writes for a usable frame."""
+        if not parts:
+            return []
         with Session(self.engine, expire_on_commit=False) as session:
             line = session.get(Line, line_id, populate_existing=True)
             if line is None:
                 raise RehearsalError(f"no line {line_id!r}")
-            rows = [self._inspect(session, line, part) for part in parts]
+            made = [self._inspect(line, part) for part in parts]
+            ids = list(
+                session.scalars(
+                    insert(Inspection).returning(Inspection.id, sort_by_parameter_order=True),
+                    [row for row, _, _ in made],
+                )
+            )
+            predictions = [
+                {**prediction, "inspection_id": inspection_id}
+                for inspection_id, (_, ran, _) in zip(ids, made, strict=True)
+                for prediction in ran
+            ]
+            tasks = [
+                {**task, "inspection_id": inspection_id}
+                for inspection_id, (_, _, task) in zip(ids, made, strict=True)
+                if task is not None
+            ]
+            if predictions:
+                session.execute(insert(ModelPrediction), predictions)
+            if tasks:
+                session.execute(insert(ReviewTask), tasks)
             session.commit()
-        return rows
+        return ids
 
-    def _inspect(self, session: Session, line: Line, part: StreamPart) -> Inspection:
-        # The same stages, draws and rows as `InspectionPipeline._submit` (minus the image).
+    def _inspect(
+        self, line: Line, part: StreamPart
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+        """The inspection row, its prediction rows and its review task (or None), with the
+        same stages, draws and values as `InspectionPipeline._submit` (minus the image)."""
         policy = policy_of(line)
         state = self.state(line.id)
         assignment = assign(
@@ -283,63 +312,59 @@ class Rehearsal:
             else None
         )
         if assignment.arm is Arm.CANDIDATE:
+            # parts the candidate decides are audited more, so its evidence comes faster
             policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
         routing = route_inspection(prediction, policy, self.rng.random(), usable=True)
         now = utcnow()
-        row = Inspection(
-            line_id=line.id,
-            capture_id=part.serial,
-            part_serial=part.serial,
-            received_at=now,
-            source="replay",
-            true_class=part.true_class,
-            image_sha256=hashlib.sha256(part.serial.encode()).hexdigest(),
-            image_format="png",
+        row: dict[str, Any] = dict(
+            line_id=line.id, capture_id=part.serial, part_serial=part.serial,
+            received_at=now, source="replay", true_class=part.true_class,
+            image_sha256=hashlib.sha256(part.serial.encode()).hexdigest(), image_format="png",
             width=64, height=64, brightness=120.0, contrast=30.0, sharpness=200.0,
-            level=policy.level.value,
-            pass_threshold=policy.pass_threshold,
-            fail_threshold=policy.fail_threshold,
-            route=routing.route.value,
-            show_model=routing.show_model,
-            decision=routing.decision.value,
+            level=policy.level.value, pass_threshold=policy.pass_threshold,
+            fail_threshold=policy.fail_threshold, route=routing.route.value,
+            show_model=routing.show_model, decision=routing.decision.value,
             decided_by=routing.decided_by.value if routing.decided_by is not None else None,
             decided_at=now if routing.decided_by is not None else None,
+            decode_ms=0.0, queue_ms=0.0, model_ms=0.0, persist_ms=0.0, total_ms=0.0,
             audit_p=1.0 if routing.task_reason is TaskReason.DECIDE else policy.audit_rate,
+            arm=None, assignment_p=None, deployment_revision=None, model_version=None,
+            probabilities=None, predicted_class=None, confidence=None, p_defect=None,
         )  # fmt: skip
         if prediction is not None:
-            row.arm = assignment.arm.value
-            row.assignment_p = assignment.probability
-            row.deployment_revision = state.revision
-            row.model_version = prediction.model_version
-            row.probabilities = dict(prediction.probabilities)
-            row.predicted_class = prediction.predicted_class
-            row.confidence = float(prediction.confidence)
-            row.p_defect = float(prediction.p_defect)
-        session.add(row)
-        session.flush()
-        assert row.id is not None
-        for version, probabilities in ran.items():
-            session.add(
-                ModelPrediction(
-                    inspection_id=row.id,
-                    model_version=version,
-                    role="decided" if version == assignment.decider else "shadow",
-                    probabilities=probabilities,
-                    predicted_class=max(probabilities, key=probabilities.__getitem__),
-                    p_defect=1.0 - probabilities[OK],
-                )
+            row.update(
+                arm=assignment.arm.value,
+                assignment_p=assignment.probability,
+                deployment_revision=state.revision,
+                model_version=prediction.model_version,
+                probabilities=dict(prediction.probabilities),
+                predicted_class=prediction.predicted_class,
+                confidence=float(prediction.confidence),
+                p_defect=float(prediction.p_defect),
             )
+        predictions = [
+            dict(
+                model_version=version,
+                role="decided" if version == assignment.decider else "shadow",
+                probabilities=probabilities,
+                predicted_class=max(probabilities, key=probabilities.__getitem__),
+                p_defect=1.0 - probabilities[OK],
+                model_ms=0.0,
+                error=None,
+            )
+            for version, probabilities in ran.items()
+        ]
+        task = None
         if routing.task_reason is not None:
-            session.add(
-                ReviewTask(
-                    inspection_id=row.id,
-                    line_id=line.id,
-                    reason=routing.task_reason.value,
-                    priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
-                    show_model=routing.show_model,
-                )
+            task = dict(
+                line_id=line.id,
+                reason=routing.task_reason.value,
+                priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
+                show_model=routing.show_model,
+                status="open",
+                created_at=now,
             )
-        return row
+        return row, predictions, task
 
 
 @dataclass
@@ -375,7 +400,9 @@ class ScriptedInspector:
         with Session(self.engine, expire_on_commit=False) as session:
             inspection = session.get(Inspection, task.inspection_id)
             assert inspection is not None and inspection.true_class is not None
-            label = submit_label(session, task.task_id, self.user, self.verdict(inspection.true_class))
+            label = submit_label(
+                session, task.task_id, self.user, self.verdict(inspection.true_class)
+            )
         self.held = None
         return label
 

@@ -21,10 +21,12 @@ from sqlmodel import Session, col, select
 from data.synth import render_sample
 from inspect_app.accounts import add_camera_key
 from inspect_app.monitoring.service import line_rules
+from inspect_app.rollout.registry import register_model
 from inspect_app.settings import Settings
 from inspect_app.storage.images import ImageStore
 from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
 from inspect_app.timeutil import utcnow
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.profile import write_profile
 from tests.inspect_app.monitoring.monitoring_world import make_profile, seed_monitoring
 from tests.review_ui.conftest import (
@@ -252,6 +254,8 @@ def test_an_inspector_cannot_reach_the_supervisor_handlers_with_their_session(
         ("evidence", ["line-1", "current model", "All time"]),
         ("monitoring", ["line-1", "All time", None]),
         ("edit_alarm_rule", ["line-1", "input_drift", 0.5, 0.5, False, "off", "All time"]),
+        ("models", ["line-1", None]),
+        ("rollback_candidate", ["line-1", "stop it", None]),
     ):
         started = page.request.post(
             f"{api}/{name}",
@@ -450,3 +454,46 @@ def test_the_monitoring_page_shows_a_lines_alarms_drift_and_takes_a_rule_edit(
     with Session(service.engine) as db:
         rules = {r.name: r for r in line_rules(db, "line-1")}
     assert rules["input_drift"].enabled is False
+
+
+def test_the_models_page_lists_the_registry_and_starts_a_shadow(
+    live_service: LiveService, page: Page, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    engine = live_service.engine
+    add_people(engine, ("sam", "supervisor"))
+    add_lines(engine, ("line-1", "shadow"))
+    base = load_checkpoint(tiny_checkpoint)
+    recalibrated = tmp_path / "recalibrated.pt"
+    save_checkpoint(
+        recalibrated, base.model, config=base.config, class_names=base.class_names,
+        preprocessing=base.preprocessing, temperature=2.0, metrics={"note": "recalibrated"},
+        data_seed=None, version="defect-cnn-tiny-recalibrated",
+    )  # fmt: skip
+    with Session(engine, expire_on_commit=False) as db:
+        register_model(
+            db, recalibrated, live_service.settings.data_dir, registered_by="sam",
+            notes="temperature 2", parent_version="defect-cnn-tiny-test",
+        )  # fmt: skip
+    log_in(page, live_service, "sam")
+    page.get_by_role("tab", name="Models").click()
+    registry = page.locator("#models-registry")
+    expect(registry.locator("tr[data-version]")).to_have_count(2, timeout=UI_TIMEOUT_MS)
+    expect(registry.locator("tr[data-version=defect-cnn-tiny-test]")).to_contain_text(
+        "line-1 champion"
+    )
+    expect(page.locator("#models-card .model-card")).to_contain_text("temperature 2")
+    expect(page.locator("#models-deployment")).to_contain_text("no deployment change yet")
+
+    choose_option(page, "models-candidate", "defect-cnn-tiny-recalibrated")
+    page.locator("#models-shadow-reason textarea, #models-shadow-reason input").first.fill(
+        "compare the recalibration"
+    )
+    page.locator("#models-shadow").click()
+    expect(page.locator("#models-shadow-result .result-ok")).to_contain_text(
+        "runs in shadow", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.locator("#models-deployment")).to_contain_text("shadow (the candidate runs")
+    expect(page.locator("#models-events")).to_contain_text("compare the recalibration")
+    shot(page, "models", full_page=True)
+    rollout = live_service.app.state.rollout
+    assert rollout.state("line-1").candidate == "defect-cnn-tiny-recalibrated"  # followed
