@@ -37,6 +37,7 @@ from inspect_app.api.errors import (
 from inspect_app.api.routes import (
     deployments,
     evidence,
+    exports,
     images,
     inspections,
     lines,
@@ -263,12 +264,16 @@ def _monitor(
         loaded = rollout.pool.get(version) if version is not None else None
         return loaded.profile if loaded is not None else None
 
-    accuracy = (predictor.metrics.get("validation") or {}).get("binary_accuracy")
+    def disagreement_of(version: str | None) -> float | None:
+        """The version's expected disagreement with blind labels, from its model card
+        (figures under "validation", or at the top level of older cards)."""
+        loaded = rollout.pool.get(version) if version is not None else None
+        card = (loaded.predictor if loaded is not None else predictor).metrics
+        accuracy = (card.get("validation") or card).get("binary_accuracy")
+        return None if accuracy is None else max(1 - float(accuracy), 0.005)
+
     return LineMonitor(
-        engine,
-        profiles=profile_of,
-        metrics=metrics,
-        reference_disagreement=lambda _v: None if accuracy is None else max(1 - accuracy, 0.005),
+        engine, profiles=profile_of, metrics=metrics, reference_disagreement=disagreement_of
     )
 
 
@@ -325,6 +330,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitoring,
         models,
         deployments,
+        exports,
         ops,
     ):
         app.include_router(module.router)

@@ -33,6 +33,8 @@ ADMIN_TOKEN_ID = 7_340_033
 
 
 NO_CACHE = {"cache": {"enabled": False}}  # nothing written to a .schemathesis/ folder
+# What a request the schema allows may get where a rule needs the server's state.
+_STATE_STATUSES = ["2xx", "401", "403", "404", "409", "422"]
 
 
 def contract_config(token: str, camera_key: str) -> dict[str, Any]:
@@ -72,6 +74,26 @@ def contract_config(token: str, camera_key: str) -> dict[str, Any]:
                         "expected-statuses": ["2xx", "401", "403", "404", "409", "422"]
                     }
                 },
+            },
+            {
+                # The checkpoint is a file on the server's disk: whether a path names one the
+                # service can serve is the loader's to say (422 with its reason), not a schema's.
+                "include-path": "/api/v1/models",
+                "include-method": "POST",
+                "checks": {"positive_data_acceptance": {"expected-statuses": _STATE_STATUSES}},
+            },
+            {
+                # A deployment change depends on the registry (is the candidate registered?)
+                # and on the line's rollout as it stands (is there a candidate to promote?):
+                # a request the schema allows may still be one the line cannot take now (422).
+                "include-path": "/api/v1/lines/{line}/deployment",
+                "include-method": "PUT",
+                "checks": {"positive_data_acceptance": {"expected-statuses": _STATE_STATUSES}},
+            },
+            {
+                "include-path-regex": r"^/api/v1/lines/\{line\}/deployment/",
+                "include-method": "POST",
+                "checks": {"positive_data_acceptance": {"expected-statuses": _STATE_STATUSES}},
             },
         ],
     }
