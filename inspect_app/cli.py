@@ -40,25 +40,80 @@ def data_generate(
 
 @app.command()
 def train(
-    data: Path = typer.Option(..., help="Dataset folder (class folders or manifest.csv)"),
+    data: list[Path] = typer.Option(
+        ...,
+        help="Dataset folder (class folders or manifest.csv); repeat to train on several. "
+        "A folder written by `inspect-app export` is the plant's: weighted --plant-weight and "
+        "split by time (validation the newest parts)",
+    ),
     out: Path = typer.Option(..., help="Checkpoint file to write"),
     epochs: int = typer.Option(16, help="Maximum epochs (early stopping may end sooner)"),
+    patience: int = typer.Option(6, help="Epochs without a better validation loss to stop"),
     seed: int = typer.Option(0, help="Training seed"),
     data_seed: int | None = typer.Option(
-        None, help="Seed the dataset was generated with, recorded in the checkpoint"
+        None, help="Seed the (base) dataset was generated with, recorded in the checkpoint"
     ),
     batch_size: int = typer.Option(32, help="Images per optimisation step"),
-    lr: float = typer.Option(3e-3, help="Peak learning rate of the one-cycle schedule"),
+    lr: float | None = typer.Option(
+        None, help="Peak learning rate of the one-cycle schedule (default 3e-3; 3e-4 fine-tuning)"
+    ),
     threads: int | None = typer.Option(None, help="Torch threads (default: one per core)"),
+    init_from: str | None = typer.Option(
+        None, help="Fine-tune from this registered model version (its weights and input)"
+    ),
+    plant_weight: float = typer.Option(
+        3.0, help="Weight of each plant label (export folders) in the loss, base images 1"
+    ),
+    register: bool = typer.Option(
+        False, "--register", help="Register the result, with its lineage, in the registry"
+    ),
+    shadow_on: str | None = typer.Option(
+        None,
+        help="Start the registered result as this line's shadow candidate (implies --register)",
+    ),
+    notes: str = typer.Option("", help="Why this version exists, for the registry"),
+    act_as: str | None = typer.Option(
+        None, "--as", help="Register and deploy as this supervisor (default: cli:<os user>)"
+    ),
+    data_dir: Path | None = typer.Option(None, help="Data folder (default: $INSPECT_DATA_DIR)"),
+    database_url: str | None = typer.Option(None, help="Database URL (default: the data folder's)"),
 ) -> None:
-    """Train the defect CNN from scratch, calibrate it, and write checkpoint + model card."""
+    """Train the defect CNN (from scratch, or fine-tuned from a registered version on the
+    base data plus the plant's exported labels), calibrate it, write checkpoint + model card
+    + reference profile; optionally register it and start it in shadow on a line."""
     _log_to_stderr()
+    from inspect_app.retrain import RetrainError, lineage, plan_data
     from models.train import TrainConfig, train_model
 
+    register = register or shadow_on is not None
+    try:
+        plan = plan_data(data, plant_weight=plant_weight)
+    except RetrainError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    checkpoint, parent = None, None
+    if init_from is not None or register:
+        from inspect_app.rollout.registry import get_version, materialize
+
+        with _rollout_session(data_dir, database_url) as (session, settings):
+            if register:  # refused now, not after an hour of training
+                _acting_rollout_supervisor(session, act_as)
+            if shadow_on is not None:
+                from inspect_app.lines import get_line
+
+                get_line(session, shadow_on)
+            if init_from is not None:
+                parent = get_version(session, init_from).version
+                checkpoint = materialize(session, settings.data_dir, get_version(session, parent))
+    made_of = lineage(
+        plan, parent_version=parent, base_data_seed=data_seed, plant_weight=plant_weight
+    )
     try:
         config = TrainConfig(
-            data=data, out=out, epochs=epochs, seed=seed, data_seed=data_seed,
-            batch_size=batch_size, lr=lr, threads=threads,
+            data=plan.base, out=out, epochs=epochs, patience=patience, seed=seed,
+            data_seed=data_seed, batch_size=batch_size,
+            lr=lr if lr is not None else (3e-4 if checkpoint is not None else 3e-3),
+            threads=threads, init_from=checkpoint, sources=plan.sources,
+            notes={"parent_version": parent, "lineage": made_of} if plan.sources or parent else {},
         )  # fmt: skip
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -69,7 +124,7 @@ def train(
         result = train_model(
             config, progress=True, input_metrics=lambda image: input_stats(image).metrics()
         )
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"wrote {result.checkpoint} ({result.version}) and {result.model_card}")
     if result.profile is not None:
@@ -77,6 +132,83 @@ def train(
     if result.report is not None:
         typer.echo("validation split, calibrated:")
         typer.echo(result.report.summary())
+    if not register:
+        return
+    from inspect_app.retrain import register_retrained
+
+    with _rollout_session(data_dir, database_url) as (session, settings):
+        actor = _acting_rollout_supervisor(session, act_as)
+        version, created = register_retrained(
+            session, result.checkpoint, settings.data_dir, actor=actor, parent_version=parent,
+            lineage=made_of, notes=notes or f"fine-tuned from {parent or 'scratch'}",
+            shadow_on=shadow_on,
+            default_version=None if shadow_on is None else _configured_version(session, settings),
+            warm=None if shadow_on is None else _loads(session, settings.data_dir),
+        )  # fmt: skip
+        typer.echo(
+            f"{'registered' if created else 'already registered:'} {version.version} "
+            f"(parent {version.parent_version or '-'}, by {actor.name})"
+        )
+        if shadow_on is not None:
+            _echo_deployment(session, shadow_on, _configured_version(session, settings))
+
+
+@app.command("export")
+def export_line(
+    line: str = typer.Option(..., help="Line id"),
+    out: Path = typer.Option(..., help="Folder to write (new or empty)"),
+    since: str | None = typer.Option(None, help="Received at or after (ISO 8601; naive is UTC)"),
+    until: str | None = typer.Option(None, help="Received before (ISO 8601), after --since"),
+    labeled_only: bool = typer.Option(
+        False, "--labeled-only", help="Leave out parts without a human label"
+    ),
+    data_dir: Path | None = typer.Option(None, help="Data folder (default: $INSPECT_DATA_DIR)"),
+    database_url: str | None = typer.Option(None, help="Database URL (default: the data folder's)"),
+) -> None:
+    """Write a line's labeled parts as a dataset folder (`train --data` reads it): one folder
+    per class, manifest.csv with how each label was given, missing.csv for images removed by
+    retention or lost, unlabeled.csv, export.json with the counts and the manifest's hash."""
+    import sys
+    from datetime import datetime
+
+    from inspect_app.api.params import TimeOutOfRange, check_time_text
+    from inspect_app.export import ExportError, ExportRequest, count_parts, export_to_folder
+    from inspect_app.storage.images import ImageStore
+    from inspect_app.timeutil import as_utc
+
+    def when(name: str, value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
+        except (TimeOutOfRange, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+
+    request = ExportRequest(line, when("since", since), when("until", until), labeled_only)
+    settings = _settings(data_dir, database_url)
+    with _operator_session(data_dir, database_url) as session:
+        try:
+            request.check(session)
+            total = count_parts(session, request)
+            done = [0]
+
+            def tick() -> None:  # a counter on stderr: stdout stays the summary
+                done[0] += 1
+                if done[0] == total or done[0] % 50 == 0:
+                    sys.stderr.write(f"\rexport {done[0]}/{total} parts")
+                    sys.stderr.flush()
+
+            summary = export_to_folder(
+                session, ImageStore(settings.image_dir), request, out, on_item=tick
+            )
+        except ExportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    if total:
+        sys.stderr.write("\n")
+    typer.echo(f"wrote {out}")
+    for text in summary.lines():
+        typer.echo(text)
 
 
 @app.command()
@@ -714,8 +846,8 @@ def _rollout_session(
             yield session, settings
     except RolloutRefused as exc:
         typer.echo(f"refused: {exc}", err=True)
-        for key in ("gate", "step"):
-            figures = exc.evidence.get(key)
+        # The gate's figures come as they are, a canary step's under "step".
+        for figures in (exc.evidence, exc.evidence.get("gate"), exc.evidence.get("step")):
             if isinstance(figures, dict):
                 _echo_gate_sides(figures)
         raise typer.Exit(1) from exc
@@ -768,6 +900,19 @@ def _when(value: Any) -> str:
     from inspect_app.timeutil import as_utc
 
     return "-" if value is None else f"{as_utc(value):%Y-%m-%d %H:%M:%S} UTC"
+
+
+# The model card's headline figures, as `inspect-app models list|show` print them.
+CARD_FIGURES = ("binary_accuracy", "defect_recall", "false_reject_rate", "ece")
+
+
+def _card_figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The validation figures of a model card: at the top of a checkpoint's metrics, or
+    grouped under "validation" (as the card's JSON file writes them)."""
+    metrics = metrics or {}
+    grouped = metrics.get("validation")
+    figures = grouped if isinstance(grouped, dict) else metrics
+    return {name: figures[name] for name in CARD_FIGURES if name in figures}
 
 
 def _roles_text(roles: list[tuple[str, str]]) -> str:
@@ -824,7 +969,7 @@ def models_list(
         versions = list_versions(session)
     typer.echo("version\tregistered\tby\tparent\tvalidation accuracy\tlines")
     for row in versions:
-        accuracy = ((row.metrics or {}).get("validation") or {}).get("binary_accuracy")
+        accuracy = _card_figures(row.metrics).get("binary_accuracy")
         typer.echo(
             f"{row.version}\t{_when(row.registered_at)}\t{row.registered_by}\t"
             f"{row.parent_version or '-'}\t{'-' if accuracy is None else f'{accuracy:.4f}'}\t"
@@ -855,7 +1000,8 @@ def models_show(
         record["lines"] = [{"line_id": line_id, "role": role} for line_id, role in roles]
         typer.echo(json.dumps(record, indent=2, default=str))
         return
-    validation = (row.metrics or {}).get("validation") or {}
+    figures = _card_figures(row.metrics)
+    evaluated_on = (row.metrics or {}).get("evaluated_on")
     for name, value in (
         ("version", row.version),
         ("sha256", row.sha256),
@@ -866,7 +1012,11 @@ def models_show(
         ("temperature", f"{row.temperature:g}"),
         ("data seed", "-" if row.data_seed is None else row.data_seed),
         ("reference profile", "yes" if row.profile_sha256 else "no (no image gate)"),
-        ("validation", json.dumps(validation) if validation else "-"),
+        (
+            "model card",
+            ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in figures.items()) or "-",
+        ),
+        ("evaluated on", evaluated_on or "-"),
         ("lineage", json.dumps(row.lineage)),
         ("notes", row.notes or "-"),
         ("lines", _roles_text(roles)),
@@ -902,7 +1052,12 @@ def _echo_deployment(session: Session, line: str, default_version: str) -> None:
             )
             typer.echo(f"  bandit: exploration {shown.exploration:g}; {arms or 'no rewards yet'}")
         typer.echo(f"  audit rate of the candidate's decisions: {shown.candidate_audit_rate:g}")
-    typer.echo(f"  revision {shown.revision}, by {shown.updated_by} at {_when(shown.updated_at)}")
+    if shown.revision == 0:
+        typer.echo("  never changed: the service's configured model ($INSPECT_WEIGHTS)")
+    else:
+        typer.echo(
+            f"  revision {shown.revision}, by {shown.updated_by} at {_when(shown.updated_at)}"
+        )
     compared = comparison(session, line, default_version)
     if compared is None:
         return

@@ -302,6 +302,9 @@ def _card_markdown(card: dict) -> str:
     val = card["validation"]
     arch = card["architecture"]
     prep = card["preprocessing"]
+    origin = (
+        f"fine-tuned from {val['init_from']}" if val.get("init_from") else "trained from scratch"
+    )
     lines = [
         f"# Model card: {card['version']}",
         "",
@@ -310,7 +313,7 @@ def _card_markdown(card: dict) -> str:
         "## Model",
         f"- torchvision `{arch['arch']}`, width x{arch['width_mult']}, global {arch['pool']} "
         f"pooling, dropout {arch['dropout']}, {arch['num_classes']} classes "
-        f"({', '.join(CLASS_NAMES)}), trained from scratch, with a box-supervised defect "
+        f"({', '.join(CLASS_NAMES)}), {origin}, with a box-supervised defect "
         "locator on the stride-16 features (see `models/defect_cnn.py`).",
         f"- Input: {prep['input_size']}x{prep['input_size']} RGB (BGR images are converted), "
         f"mean {[round(v, 4) for v in prep['mean']]}, std {[round(v, 4) for v in prep['std']]}.",
@@ -325,6 +328,11 @@ def _card_markdown(card: dict) -> str:
         "",
         *_figures_table(val),
     ]
+    for name, fig in (val.get("validation_subsets") or {}).items():
+        lines += ["", f"## Validation figures on {name} (calibrated)", "", *_figures_table(fig)]
+    if val.get("init_from") or val.get("lineage"):
+        lines += ["", "## Lineage", f"- Fine-tuned from: {val.get('init_from') or '-'}"]
+        lines += [f"- {k}: {v}" for k, v in (val.get("lineage") or {}).items()]
     for name, fig in card.get("test_sets", {}).items():
         lines += ["", f"## Fresh test set: {name}", "", *_figures_table(fig)]
     lines += [

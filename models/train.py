@@ -10,6 +10,14 @@ temperature never sees an image the weights were fitted to, and the card's figur
 see an image the temperature was fitted to. The calibration split also gives the version its
 reference profile (``models/profile.py``), written beside the checkpoint by `train_model`
 or, later and without retraining, by `profile_checkpoint` (``inspect-app profile``).
+
+Fine-tuning (``TrainConfig.init_from``) starts from a checkpoint's weights, architecture and
+input normalisation, so its outputs stay comparable with its parent's. Several data folders
+train together (``TrainConfig.sources``), each with a weight in the loss and, optionally, a
+manifest column that orders its images in time: such a folder's validation and calibration
+splits are its most recent images (validation the newest), so the figures measure the
+future rather than the past the weights were fitted to. Nothing here knows where a folder
+came from; the caller says which one is ordered and how much it weighs.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,6 +56,22 @@ LOCATOR_POS_WEIGHT = 20.0
 # The service's input metrics of one decoded BGR image (``input_stats(image).metrics()``),
 # handed in by the caller because ``models`` does not import the service.
 InputMetrics = Callable[[np.ndarray], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One data folder of a training run beyond `TrainConfig.data` (or describing it)."""
+
+    path: Path
+    weight: float = 1.0  # each image's weight in the class loss, relative to 1
+    # a manifest column of ISO 8601 times (or numbers) ordering the images: with it the
+    # folder's validation and calibration splits are its latest images, not a random draw
+    order_by: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if not (self.weight > 0 and math.isfinite(self.weight)):
+            raise ValueError(f"{self.path}: the weight must be a positive number")
 
 
 @dataclass
@@ -82,10 +106,22 @@ class TrainConfig:
     # torch threads; None keeps torch's default (one per core). On a shared machine 1 can be
     # faster than 2: a thread that waits for a descheduled sibling wastes its core.
     threads: int | None = None
+    # fine-tune from this checkpoint: its weights, architecture (width_mult), input size
+    # and normalisation replace the ones above
+    init_from: Path | None = None
+    # more data folders trained together with `data` (which weighs 1, stratified splits)
+    sources: tuple[DataSource, ...] = ()
+    # written into the checkpoint's metrics and card as they are (e.g. the parent version
+    # and the data's lineage, which the caller knows and this module does not)
+    notes: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = Path(self.data)
         self.out = Path(self.out)
+        self.init_from = None if self.init_from is None else Path(self.init_from)
+        self.sources = tuple(
+            s if isinstance(s, DataSource) else DataSource(Path(s)) for s in self.sources
+        )
         if self.epochs < 1:
             raise ValueError("epochs must be at least 1")
         if self.batch_size < 2:
@@ -154,6 +190,27 @@ def training_splits(
     too, so that it re-derives exactly the calibration images training used."""
     train, val, calib = stratified_split(labels, [val_fraction, calib_fraction], seed)
     return train, val, calib
+
+
+def time_split(
+    times: np.ndarray, *, val_fraction: float, calib_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, calib) indices by time: validation the newest `val_fraction`, calibration
+    the `calib_fraction` just before it, training the rest (the oldest). Every training time
+    is at or before every calibration time, and those at or before every validation time;
+    ties are broken by index, so the split is deterministic. Sorted indices."""
+    times = np.asarray(times)
+    n = len(times)
+    order = np.argsort(times, kind="stable")
+    n_val = max(1, round(val_fraction * n)) if n >= 3 else 0
+    n_calib = max(1, round(calib_fraction * n)) if n >= 3 else 0
+    n_train = n - n_val - n_calib
+    train, calib, val = (
+        order[:n_train],
+        order[n_train : n_train + n_calib],
+        order[n_train + n_calib :],
+    )
+    return tuple(np.sort(s).astype(np.int64) for s in (train, val, calib))  # type: ignore[return-value]
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -386,8 +443,16 @@ def fit(
     boxes: Sequence[Sequence[Box]] | None = None,
     class_names: Sequence[str] = CLASS_NAMES,
     progress: bool = False,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    sample_weights: np.ndarray | None = None,
+    val_subsets: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train, early-stop, calibrate, evaluate and write checkpoint + model card.
+
+    `splits`: explicit, disjoint (train, val, calib) indices (default: `training_splits`
+    by `config.seed`). `sample_weights`: (N,) positive weights of each image in the class
+    loss (default: all 1). `val_subsets`: named parts of the validation split whose figures
+    the card also reports on their own (e.g. the newest images of one folder).
 
     `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices;
     `boxes`: per image, its defect boxes in input pixels (empty where unknown). The locator
@@ -407,13 +472,28 @@ def fit(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    train_idx, val_idx, calib_idx = training_splits(
-        labels,
-        seed=config.seed,
-        val_fraction=config.val_fraction,
-        calib_fraction=config.calib_fraction,
+    if splits is None:
+        train_idx, val_idx, calib_idx = training_splits(
+            labels,
+            seed=config.seed,
+            val_fraction=config.val_fraction,
+            calib_fraction=config.calib_fraction,
+        )
+    else:
+        train_idx, val_idx, calib_idx = (np.asarray(s, dtype=np.int64) for s in splits)
+        seen = np.concatenate([train_idx, val_idx, calib_idx])
+        if len(np.unique(seen)) != len(seen) or (
+            len(seen) and not 0 <= seen.min() <= seen.max() < len(labels)
+        ):
+            raise ValueError("the train, val and calib splits must be disjoint indices of the data")
+    weights = (
+        torch.ones(len(labels))
+        if sample_weights is None
+        else torch.as_tensor(np.asarray(sample_weights, dtype=np.float32))
     )
-    if len(val_idx) == 0 or len(calib_idx) == 0:
+    if weights.shape != (len(labels),) or not bool((weights > 0).all()):
+        raise ValueError(f"sample_weights must be {len(labels)} positive numbers")
+    if len(val_idx) == 0 or len(calib_idx) == 0 or len(train_idx) < 2:
         raise ValueError("too few images per class for validation and calibration splits")
     log.info(
         "training on %d images, validating on %d, calibrating on %d (seed %d)",
@@ -422,10 +502,24 @@ def fit(
         len(calib_idx),
         config.seed,
     )
-    mean, std = channel_stats(images[train_idx])
-    prep = Preprocessing(input_size=config.input_size, mean=mean, std=std)  # type: ignore[arg-type]
-    model_config = DefectCNNConfig(num_classes=len(class_names), width_mult=config.width_mult)
-    model = build_model(model_config)
+    parent = None if config.init_from is None else load_checkpoint(config.init_from)
+    if parent is not None:
+        if tuple(parent.class_names) != tuple(class_names):
+            raise ValueError(f"{config.init_from} has classes {parent.class_names}")
+        if parent.preprocessing.input_size != images.shape[-1]:
+            raise ValueError(
+                f"images are {images.shape[-1]} px, {config.init_from} takes "
+                f"{parent.preprocessing.input_size} px"
+            )
+        # the parent's normalisation and architecture: the weights only make sense with them
+        prep, model_config, model = parent.preprocessing, parent.config, parent.model
+        config = replace(config, input_size=prep.input_size, width_mult=parent.config.width_mult)
+        log.info("fine-tuning from %s (%s)", config.init_from, parent.version)
+    else:
+        mean, std = channel_stats(images[train_idx])
+        prep = Preprocessing(input_size=config.input_size, mean=mean, std=std)  # type: ignore[arg-type]
+        model_config = DefectCNNConfig(num_classes=len(class_names), width_mult=config.width_mult)
+        model = build_model(model_config)
 
     y = torch.from_numpy(labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
@@ -477,7 +571,8 @@ def fit(
                 xb, mask = augment(xb, mask)
             xb = normalize(xb, prep).contiguous(memory_format=torch.channels_last)
             logits, cell_logits = model.forward_with_map(xb)  # (B, C), (B, C-1, S/16, S/16)
-            class_loss = F.cross_entropy(logits, y[batch])
+            w = weights[batch]
+            class_loss = (F.cross_entropy(logits, y[batch], reduction="none") * w).sum() / w.sum()
             where_loss = locator_loss(cell_logits, mask, y[batch], located[batch], ok_index)
             loss = class_loss + config.locator_weight * where_loss
             optimizer.zero_grad(set_to_none=True)
@@ -531,11 +626,25 @@ def fit(
     report = evaluate_probabilities(
         calibrated_probabilities(val_logits_np, temperature), labels[val_idx], class_names
     )
+    subsets = {}
+    for name, subset in (val_subsets or {}).items():
+        subset = np.asarray(subset, dtype=np.int64)
+        if len(subset):
+            subset_logits = predict_logits(model, images[subset], prep).numpy()
+            subsets[name] = evaluate_probabilities(
+                calibrated_probabilities(subset_logits, temperature), labels[subset], class_names
+            ).to_dict()
+    sources = ", ".join(
+        [str(config.data)]
+        + [f"{s.path} (weight {s.weight:g}{', split by ' + s.order_by if s.order_by else ''})"
+           for s in config.sources]
+    )  # fmt: skip
     metrics = {
-        "evaluated_on": (
-            f"validation split of {config.data} ({len(val_idx)} images, not trained on)"
-        ),
+        "evaluated_on": (f"validation split of {sources} ({len(val_idx)} images, not trained on)"),
         **report.to_dict(),
+        "validation_subsets": subsets,
+        **({"init_from": parent.version} if parent is not None else {}),
+        **config.notes,
         "temperature": temperature,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
@@ -544,9 +653,7 @@ def fit(
         "calib_images": len(calib_idx),
         "train_minutes": round((time.perf_counter() - started) / 60, 2),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "train_config": {
-            k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()
-        },
+        "train_config": _plain_config(config),
         "history": history,
     }
     version = save_checkpoint(
@@ -576,6 +683,21 @@ def fit(
     )
 
 
+def _plain_config(config: TrainConfig) -> dict[str, object]:
+    """The config as JSON-safe values (paths as text), for the checkpoint's metrics."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return {k: plain(v) for k, v in asdict(config).items() if k != "notes"}
+
+
 def _labeled_items(data: Path) -> tuple[list[LabeledImage], np.ndarray]:
     """A dataset folder's images in `load_dataset`'s (sorted) order, with class indices."""
     from data.dataset import load_dataset
@@ -597,12 +719,12 @@ def train_model(
     With `input_metrics` (the service's ``input_stats(image).metrics()``), also write the
     reference profile of the calibration split beside it (`profile_checkpoint`).
     """
+    if config.sources:
+        return _train_sources(config, progress=progress, input_metrics=input_metrics)
     items, labels = _labeled_items(config.data)
-    images, sizes = load_images([it.path for it in items], config.input_size, progress=progress)
-    boxes = [
-        scale_boxes(it.boxes, h, w, config.input_size)
-        for it, (h, w) in zip(items, sizes, strict=True)
-    ]
+    size = _input_size(config)
+    images, sizes = load_images([it.path for it in items], size, progress=progress)
+    boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(items, sizes, strict=True)]
     result = fit(config, images, labels, boxes=boxes, progress=progress)
     if input_metrics is not None:
         del images  # the profile decodes its 10% again; 1.6 GB freed first
@@ -610,6 +732,132 @@ def train_model(
             result.checkpoint, config.data, input_metrics, progress=progress
         )[1]
     return result
+
+
+def _input_size(config: TrainConfig) -> int:
+    """The parent's input size when fine-tuning (its weights were fitted to it)."""
+    if config.init_from is None:
+        return config.input_size
+    return load_checkpoint(config.init_from).preprocessing.input_size
+
+
+def _order_values(root: Path, column: str, items: Sequence[LabeledImage]) -> np.ndarray:
+    """`column` of `root`'s manifest for each of `items` (in their order), as sortable
+    numbers: ISO 8601 times become POSIX seconds (naive means UTC), numbers stay numbers."""
+    import csv
+
+    from data.dataset import MANIFEST_NAME
+
+    manifest = Path(root) / MANIFEST_NAME
+    if not manifest.is_file():
+        raise ValueError(f"{root}: ordering by {column!r} needs a {MANIFEST_NAME}")
+    with manifest.open(newline="", encoding="utf-8-sig") as f:
+        rows = {
+            (Path(root) / str(row["file"]).strip().replace("\\", "/")).as_posix(): row
+            for row in csv.DictReader(f)
+        }
+    values = []
+    for item in items:
+        raw = str((rows.get(item.path.as_posix()) or {}).get(column) or "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(raw)
+            except ValueError:
+                raise ValueError(f"{manifest}: {item.path.name} has no {column} to order by "
+                                 f"({raw!r})") from None  # fmt: skip
+            value = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        values.append(value)
+    return np.array(values, dtype=np.float64)
+
+
+def _train_sources(
+    config: TrainConfig, *, progress: bool, input_metrics: InputMetrics | None
+) -> TrainResult:
+    """`train_model` over `config.data` plus `config.sources`: the splits are made per folder
+    (stratified by the seed, or by time where the folder says `order_by`) and joined, and
+    each image weighs what its folder says."""
+    size = _input_size(config)
+    all_items: list[LabeledImage] = []
+    all_labels, weights = [], []
+    train_parts, val_parts, calib_parts = [], [], []
+    subsets: dict[str, np.ndarray] = {}
+    for source in (DataSource(config.data), *config.sources):
+        items, labels = _labeled_items(source.path)
+        offset = len(all_items)
+        if source.order_by is None:
+            train, val, calib = training_splits(
+                labels, seed=config.seed, val_fraction=config.val_fraction,
+                calib_fraction=config.calib_fraction,
+            )  # fmt: skip
+        else:
+            times = _order_values(source.path, source.order_by, items)
+            train, val, calib = time_split(
+                times, val_fraction=config.val_fraction, calib_fraction=config.calib_fraction
+            )
+            subsets[f"{source.path} (newest {len(val)} by {source.order_by})"] = val + offset
+        for parts, split in ((train_parts, train), (val_parts, val), (calib_parts, calib)):
+            parts.append(split + offset)
+        all_items.extend(items)
+        all_labels.append(labels)
+        weights.append(np.full(len(items), source.weight, dtype=np.float32))
+    labels = np.concatenate(all_labels)
+    splits = tuple(np.sort(np.concatenate(p)) for p in (train_parts, val_parts, calib_parts))
+    images, sizes = load_images([it.path for it in all_items], size, progress=progress)
+    boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(all_items, sizes, strict=True)]
+    result = fit(
+        config, images, labels, boxes=boxes, progress=progress, splits=splits,  # type: ignore[arg-type]
+        sample_weights=np.concatenate(weights), val_subsets=subsets,
+    )  # fmt: skip
+    if input_metrics is not None:
+        del images
+        calib = splits[2]
+        folders = [config.data, *(s.path for s in config.sources)]
+        # the new training distribution's calibration images: base and plant alike
+        result.profile = _write_profile(
+            result.checkpoint,
+            [all_items[i].path for i in calib],
+            input_metrics,
+            source=(
+                f"calibration split of {', '.join(map(str, folders))} "
+                f"({len(calib)} of {len(all_items)} images)"
+            ),
+            extra={"split_seed": config.seed, "dataset_images": len(all_items)},
+            progress=progress,
+        )[1]
+    return result
+
+
+def _write_profile(
+    checkpoint: Path,
+    paths: Sequence[Path],
+    input_metrics: InputMetrics,
+    *,
+    source: str,
+    extra: Mapping[str, object],
+    progress: bool,
+) -> tuple[ReferenceProfile, Path]:
+    """Decode `paths`, profile the checkpoint on them as the service runs it, write it."""
+    from models.predictor import Predictor
+
+    loaded = load_checkpoint(checkpoint)
+    images = []
+    for path in tqdm(paths, desc="profile", unit="img", disable=not progress):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"cannot read image {path}")
+        images.append(image)
+    profile = compute_profile(
+        Predictor(loaded),
+        images,
+        [input_metrics(image) for image in images],
+        source=source,
+        extra=dict(extra),
+    )
+    path = write_profile(profile, checkpoint)
+    log.info("reference profile of %s (%d images) -> %s", loaded.version, len(images), path)
+    return profile, path
 
 
 # -- the reference profile (models/profile.py) ------------------------------------------------

@@ -459,6 +459,96 @@ def add_labeled_parts() -> Callable[..., list[int]]:
     return add
 
 
+# -- model maintenance (issue 12): a plant's labeled parts with real images in the store ------
+
+
+def toy_part_png(label: str, seed: int, size: int = 64) -> bytes:
+    """A small PNG of a grey plate; a defect class draws a dark diagonal line (learnable)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(140, 6, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    if label != "ok":
+        offset = int(rng.integers(-8, 8))
+        for r in range(6, size - 6):
+            c = int(np.clip(r + offset, 0, size - 2))
+            image[r, c : c + 2] = 80
+    ok, encoded = cv2.imencode(".png", image)
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.fixture
+def toy_png() -> Callable[..., bytes]:
+    """`toy_part_png`, for tests that write image folders of their own."""
+    return toy_part_png
+
+
+@pytest.fixture
+def add_plant_parts() -> Callable[..., list[int]]:
+    """Add a line's inspections with real PNGs in `store` and, per part, a standing label
+    (None: unlabeled) given through a done review task; received one `step` apart from
+    `start`. Returns the inspection ids in order."""
+    from datetime import timedelta
+
+    from inspect_app.domain import Route, TaskReason
+    from inspect_app.storage.tables import Inspection, Label, ReviewTask
+
+    def add(
+        session: Session,
+        store: object,
+        line_id: str,
+        labels: list[str | None],
+        *,
+        user_id: int,
+        start: datetime,
+        step: timedelta = timedelta(minutes=1),
+        route: str = "review",
+        model_shown: bool = False,
+        seed: int = 0,
+    ) -> list[int]:
+        ids = []
+        for i, label in enumerate(labels):
+            data = toy_part_png(label or "ok", seed + i)
+            sha = store.put(data)  # type: ignore[attr-defined]
+            when = start + i * step
+            inspection = Inspection(
+                line_id=line_id, captured_at=when, received_at=when, image_sha256=sha,
+                image_format="png", width=64, height=64, brightness=138.0, contrast=8.0,
+                sharpness=50.0, model_version="defect-cnn-tiny-test",
+                predicted_class="ok", confidence=0.6, p_defect=0.4, level="shadow",
+                pass_threshold=0.98, fail_threshold=0.98, route=route,
+                show_model=model_shown, decision="pending" if label is None else "pass",
+            )  # fmt: skip
+            session.add(inspection)
+            session.flush()
+            assert inspection.id is not None
+            task = ReviewTask(
+                inspection_id=inspection.id, line_id=line_id,
+                reason=(TaskReason.AUDIT if route == Route.AUDIT else TaskReason.DECIDE).value,
+                status="open" if label is None else "done", show_model=model_shown,
+            )  # fmt: skip
+            session.add(task)
+            session.flush()
+            if label is not None:
+                session.add(
+                    Label(
+                        inspection_id=inspection.id,
+                        task_id=task.id,
+                        user_id=user_id,
+                        label=label,
+                        model_shown=model_shown,
+                        created_at=when,
+                    )
+                )
+            ids.append(inspection.id)
+        session.commit()
+        return ids
+
+    return add
+
+
 # ----------------------------------------------------------------------------- live services
 
 SERVICE_START_GUARD_S = 180.0  # cold processes import torch on a busy machine; a hang guard only

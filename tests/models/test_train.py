@@ -10,7 +10,15 @@ import torch
 
 from inspect_app.domain import CLASS_NAMES
 from models.predictor import Predictor
-from models.train import Augmenter, TrainConfig, defect_crops, fit, locator_loss, stratified_split
+from models.train import (
+    Augmenter,
+    TrainConfig,
+    defect_crops,
+    fit,
+    locator_loss,
+    stratified_split,
+    time_split,
+)
 
 SIZE = 48
 
@@ -116,3 +124,64 @@ def test_locator_loss_rewards_the_right_cell() -> None:
     )
     # an image whose defect place is unknown teaches the locator nothing
     assert locator_loss(wrong, mask, labels, torch.tensor([False]), 0) == 0
+
+
+# -- retraining options (issue 12): time splits, sample weights, fine-tuning, several folders
+
+
+def test_time_split_puts_the_newest_in_validation_and_never_later_in_training() -> None:
+    rng = np.random.default_rng(5)
+    for n in (3, 7, 40, 101):
+        times = rng.permutation(n).astype(float) + rng.integers(0, 3, n)  # with ties
+        train, val, calib = time_split(times, val_fraction=0.2, calib_fraction=0.15)
+        assert sorted([*train, *val, *calib]) == list(range(n))
+        assert len(val) >= 1 and len(calib) >= 1
+        assert times[train].max() <= times[calib].min() <= times[calib].max() <= times[val].min()
+    again = time_split(times, val_fraction=0.2, calib_fraction=0.15)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, calib), again, strict=True))
+
+
+def _toy_config(tmp_path: Path, name: str, **changes: object) -> TrainConfig:
+    settings: dict[str, object] = dict(
+        data=tmp_path, out=tmp_path / name, epochs=2, batch_size=8, lr=1e-2, width_mult=0.25,
+        input_size=SIZE, val_fraction=0.25, calib_fraction=0.25, seed=0,
+    )  # fmt: skip
+    return TrainConfig(**(settings | changes))  # type: ignore[arg-type]
+
+
+def test_fit_takes_explicit_splits_weights_and_reports_subsets(tmp_path: Path) -> None:
+    images, labels = _toy_images(48, seed=0)
+    splits = (np.arange(0, 32), np.arange(40, 48), np.arange(32, 40))
+    weights = np.where(np.arange(48) >= 24, 3.0, 1.0)
+    result = fit(
+        _toy_config(tmp_path, "split.pt"), images, labels, splits=splits,
+        sample_weights=weights, val_subsets={"newest": np.arange(44, 48)},
+    )  # fmt: skip
+    metrics = torch.load(result.checkpoint, weights_only=True)["metrics"]
+    assert metrics["val_images"] == 8 and metrics["calib_images"] == 8
+    assert metrics["validation_subsets"]["newest"]["n"] == 4
+    assert "newest" in result.model_card.read_text()
+    with pytest.raises(ValueError, match="disjoint"):
+        fit(_toy_config(tmp_path, "bad.pt"), images, labels,
+            splits=(np.arange(0, 40), np.arange(39, 44), np.arange(44, 48)))  # fmt: skip
+    with pytest.raises(ValueError, match="positive"):
+        fit(_toy_config(tmp_path, "bad.pt"), images, labels, sample_weights=np.zeros(48))
+
+
+def test_fine_tuning_starts_from_the_parents_weights_and_input(tmp_path: Path) -> None:
+    images, labels = _toy_images(48, seed=0)
+    parent = fit(_toy_config(tmp_path, "parent.pt"), images, labels)
+    child = fit(
+        _toy_config(tmp_path, "child.pt", init_from=parent.checkpoint, epochs=1,
+                    notes={"parent_version": parent.version}),
+        images, labels,
+    )  # fmt: skip
+    saved = torch.load(child.checkpoint, weights_only=True)
+    parent_saved = torch.load(parent.checkpoint, weights_only=True)
+    assert saved["preprocessing"] == parent_saved["preprocessing"]  # normalisation kept
+    assert saved["metrics"]["init_from"] == parent.version
+    assert saved["metrics"]["parent_version"] == parent.version
+    assert child.version != parent.version
+    with pytest.raises(ValueError, match="px"):
+        small = images[:, :, :32, :32].contiguous()
+        fit(_toy_config(tmp_path, "c2.pt", init_from=parent.checkpoint), small, labels)
