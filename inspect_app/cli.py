@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import Engine
     from sqlmodel import Session
 
@@ -169,20 +171,11 @@ def export_line(
     per class, manifest.csv with how each label was given, missing.csv for images removed by
     retention or lost, unlabeled.csv, export.json with the counts and the manifest's hash."""
     import sys
-    from datetime import datetime
 
-    from inspect_app.api.params import TimeOutOfRange, check_time_text
     from inspect_app.export import ExportError, ExportRequest, count_parts, export_to_folder
     from inspect_app.storage.images import ImageStore
-    from inspect_app.timeutil import as_utc
 
-    def when(name: str, value: str | None) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
-        except (TimeOutOfRange, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+    when = _option_time
 
     request = ExportRequest(line, when("since", since), when("until", until), labeled_only)
     settings = _settings(data_dir, database_url)
@@ -394,6 +387,21 @@ def _open_database(settings: Settings) -> Engine:
     return engine
 
 
+def _option_time(name: str, value: str | None) -> datetime | None:
+    """An ISO 8601 option as UTC (naive means UTC), refused as the API refuses it."""
+    from datetime import datetime
+
+    from inspect_app.api.params import TimeOutOfRange, check_time_text
+    from inspect_app.timeutil import as_utc
+
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
+    except (TimeOutOfRange, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+
+
 @contextmanager
 def _operator_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
     """A session on the database, turning the service layer's input errors into exit code 1."""
@@ -544,7 +552,7 @@ def users_tokens(
     """List a user's tokens: id, state, created, expires, last used, revoked (UTC).
 
     Revoke one with `inspect-app tokens revoke ID`."""
-    from datetime import datetime, timedelta
+    from datetime import timedelta
 
     from inspect_app.accounts import list_tokens, token_expiry, token_state
     from inspect_app.timeutil import as_utc, utcnow
@@ -1282,7 +1290,6 @@ def inspections_list(
     from datetime import datetime
     from itertools import islice
 
-    from inspect_app.api.params import TimeOutOfRange, check_time_text
     from inspect_app.domain import Decision, Route, threshold_json
     from inspect_app.inspections import (
         InspectionFilter,
@@ -1290,15 +1297,8 @@ def inspections_list(
         InvalidQuery,
         iter_inspections,
     )
-    from inspect_app.timeutil import as_utc
 
-    def when(name: str, value: str | None) -> datetime | None:
-        if value is None:
-            return None
-        try:
-            return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
-        except (TimeOutOfRange, ValueError) as exc:
-            raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
+    when = _option_time
 
     def choice(name: str, value: str | None, kind: type[Decision] | type[Route]) -> Any:
         try:
@@ -1375,6 +1375,55 @@ def monitoring_prometheus_rules(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     typer.echo(f"wrote {out}")
+
+
+@monitoring_app.command("rebaseline")
+def monitoring_rebaseline(
+    line: str = typer.Argument(..., help="Line id"),
+    since: str = typer.Option(..., help="The known-good window's start (ISO 8601; naive: UTC)"),
+    until: str = typer.Option(..., help="... and its end"),
+    reason: str = typer.Option(..., help="Why this window is known good (the audit trail)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Compare the line's drift tests with a window of its own parts (at least 200 usable ones
+    of its current model) instead of the model's calibration images; the image gate keeps the
+    model's reference. A running service uses it from its next evaluation."""
+    from inspect_app.agreement import current_model_version
+    from inspect_app.monitoring.baseline import BaselineError, rebaseline
+    from inspect_app.rollout.registry import get_version, materialize
+    from models.profile import load_profile
+
+    start, end = _option_time("since", since), _option_time("until", until)
+    assert start is not None and end is not None
+    settings = _settings(data_dir, database_url)
+    with _operator_session(data_dir, database_url) as session:
+        version = current_model_version(session, line)
+        profile = None
+        if version is not None:
+            path = materialize(session, settings.data_dir, get_version(session, version))
+            profile = load_profile(path, version=version)
+        if profile is None:
+            typer.echo(f"error: line {line}'s model {version or '-'} has no profile", err=True)
+            raise typer.Exit(1)
+        try:
+            made = rebaseline(
+                session,
+                line,
+                since=start,
+                until=end,
+                actor=_acting_supervisor(session, act_as),
+                reason=reason,
+                profile=profile,
+            )
+        except (BaselineError, PermissionError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+    typer.echo(
+        f"line {line} re-baselined on {made.n_parts} parts of {made.model_version} "
+        f"received {made.window_since:%Y-%m-%d %H:%M} to {made.window_until:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 # -- stored images: retention (inspect_app.storage.retention)

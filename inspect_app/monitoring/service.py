@@ -48,6 +48,7 @@ from inspect_app.monitoring.alarms import (
     effective_rules,
     step,
 )
+from inspect_app.monitoring.baseline import line_reference
 from inspect_app.monitoring.drift import (
     DisagreementMonitor,
     QuantileTable,
@@ -459,6 +460,8 @@ class LineMonitor:
                 return Evaluation(line_id, now, None, {}, [])
             version = parts[0].model_version
             profile = self.profiles(version) if version is not None else None
+            if profile is not None:  # the line's own baseline, where a supervisor set one
+                profile = line_reference(session, line_id, profile)
             values, reports = self._values(session, line, parts, profile, rules, now)
             evaluation = Evaluation(line_id, now, version, values, [], reports=reports)
             self._store(session, line_id, parts[0].id, version, values, reports, now)

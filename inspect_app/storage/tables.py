@@ -379,3 +379,23 @@ class BanditArm(SQLModel, table=True):
     successes: int = 0
     failures: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LineBaseline(SQLModel, table=True):
+    """A line's own reference for drift monitoring, taken from a window of its parts that a
+    supervisor chose (revision 0008): a plant's mix (a few percent defective, its lighting)
+    is not the calibration set's, and the drift tests must compare the line with itself.
+    The image gate keeps the version's own profile: re-baselining never loosens it."""
+
+    __tablename__ = "linebaseline"
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    model_version: str = Field(max_length=64)  # the baseline holds only for this version
+    window_since: datetime
+    window_until: datetime
+    n_parts: int
+    metric_quantiles: dict = Field(sa_column=Column(JSON, nullable=False))
+    coordinates: list = Field(sa_column=Column(JSON, nullable=False))  # (N, m + 1) embeddings
+    created_by: str = Field(max_length=64)
+    reason: str = Field(max_length=1000)
+    created_at: datetime = Field(default_factory=utcnow)

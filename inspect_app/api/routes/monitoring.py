@@ -11,6 +11,7 @@ own message says what to change).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
@@ -19,6 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlmodel import Session
 
 from inspect_app import lines as line_service
+from inspect_app.agreement import current_model_version
 from inspect_app.api.deps import SessionDep, SupervisorUser
 from inspect_app.api.errors import error_responses
 from inspect_app.api.params import (
@@ -28,8 +30,10 @@ from inspect_app.api.params import (
     LineIdPath,
     time_query,
 )
+from inspect_app.api.pipeline_deps import RolloutDep
 from inspect_app.monitoring import queries
 from inspect_app.monitoring.alarms import Action, AlarmRuleError, Severity
+from inspect_app.monitoring.baseline import BaselineError, rebaseline
 from inspect_app.monitoring.service import set_line_rule
 
 router = APIRouter(prefix="/api/v1/lines", tags=["monitoring"])
@@ -244,3 +248,84 @@ def edit_alarm(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
     session.commit()
     return queries.line_alarm(session, line, rule)
+
+
+class BaselineRequest(BaseModel):
+    since: ClientTime = Field(description="the window's first part received at or after this")
+    until: ClientTime = Field(description="... and before this (after since)")
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        description="why this window is known good; recorded in the audit trail",
+        json_schema_extra={"pattern": REQUIRED_TEXT_PATTERN},
+    )
+
+
+class BaselinePublic(BaseModel):
+    line: str
+    model_version: str
+    since: datetime
+    until: datetime
+    parts: int
+    metrics: list[str] = Field(description="input metrics the line's baseline now supplies")
+    created_by: str
+    reason: str
+
+
+@router.post(
+    "/{line}/monitoring/baseline",
+    response_model=BaselinePublic,
+    responses=error_responses(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        _404="no such line",
+        _409="the line's model has no reference profile to re-baseline",
+        _422="invalid input, or a window with too few usable parts",
+    ),
+)
+def set_baseline(
+    line: LineIdPath,
+    body: BaselineRequest,
+    session: SessionDep,
+    user: SupervisorUser,
+    rollout: RolloutDep,
+) -> BaselinePublic:
+    """Re-baseline the line's drift monitoring on a window of its own parts (at least 200
+    usable ones of its current model): the input and embedding drift tests then compare the
+    line with that window instead of the model's calibration images. The image gate keeps the
+    model's own reference. Logged with who, why and the figures."""
+    _line_or_404(session, line)
+    version = current_model_version(session, line)
+    loaded = rollout.pool.get(version) if version is not None else None
+    if loaded is None or loaded.profile is None:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"line {line}'s model {version or '-'} has no reference profile loaded",
+        )
+    try:
+        made = rebaseline(
+            session,
+            line,
+            since=body.since,
+            until=body.until,
+            actor=user,
+            reason=body.reason,
+            profile=loaded.profile,
+        )
+    except BaselineError as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    return BaselinePublic(
+        line=made.line_id,
+        model_version=made.model_version,
+        since=made.window_since,
+        until=made.window_until,
+        parts=made.n_parts,
+        metrics=sorted(made.metric_quantiles),
+        created_by=made.created_by,
+        reason=made.reason,
+    )

@@ -41,6 +41,11 @@ def _edit(changes: dict[str, Any], reason: str = "lamp being replaced") -> dict[
         ("GET", "/api/v1/lines/line-1/monitoring", None),
         ("GET", "/api/v1/lines/line-1/alarms", None),
         ("PUT", "/api/v1/lines/line-1/alarms/input_drift", _edit({"enabled": False})),
+        (
+            "POST",
+            "/api/v1/lines/line-1/monitoring/baseline",
+            {"since": "2026-11-01T00:00:00Z", "until": "2026-11-08T00:00:00Z", "reason": "ok"},
+        ),
     ],
 )
 def test_monitoring_is_for_supervisors(
@@ -199,3 +204,22 @@ def test_an_unknown_rule_is_404(
     assert response.status_code == 404
     assert "no alarm rule 'lamp_off'" in response.json()["detail"]
     assert "gate_refusals_high" in response.json()["detail"]
+
+
+BASELINE = "/api/v1/lines/line-1/monitoring/baseline"
+WINDOW = {"since": "2026-11-01T00:00:00Z", "until": "2026-11-08T00:00:00Z", "reason": "good"}
+
+
+def test_a_baseline_needs_a_window_after_its_start_and_a_model_with_a_profile(
+    client: TestClient, world: MonitoringWorld, supervisor: dict[str, str]
+) -> None:
+    backwards = client.post(BASELINE, json={**WINDOW, "until": WINDOW["since"]}, headers=supervisor)
+    # the tiny test model has no reference profile: nothing to re-baseline against
+    refused = client.post(BASELINE, json=WINDOW, headers=supervisor)
+    assert refused.status_code in (409, 422), refused.text
+    assert backwards.status_code in (409, 422)
+    assert (
+        client.post(BASELINE, json={**WINDOW, "reason": ""}, headers=supervisor).status_code == 422
+    )
+    with Session(client.app.state.engine) as db:  # type: ignore[attr-defined]
+        assert not db.exec(select(Event).where(Event.kind == "monitoring_rebaseline")).all()
