@@ -76,6 +76,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -96,6 +97,7 @@ from inspect_app.inference import MicroBatcher
 from inspect_app.lines import add_line, change_automation
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.alarms import DEFAULT_RULES, Action, AlarmStatus, Comparison
+from inspect_app.monitoring.baseline import rebaseline
 from inspect_app.monitoring.service import LineMonitor, alarm_states
 from inspect_app.pipeline import ImageSubmission, InspectionPipeline
 from inspect_app.review_queue import claim_next_task, submit_label
@@ -488,6 +490,19 @@ async def warm_up(run: LineRun, stream: PartStream, args: argparse.Namespace) ->
             )
             gate = rec.gate
             assert gate is not None
+            if args.rebaseline and run.pipeline.gate is not None:
+                # what a supervisor does at the raise: the shadow weeks become the line's own
+                # drift reference (the plant's defect mix is not the calibration set's)
+                made = rebaseline(
+                    session,
+                    LINE,
+                    since=datetime(2000, 1, 1, tzinfo=UTC),
+                    until=utcnow(),
+                    actor=run.supervisor,
+                    reason="bench: the shadow warm-up as the line's baseline",
+                    profile=run.pipeline.gate.profile,
+                )
+                print(f"re-baselined the line's drift tests on its {made.n_parts} warm-up parts")
             states = {
                 k: v.status.value
                 for k, v in alarm_states(session, LINE).items()
@@ -709,6 +724,12 @@ def breaches(engine: Engine, after_id: int) -> dict[str, tuple[int, int, float |
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 repeat, 1,000 clean parts")
+    p.add_argument(
+        "--no-rebaseline",
+        dest="rebaseline",
+        action="store_false",
+        help="keep the calibration profile as the drift reference (no re-baseline at the raise)",
+    )
     p.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--repeats", type=int, default=5, help="runs of each scenario (seeded)")
     p.add_argument("--lead-in", type=int, default=100, help="clean parts before the change")
