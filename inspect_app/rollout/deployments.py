@@ -390,7 +390,13 @@ def set_deployment(
         row.step_started_at = utcnow()
     else:
         row.share = 0.0
-    if mode is Mode.BANDIT and request.candidate is not None:
+    if (
+        mode is Mode.BANDIT
+        and request.candidate is not None
+        and (new_candidate or before["mode"] != Mode.BANDIT.value)
+    ):
+        # A new bandit starts from flat posteriors; a change to a running one (its
+        # exploration floor, say) keeps what the labels have taught it so far.
         _reset_arms(session, line_id, (row.champion, request.candidate))
     if new_candidate or request.candidate is None:
         row.quarantined = False
@@ -751,7 +757,10 @@ def comparison(session: Session, line_id: str, default_version: str) -> dict[str
     row = get_deployment(session, line_id, default_version)
     if row.candidate is None:
         return None
-    compared = compare_versions(session, line, row.champion, row.candidate)
+    # the line's current evidence era: labels from before an alarm are not evidence now
+    compared = compare_versions(
+        session, line, row.champion, row.candidate, since=line.evidence_since
+    )
     result: dict[str, Any] = {
         "champion": _report(compared.champion),
         "candidate": _report(compared.candidate),

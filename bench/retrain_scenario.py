@@ -1,0 +1,478 @@
+"""Issue 12's scenario: the lighting drops, the line stops deciding, inspectors label the dark
+parts, the plant's labels retrain the model, and the retrained version earns its way back on
+shadow evidence. Measured against the truth; prints, asserts nothing.
+
+Everything runs in this process through the service's own parts, as `bench/drift_scenarios.py`
+wires them (its `LineRun`: SQLite in a temp folder, the default weights through the
+`MicroBatcher`, `InspectionPipeline.submit`, the image gate, the line monitor evaluated every
+10 parts, the review queue), with two differences: the pipeline gets the app's `Rollout`
+(``rollout=``), so a shadow candidate runs beside the champion and every version's answer is
+written as a `ModelPrediction`; and the image store keeps the bytes of the parts received from
+the lighting drop on (the export reads them back), none before.
+
+1. Warm-up at ``shadow`` on a plant-like stream (``--defect-share`` defective, the four defect
+   classes equally), a scripted inspector labeling blind with the true class; the line is
+   raised to ``partial`` at the recommended thresholds once they pass the gate
+   (drift_scenarios' `warm_up`, at its ``--quick`` targets, lowered from the product's; at the
+   raise it re-baselines the line's drift tests on the warm-up, unless ``--no-rebaseline``).
+2. ``--lead-in`` clean parts at partial, then every image x0.6 (drift_tests' `darken`) until
+   the monitor stops automation (at most ``--after`` parts): the part at which it stopped, the
+   alarm, the dark parts auto-decided and the escapes shipped.
+3. The alarm left the line at ``assist`` (the model's answer shown to the inspector, so its
+   labels are not blind). The supervisor lowers it to ``shadow`` so that the inspectors label
+   every part blind, and ``--label-parts`` dark parts run so.
+4. `inspect_app.export.export_to_folder` writes the line's labeled parts received since the
+   stop (`Line.evidence_since`, which the alarm moved to its time).
+5. Base data: ``inspect-app data generate`` (``--base-n`` images, seed ``--base-seed``, used
+   nowhere else). The fine-tune is the CLI, as a person would run it: ``inspect-app train
+   --init-from <current version> --data BASE --data EXPORT --plant-weight W --register
+   --shadow-on <line> --as sam`` (the exact command is printed); the bench then refreshes its
+   rollout so the candidate runs.
+6. ``--shadow-parts`` more dark parts at shadow, labeled blind, both versions running.
+   `deployments.comparison` as the API/UI show it (each version's gate verdict at partial at
+   the line's thresholds on its own evidence; McNemar on the parts both ran on); because that
+   champion evidence has no start date (it includes the clean warm-up), the same comparison
+   restricted to the shadow phase (`evidence.compare_versions(since=)`) is printed too, and
+   each version's recommended thresholds from its shadow-phase evidence
+   (`evidence.recommendation.recommend_thresholds`, the line's targets).
+7. Fresh test sets rendered with seeds used nowhere else: ``--test-n`` dark parts (x0.6) and
+   ``--test-n`` normal parts, half defective (the defect classes equally) so both sides have
+   enough errors to count. For each version: escape rate (defective among auto-passed),
+   false-reject rate (ok among auto-failed), coverage (auto-decided share), binary accuracy at
+   P(ok) = 0.5, at (a) the line's thresholds (the warm-up's raise) and (b) each version's own
+   recommendation from the shadow evidence. The escape and false-reject rates at the test's
+   50% defect share are also re-weighted to the plant's ``--defect-share`` (per-class pass/fail
+   rates are what a test set measures; the rates a line sees depend on its mix).
+
+Run: ``.venv/bin/python bench/retrain_scenario.py`` (see ``--help``; 10-15 min on 2 busy cores
+at the defaults, the fine-tune 4-7 of them; with 1,500 shadow parts the candidate had 32 of
+the 50 would-be auto-failed labels the gate needs, hence 2,600).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from drift_scenarios import (  # bench/ helpers: the plant-like stream and the warm-up
+    LINE,
+    LineRun,
+    PartStream,
+    Phase,
+    describe_acted,
+    new_line_database,
+    render_part,
+    warm_up,
+)
+from drift_tests import darken
+from shadow_to_partial import pct
+from sqlmodel import Session
+
+from data.synth import class_schedule, image_seeds
+from inspect_app.api.app import _gate, _monitor, _rollout
+from inspect_app.domain import DEFECT_CLASSES, AutomationLevel, DefectClass
+from inspect_app.evidence.gate import automated_masks
+from inspect_app.evidence.recommendation import recommend_thresholds
+from inspect_app.export import ExportRequest, export_to_folder
+from inspect_app.inference import MicroBatcher
+from inspect_app.lines import change_automation
+from inspect_app.metrics import ServiceMetrics
+from inspect_app.pipeline import InspectionPipeline
+from inspect_app.rollout import deployments
+from inspect_app.rollout.evidence import compare_versions, line_targets
+from inspect_app.rollout.registry import checkpoint_path, get_version
+from inspect_app.storage.images import ImageStore, sha256_of
+from inspect_app.storage.tables import Line
+from inspect_app.timeutil import utcnow
+from models import DEFAULT_WEIGHTS
+from models.predictor import Predictor
+
+REPO = Path(__file__).resolve().parent.parent
+INSPECT_APP = Path(sys.executable).parent / "inspect-app"
+# Seeds used nowhere else (drift_scenarios uses 1000-4999 for its streams, training data 1,
+# the tests 777/778/90210, the gate's tuning 31337 and 4242).
+SEED_WARMUP, SEED_DRIFT = 12_100, 12_200
+SEED_BASE, SEED_TEST_DARK, SEED_TEST_NORMAL = 12_001, 12_002, 12_003
+
+logger = logging.getLogger("retrain_scenario")
+
+
+class KeepWhenAsked(ImageStore):
+    """Keeps an image's bytes only while `keep` is set: the export needs the dark parts, and
+    nothing reads the thousands of warm-up parts back."""
+
+    keep = False
+
+    def put(self, data: bytes) -> str:
+        return super().put(data) if self.keep else sha256_of(data)
+
+
+class RolloutLineRun(LineRun):
+    """`LineRun` with the app's rollout in the pipeline (shadow candidates run) and a store
+    that keeps the bytes the export will read."""
+
+    def __init__(
+        self, db: Path, predictor: Predictor, batcher: MicroBatcher, seed: int, label_every: int
+    ) -> None:
+        super().__init__(db, predictor, batcher, seed, label_every)
+        self.metrics = ServiceMetrics()
+        gate, profile = _gate(self.settings, predictor)
+        self.rollout = _rollout(
+            self.settings, self.engine, predictor, batcher, profile, gate, self.metrics
+        )
+        self.monitor = _monitor(self.engine, self.rollout, predictor, self.metrics)
+        self.store = KeepWhenAsked(db.parent / "images")
+        self.pipeline = InspectionPipeline(
+            engine=self.engine,
+            store=self.store,
+            batcher=batcher,
+            metrics=self.metrics,
+            max_image_bytes=self.settings.max_image_bytes,
+            max_image_pixels=self.settings.max_image_pixels,
+            rng=random.Random(seed),
+            gate=gate,
+            monitor=None,  # evaluated by LineRun.run, synchronously
+            rollout=self.rollout,
+        )
+
+    def close(self) -> None:
+        self.rollout.stop()  # the candidate's batcher, and the shared one
+        super().close()
+
+
+# --------------------------------------------------------------------------------------------
+# Test sets
+
+
+@dataclass
+class TestSet:
+    name: str
+    images: list[np.ndarray]
+    defective: np.ndarray  # bool per image
+
+
+def render_test_set(name: str, n: int, seed: int, factor: float | None) -> TestSet:
+    mix = {"ok": 0.5} | {c: 0.5 / len(DEFECT_CLASSES) for c in DEFECT_CLASSES}
+    classes = class_schedule(n, seed, mix)
+    images, defective = [], []
+    for s, c in zip(image_seeds(n, seed), classes, strict=True):
+        image = render_part(s, c).image
+        images.append(darken(image, factor) if factor is not None else image)
+        defective.append(c != DefectClass.OK.value)
+    return TestSet(name, images, np.array(defective, dtype=bool))
+
+
+def p_ok_of(predictor: Predictor, images: list[np.ndarray], batch: int = 32) -> np.ndarray:
+    ok = predictor.class_names.index(DefectClass.OK.value)
+    out = []
+    for start in range(0, len(images), batch):
+        probs = predictor.predict_tensor(predictor.preprocess(images[start : start + batch]))
+        out.append(np.asarray(probs)[:, ok])
+    return np.concatenate(out).astype(np.float64)
+
+
+def test_figures(
+    p_ok: np.ndarray, defective: np.ndarray, thresholds: tuple[float | None, float | None],
+    plant_share: float,
+) -> dict[str, Any]:  # fmt: skip
+    passed, failed = automated_masks(p_ok, AutomationLevel.PARTIAL, *thresholds)
+    esc, fr = int((passed & defective).sum()), int((failed & ~defective).sum())
+    # per-class rates, then re-weighted to the plant's defect share
+    d, o = max(int(defective.sum()), 1), max(int((~defective).sum()), 1)
+    miss, ok_pass = (passed & defective).sum() / d, (passed & ~defective).sum() / o
+    catch, ok_fail = (failed & defective).sum() / d, (failed & ~defective).sum() / o
+    pi = plant_share
+    plant_passed = miss * pi + ok_pass * (1 - pi)
+    plant_failed = catch * pi + ok_fail * (1 - pi)
+    return {
+        "passed": int(passed.sum()),
+        "escapes": esc,
+        "failed": int(failed.sum()),
+        "false_rejects": fr,
+        "escape_rate": esc / passed.sum() if passed.sum() else None,
+        "false_reject_rate": fr / failed.sum() if failed.sum() else None,
+        "coverage": float((passed | failed).mean()),
+        "plant_escape_rate": miss * pi / plant_passed if plant_passed else None,
+        "plant_false_reject_rate": ok_fail * (1 - pi) / plant_failed if plant_failed else None,
+        "plant_coverage": plant_passed + plant_failed,
+        "binary_accuracy": float(((p_ok < 0.5) == defective).mean()),
+    }
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else pct(value)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def run_cli(argv: list[str], threads: int) -> str:
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    took = time.monotonic() - started
+    if done.returncode != 0:
+        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
+        raise SystemExit(f"command failed ({done.returncode}): {shlex.join(argv)}")
+    print(f"  ({took:.0f} s)")
+    return done.stdout
+
+
+def line_of(run: LineRun) -> Line:
+    return run.line()
+
+
+def deployment_summary(result: dict[str, Any] | None) -> None:
+    if result is None:
+        print("  no candidate")
+        return
+    for role in ("champion", "candidate"):
+        r = result[role]
+        print(f"  {role:9s} {r['model_version']}: labeled {r['n_labeled']}, passes gate "
+              f"{r['passes_gate']}, coverage {pct(r['coverage'])}, escape "
+              f"{r['escape']['errors']}/{r['escape']['n']} (bound "
+              f"{pct(r['escape']['upper_bound'])}), false-reject "
+              f"{r['false_reject']['errors']}/{r['false_reject']['n']} (bound "
+              f"{pct(r['false_reject']['upper_bound'])}); {r['gate_reason']}")  # fmt: skip
+    p = result["paired"]
+    print("  paired (binary at P(ok)=0.5): " + ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items()))  # fmt: skip
+
+
+def report_of(rep: Any) -> dict[str, Any]:
+    return deployments._report(rep)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.torch_threads)
+    started = time.monotonic()
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="retrain-scenario-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print("retrain scenario (issue 12)")
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"sizes: defect share {pct(args.defect_share)}; lead-in {args.lead_in}, drift at most "
+          f"{args.after}; labeled dark parts {args.label_parts}; base data {args.base_n} "
+          f"(seed {args.base_seed}); fine-tune {args.epochs} epochs (patience {args.patience}), "
+          f"plant weight {args.plant_weight}, lr default (3e-4 from a parent); shadow dark "
+          f"parts {args.shadow_parts}; test sets {args.test_n} dark + {args.test_n} normal "
+          f"(seeds {SEED_TEST_DARK}, {SEED_TEST_NORMAL}; half defective); torch threads "
+          f"{args.torch_threads}, training threads {args.train_threads}; re-baseline at the "
+          f"raise {args.rebaseline}")  # fmt: skip
+    print(f"line {LINE!r} targets (drift_scenarios --quick's, lowered from the product's): "
+          f"max_escape_rate {pct(args.max_escape_rate)} (default 0.50%), max_false_reject_rate "
+          f"{pct(args.max_false_reject_rate)} (default 2.00%), min_labels {args.min_labels} "
+          f"(default 200); audit_rate at partial {pct(args.audit_rate)}; "
+          f"work dir {work}")  # fmt: skip
+
+    predictor = Predictor.from_checkpoint(args.weights)
+    batcher = MicroBatcher(predictor, 16, 5.0)
+    batcher.start()
+    db = work / "line.db"
+    new_line_database(db, args)
+    run = RolloutLineRun(db, predictor, batcher, SEED_WARMUP, args.label_every)
+    try:
+        # 1. warm-up
+        print("\n== 1. warm-up at shadow (clean parts)")
+        raised = await warm_up(run, PartStream(SEED_WARMUP, args.defect_share), args)
+        if raised is None:
+            return
+        thresholds = (raised.pass_threshold, raised.fail_threshold)
+        # 2. lighting x0.6
+        stream = PartStream(SEED_DRIFT, args.defect_share)
+        lead = await run.run(stream, args.lead_in, None, Phase())
+        print(f"\n== 2. {args.lead_in} clean parts at partial (alarms that acted: "
+              f"{describe_acted(lead.acted)}), then lighting x0.6")  # fmt: skip
+        run.store.keep = True
+        drift = await run.run(stream, args.after, "lighting", Phase(), stop_when_lowered=True)
+        auto = [o for o in drift.outcomes if o.auto]
+        print(f"stopped: {drift.stopped_at is not None} at dark part {drift.stopped_at} by "
+              f"{drift.stopped_by}; dark parts auto-decided {len(auto)} (last at part "
+              f"{max((o.index for o in auto), default=0)}), escapes shipped "
+              f"{drift.auto_passed_defective()}; gate refusals "
+              f"{sum(o.gated for o in drift.outcomes)}; alarms: {describe_acted(drift.acted)}; "
+              f"line now {line_of(run).level}")  # fmt: skip
+        stopped_line = line_of(run)
+        since = stopped_line.evidence_since
+        # 3. blind labeling of dark parts
+        with Session(run.engine, expire_on_commit=False) as session:
+            change_automation(
+                session, LINE, level=AutomationLevel.SHADOW, actor=run.supervisor,
+                reason="bench: lighting changed; inspectors label every part blind for retraining",
+            )  # fmt: skip
+        labeled = await run.run(stream, args.label_parts, "lighting", Phase())
+        print(f"\n== 3. line at shadow: {len(labeled.outcomes)} dark parts labeled blind "
+              f"({sum(o.defective for o in labeled.outcomes)} defective; refused by the image "
+              f"gate {sum(o.gated for o in labeled.outcomes)}), "
+              f"{labeled.seconds:.0f} s")  # fmt: skip
+        # 4. export
+        export = work / "export"
+        with Session(run.engine) as session:
+            summary = export_to_folder(
+                session, run.store, ExportRequest(LINE, since=since, labeled_only=True), export
+            )
+        print(f"\n== 4. export since {since} -> {export}")
+        for text in summary.lines():
+            print(f"  {text}")
+        # 5. base data, fine-tune, register, shadow
+        base = work / f"base-{args.base_seed}"
+        gen = [str(INSPECT_APP), "data", "generate", "--out", str(base), "--n",
+               str(args.base_n), "--seed", str(args.base_seed)]  # fmt: skip
+        print(f"\n== 5. base data: {shlex.join(gen)}")
+        run_cli(gen, args.train_threads)
+        with Session(run.engine) as session:
+            parent = deployments.view(session, LINE, run.rollout.default_version)
+        parent_version = run.rollout.default_version
+        out = work / "retrained.pt"
+        train = [str(INSPECT_APP), "train", "--init-from", parent_version, "--data", str(base),
+                 "--data", str(export), "--plant-weight", str(args.plant_weight), "--register",
+                 "--shadow-on", LINE, "--as", "sam", "--out", str(out), "--epochs",
+                 str(args.epochs), "--patience", str(args.patience), "--data-seed",
+                 str(args.base_seed), "--threads", str(args.train_threads),
+                 "--notes", "issue 12 scenario: the lighting dropped 40%",
+                 "--data-dir", str(work), "--database-url",
+                 run.settings.resolved_database_url]  # fmt: skip
+        print(f"fine-tune: {shlex.join(train)}")
+        stdout = run_cli(train, args.train_threads)
+        print("\n".join(f"  | {x}" for x in stdout.strip().splitlines()[-14:]))
+        run.rollout.refresh()
+        with Session(run.engine) as session:
+            view = deployments.view(session, LINE, run.rollout.default_version)
+            candidate = view.candidate
+            assert candidate is not None, "the train command started no shadow candidate"
+            version = get_version(session, candidate)
+            cand_path = checkpoint_path(work, version)
+            print(f"registered {candidate} (parent {version.parent_version}); deployment: mode "
+                  f"{view.mode}, champion {view.champion}; was {parent.mode}")  # fmt: skip
+            print(f"  lineage: {json.dumps(version.lineage)[:600]}")
+        run.rollout.warm(candidate)
+        # 6. shadow on dark parts
+        shadow_since = utcnow()
+        shadow = await run.run(stream, args.shadow_parts, "lighting", Phase())
+        print(f"\n== 6. shadow: {len(shadow.outcomes)} dark parts labeled blind "
+              f"({sum(o.defective for o in shadow.outcomes)} defective; refused by the image "
+              f"gate {sum(o.gated for o in shadow.outcomes)}, which the evidence leaves out), "
+              "both versions running, "
+              f"{shadow.seconds:.0f} s; alarms acted {describe_acted(shadow.acted)}")  # fmt: skip
+        with Session(run.engine) as session:
+            line = session.get(Line, LINE)
+            assert line is not None
+            print(f"deployments.comparison (as the API/UI; the line at {line.level}, judged at "
+                  f"partial at its thresholds pass {line.pass_threshold} / fail "
+                  f"{line.fail_threshold}; no start date):")  # fmt: skip
+            deployment_summary(deployments.comparison(session, LINE, run.rollout.default_version))
+            compared = compare_versions(session, line, parent_version, candidate,
+                                        since=shadow_since)  # fmt: skip
+            print("the same on the shadow phase only (compare_versions(since=shadow start)):")
+            deployment_summary({
+                "champion": report_of(compared.champion),
+                "candidate": report_of(compared.candidate),
+                "paired": {**asdict(compared.paired),
+                           "champion_accuracy": compared.paired.champion_accuracy,
+                           "candidate_accuracy": compared.paired.candidate_accuracy},
+            })  # fmt: skip
+            targets = line_targets(line)
+            recs: dict[str, tuple[float | None, float | None]] = {}
+            for name, rep in (("old", compared.champion), ("new", compared.candidate)):
+                rec = recommend_thresholds(rep.evidence.p_ok, rep.evidence.human_defect, targets)
+                recs[name] = (rec.pass_threshold, rec.fail_threshold)
+                print(f"  recommendation for {name} ({rep.model_version}) on its shadow "
+                      f"evidence: pass {rec.pass_threshold} / fail {rec.fail_threshold}; "
+                      f"{rec.reason}")  # fmt: skip
+        # 7. fresh test sets
+        t0 = time.monotonic()
+        tests = [
+            render_test_set("dark x0.6", args.test_n, SEED_TEST_DARK, 0.6),
+            render_test_set("normal", args.test_n, SEED_TEST_NORMAL, None),
+        ]
+        new = Predictor.from_checkpoint(cand_path)
+        print(f"\n== 7. fresh test sets (rendered in {time.monotonic() - t0:.0f} s), each "
+              f"{args.test_n} parts, {int(tests[0].defective.sum())} defective")  # fmt: skip
+        print("rates at the test's 50% defect share; [plant] = re-weighted to "
+              f"{pct(args.defect_share)} defective")  # fmt: skip
+        header = (f"{'test':10s} {'version':4s} {'thresholds':22s} {'escape':>16s} "
+                  f"{'[plant]':>7s} {'false-rej':>16s} {'[plant]':>7s} {'coverage':>8s} "
+                  f"{'[plant]':>7s} {'bin.acc':>7s}")  # fmt: skip
+        print(header)
+        for test in tests:
+            probs = {"old": p_ok_of(predictor, test.images), "new": p_ok_of(new, test.images)}
+            for label, pick in (("line", None), ("own rec", "rec")):
+                for name in ("old", "new"):
+                    th = thresholds if pick is None else recs[name]
+                    f = test_figures(probs[name], test.defective, th, args.defect_share)
+                    named = f"{label} {th[0]}/{th[1]}"
+                    print(f"{test.name:10s} {name:4s} {named:22s} "
+                          f"{f['escapes']:4d}/{f['passed']:<4d} {rate(f['escape_rate']):>6s} "
+                          f"{rate(f['plant_escape_rate']):>7s} {f['false_rejects']:4d}/"
+                          f"{f['failed']:<4d} {rate(f['false_reject_rate']):>6s} "
+                          f"{rate(f['plant_false_reject_rate']):>7s} {pct(f['coverage']):>8s} "
+                          f"{pct(f['plant_coverage']):>7s} "
+                          f"{pct(f['binary_accuracy']):>7s}")  # fmt: skip
+        print(f"line targets: escape <= {pct(args.max_escape_rate)}, false-reject <= "
+              f"{pct(args.max_false_reject_rate)}")  # fmt: skip
+    finally:
+        run.close()
+        batcher.stop()
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nwhole run: {(time.monotonic() - started) / 60:.1f} min")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--defect-share", type=float, default=0.04)
+    p.add_argument(
+        "--no-rebaseline",
+        dest="rebaseline",
+        action="store_false",
+        help="as drift_scenarios: keep the calibration profile as the drift reference",
+    )
+    p.add_argument("--lead-in", type=int, default=100)
+    p.add_argument("--after", type=int, default=200, help="most dark parts before the stop")
+    p.add_argument("--label-parts", type=int, default=800, help="dark parts labeled blind")
+    p.add_argument("--shadow-parts", type=int, default=2600, help="dark parts in shadow")
+    p.add_argument("--base-n", type=int, default=1500)
+    p.add_argument("--base-seed", type=int, default=SEED_BASE)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--plant-weight", type=float, default=3.0)
+    p.add_argument("--test-n", type=int, default=1000)
+    p.add_argument("--label-every", type=int, default=10)
+    p.add_argument("--audit-rate", type=float, default=0.02)
+    p.add_argument("--max-escape-rate", type=float, default=0.01)
+    p.add_argument("--max-false-reject-rate", type=float, default=0.10)
+    p.add_argument("--min-labels", type=int, default=50)
+    p.add_argument("--warmup-chunk", type=int, default=200)
+    p.add_argument("--warmup-max", type=int, default=6000)
+    p.add_argument("--torch-threads", type=int, default=2)
+    p.add_argument("--train-threads", type=int, default=2)
+    p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--work-dir", type=Path, default=None, help="kept (default: a temp folder)")
+    return p.parse_args()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("inspect_app").setLevel(logging.ERROR)
+    asyncio.run(amain(parse_args()))
+
+
+if __name__ == "__main__":
+    main()
