@@ -16,6 +16,9 @@ like `serving.Rollout.refresh`), the rows `pipeline.InspectionPipeline` writes f
 queue (`claim_next_task`, `submit_label`, `escalate_task`, so the after-label hooks fire as
 in production), the evidence, the canary verdicts, the bandit's rewards and every rollback.
 
+`tests/inspect_app/rollout/test_rehearsal.py` holds it to that: the same parts, draws and
+deployment give exactly the rows `InspectionPipeline.submit` writes with the same outputs.
+
 What is simulated: the images and the network. A `SimulatedVersion` draws each part's P(ok)
 from a distribution conditioned on the part's true class (and, optionally, its variant), so
 its error rates are known. The image gate is not simulated (every frame is usable).
@@ -223,7 +226,7 @@ class Rehearsal:
     rng: random.Random
     model_rng: random.Random
     states: dict[str, DeploymentState] = field(default_factory=dict)
-    _seen: tuple[dict[str, int], tuple[int, int]] | None = None
+    _seen: tuple[dict[str, int], tuple[int, int]] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, engine: Engine, versions: Sequence[SimulatedVersion], *, seed: int) -> Rehearsal:
