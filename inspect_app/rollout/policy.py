@@ -35,7 +35,7 @@ from scipy.stats import binomtest
 
 from inspect_app.domain import AutomationLevel
 from inspect_app.evidence.gate import GateResult, GateTargets, check_gate, what_if
-from inspect_app.evidence.intervals import clopper_pearson_lower
+from inspect_app.evidence.sequential import DEMOTION_ALTERNATIVE_FACTOR, audit_alarm
 
 DEFAULT_STEPS: tuple[float, ...] = (0.05, 0.25, 0.5, 1.0)
 DEFAULT_EXPLORATION = 0.10
@@ -192,8 +192,8 @@ def canary_verdict(
 
     - pass: every side the policy automates has `min_labels` and its upper bound within the
       target (the evidence gate at the step's label count);
-    - fail: a side's one-sided lower bound is above its target: the candidate is worse than
-      the line allows, whatever more labels would show;
+    - fail: a side's sequential test (`evidence.sequential.audit_alarm`, as the line's live
+      audits use) says its rate is clearly above target, however often it is checked;
     - hold: anything else, in particular too few labels (never pass or fail on no data).
 
     Below partial the line automates nothing, so the step is judged as the line would be at
@@ -216,14 +216,22 @@ def canary_verdict(
         ),
     )
     n = result.what_if.n_labeled
-    worse = [
-        f"its {check.figure.replace('_', ' ')} is at least "
-        f"{clopper_pearson_lower(check.errors, check.n, targets.confidence):.2%} "
-        f"({check.errors} of {check.n}) against a target of {check.target:.2%}"
+    # The live audit test's sequential rule, not a fixed-level bound: the verdict is taken
+    # after every label, and a fixed 95% bound looked at that often fails good candidates
+    # (rehearsed: a candidate at half its target was rolled back in 25-35% of canaries).
+    alarms = [
+        audit_alarm(check.figure, check.errors, check.n, check.target)
         for check in (result.escape, result.false_reject)
-        if check.automated
-        and check.n > 0
-        and clopper_pearson_lower(check.errors, check.n, targets.confidence) > check.target
+        # (a line's targets are at most 25%; the test's alternative is 3x the target)
+        if check.automated and check.n > 0 and check.target * DEMOTION_ALTERNATIVE_FACTOR < 1
+    ]
+    worse = [
+        f"its {a.figure.replace('_', ' ')} ({a.errors} of {a.n}, "
+        f"{a.errors / a.n:.2%}) is clearly above its target of {a.target:.2%} "
+        f"(sequential test: log-likelihood ratio {a.log_likelihood_ratio:.1f} "
+        f">= {a.alarm_at:.1f})"
+        for a in alarms
+        if a.alarm
     ]
     if worse:
         return StepVerdict("fail", "The candidate fails: " + "; ".join(worse) + ".", result, n,

@@ -215,7 +215,7 @@ def test_a_clean_step_holds_until_its_bound_is_within_the_target() -> None:
 def test_escapes_clearly_above_the_target_fail_at_once_whatever_the_count() -> None:
     verdict = _verdict([0.995] * 20, [True] * 4 + [False] * 16)  # 4 escapes in 20
     assert verdict.outcome == "fail"
-    assert "escape rate is at least" in verdict.reason and "4 of 20" in verdict.reason
+    assert "escape rate (4 of 20" in verdict.reason and "clearly above" in verdict.reason
     false_rejects = _verdict([0.005] * 20, [False] * 5 + [True] * 15)
     assert false_rejects.outcome == "fail" and "false reject" in false_rejects.reason
 
