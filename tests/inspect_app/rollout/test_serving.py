@@ -149,6 +149,7 @@ def test_blue_green_switches_and_rolls_back_for_the_next_image_while_the_camera_
             time.sleep(0.05)
         _deploy(service, Mode.BLUE_GREEN)
         switched = utcnow()
+        green = service["rollout"].state("line-1").revision
         before = len(results)
         while len(results) < before + 10:
             time.sleep(0.05)
@@ -158,6 +159,7 @@ def test_blue_green_switches_and_rolls_back_for_the_next_image_while_the_camera_
             )  # type: ignore[arg-type]
         service["rollout"].refresh()
         rolled_back = utcnow()
+        back = service["rollout"].state("line-1").revision
         before = len(results)
         while len(results) < before + 10:
             time.sleep(0.05)
@@ -169,14 +171,18 @@ def test_blue_green_switches_and_rolls_back_for_the_next_image_while_the_camera_
     with Session(service["engine"]) as db:
         rows = db.exec(select(Inspection).order_by(col(Inspection.id))).all()
     assert len(rows) == len(results)
-    assert all(r.model_version in (CHAMPION, CANDIDATE) for r in rows)
+    # Each part records the deployment revision it was assigned under: a part received after
+    # a change returned is assigned under it (or a later one), and each revision's parts were
+    # decided by the version it chose. (A part received just before a change may be assigned
+    # just after it: the revision, not the arrival time, says which held.)
+    by_revision = {green: CANDIDATE, back: CHAMPION}
     for row in rows:
-        received = row.received_at
-        if received > rolled_back:
-            assert row.model_version == CHAMPION, row
-        elif received > switched:
-            assert row.model_version == CANDIDATE, row
-    assert {r.model_version for r in rows if switched < r.received_at < rolled_back} == {CANDIDATE}
+        assert row.model_version == by_revision.get(row.deployment_revision, CHAMPION), row
+        if row.received_at > rolled_back:
+            assert row.deployment_revision == back, row
+        elif row.received_at > switched:
+            assert row.deployment_revision in (green, back), row
+    assert any(r.deployment_revision == green for r in rows)
     # the champion stays loaded and runs hidden beside the candidate
     deciding = [r for r in rows if r.model_version == CANDIDATE]
     assert deciding and all(
