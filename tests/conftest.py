@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -604,3 +604,26 @@ def _running_service(
 def running_service() -> Callable[..., AbstractContextManager[ServiceProcess]]:
     """The one way tests start a live `inspect-app serve` process (see `_running_service`)."""
     return _running_service
+
+
+@pytest.fixture
+def two_services(
+    fresh_postgres_url: str,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    running_service: Callable[..., AbstractContextManager[ServiceProcess]],
+) -> Iterator[list[str]]:
+    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database."""
+    with ExitStack() as stack:
+        services = [
+            stack.enter_context(
+                running_service(
+                    tmp_path / f"service-{i}",
+                    weights=tiny_checkpoint,
+                    log=tmp_path / f"serve-{i}.log",
+                    database_url=fresh_postgres_url,
+                )
+            )
+            for i in range(2)
+        ]
+        yield [service.url for service in services]

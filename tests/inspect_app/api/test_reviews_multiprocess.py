@@ -4,10 +4,7 @@ PostgreSQL database, and concurrent claimers on both never receive the same task
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -22,29 +19,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 N_TASKS = 60
 N_CLAIMERS = 8  # half on each process
-
-
-@pytest.fixture
-def two_services(
-    fresh_postgres_url: str,
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    running_service: Callable[..., AbstractContextManager[Any]],
-) -> Iterator[list[str]]:
-    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database."""
-    with ExitStack() as stack:
-        services = [
-            stack.enter_context(
-                running_service(
-                    tmp_path / f"service-{i}",
-                    weights=tiny_checkpoint,
-                    log=tmp_path / f"serve-{i}.log",
-                    database_url=fresh_postgres_url,
-                )
-            )
-            for i in range(2)
-        ]
-        yield [service.url for service in services]
 
 
 def test_claimers_on_two_processes_never_share_a_task(

@@ -6,10 +6,7 @@ both follow the rollback."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
-from typing import Any
 
 import cv2
 import httpx
@@ -37,28 +34,6 @@ def _png(seed: int) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok
     return buf.tobytes()
-
-
-@pytest.fixture
-def two_services(
-    fresh_postgres_url: str,
-    tiny_checkpoint: Path,
-    tmp_path: Path,
-    running_service: Callable[..., AbstractContextManager[Any]],
-) -> Iterator[list[str]]:
-    with ExitStack() as stack:
-        services = [
-            stack.enter_context(
-                running_service(
-                    tmp_path / f"service-{i}",
-                    weights=tiny_checkpoint,
-                    log=tmp_path / f"serve-{i}.log",
-                    database_url=fresh_postgres_url,
-                )
-            )
-            for i in range(2)
-        ]
-        yield [service.url for service in services]
 
 
 def _decided_by(url: str, key: str, seed: int) -> str:
