@@ -281,10 +281,30 @@ def _figures_of(row: Deployment) -> dict[str, Any]:
     }
 
 
-def _bump(row: Deployment, actor: str) -> None:
+def _record_change(
+    session: Session,
+    row: Deployment,
+    *,
+    kind: str,
+    actor: str,
+    reason: str,
+    before: dict[str, Any],
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Bump the revision (every process follows it) and write the event, in the caller's
+    transaction: the one place a deployment change is stamped and logged."""
     row.revision += 1
     row.updated_by = actor
     row.updated_at = utcnow()
+    session.add(row)
+    record_event(
+        session,
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        line_id=row.line_id,
+        details={"before": before, "after": _figures_of(row), **(details or {})},
+    )
 
 
 def _gate_for_candidate(session: Session, line: Line, candidate: str) -> dict[str, Any]:
@@ -407,16 +427,8 @@ def set_deployment(
             "with a reason before it decides parts again",
             {"quarantine_reason": row.quarantine_reason},
         )
-    _bump(row, actor.name)
-    session.add(row)
-    record_event(
-        session,
-        kind="deployment_change",
-        actor=actor.name,
-        reason=reason,
-        line_id=line_id,
-        details={"before": before, "after": _figures_of(row), **evidence},
-    )
+    _record_change(session, row, kind="deployment_change", actor=actor.name, reason=reason,
+                   before=before, details=evidence)  # fmt: skip
     session.commit()
     session.refresh(row)
     return row
@@ -511,15 +523,8 @@ def promote(
         )
     row.share = float(row.steps[row.step])
     row.step_started_at = utcnow()
-    _bump(row, actor.name)
-    record_event(
-        session,
-        kind="rollout_promote",
-        actor=actor.name,
-        reason=reason,
-        line_id=line_id,
-        details={"before": before, "after": _figures_of(row), **evidence},
-    )
+    _record_change(session, row, kind="rollout_promote", actor=actor.name, reason=reason,
+                   before=before, details=evidence)  # fmt: skip
     session.commit()
     session.refresh(row)
     return row
@@ -547,21 +552,8 @@ def quarantine(
     row.quarantined = True
     row.quarantine_reason = reason[:1000]
     row.share = 0.0
-    _bump(row, actor)
-    session.add(row)
-    record_event(
-        session,
-        kind="rollout_rollback",
-        actor=actor,
-        reason=reason,
-        line_id=line_id,
-        details={
-            "before": before,
-            "after": _figures_of(row),
-            "automatic": automatic,
-            **(evidence or {}),
-        },
-    )
+    _record_change(session, row, kind="rollout_rollback", actor=actor, reason=reason,
+                   before=before, details={"automatic": automatic, **(evidence or {})})  # fmt: skip
     logger.warning(
         "line %s: candidate %s rolled back by %s (%s)", line_id, row.candidate, actor, reason
     )
@@ -624,15 +616,8 @@ def rearm(
         row.step_started_at = utcnow()
     elif mode is Mode.BLUE_GREEN:
         row.share = 1.0
-    _bump(row, actor.name)
-    record_event(
-        session,
-        kind="rollout_rearm",
-        actor=actor.name,
-        reason=reason,
-        line_id=line_id,
-        details={"before": before, "after": _figures_of(row)},
-    )
+    _record_change(session, row, kind="rollout_rearm", actor=actor.name, reason=reason,
+                   before=before)  # fmt: skip
     session.commit()
     session.refresh(row)
     return row
@@ -665,15 +650,8 @@ def finalize(
     row.mode = Mode.NONE.value
     row.share = 0.0
     row.step = 0
-    _bump(row, actor.name)
-    record_event(
-        session,
-        kind="model_switch",
-        actor=actor.name,
-        reason=reason,
-        line_id=line_id,
-        details={"before": before, "after": _figures_of(row), "finalized": True, **evidence},
-    )
+    _record_change(session, row, kind="model_switch", actor=actor.name, reason=reason,
+                   before=before, details={"finalized": True, **evidence})  # fmt: skip
     session.commit()
     session.refresh(row)
     return row
@@ -717,15 +695,9 @@ def _advance(session: Session, line_id: str, verdict: StepVerdict) -> None:
     row.step += 1
     row.share = float(row.steps[row.step])
     row.step_started_at = utcnow()
-    _bump(row, "system")
-    record_event(
-        session,
-        kind="rollout_promote",
-        actor="system",
-        reason=f"canary step passed on evidence: {verdict.reason}",
-        line_id=line_id,
-        details={"before": before, "after": _figures_of(row), "step": _verdict_figures(verdict)},
-    )
+    _record_change(session, row, kind="rollout_promote", actor="system",
+                   reason=f"canary step passed on evidence: {verdict.reason}", before=before,
+                   details={"step": _verdict_figures(verdict)})  # fmt: skip
     session.commit()
 
 
