@@ -389,16 +389,13 @@ def _open_database(settings: Settings) -> Engine:
 
 def _option_time(name: str, value: str | None) -> datetime | None:
     """An ISO 8601 option as UTC (naive means UTC), refused as the API refuses it."""
-    from datetime import datetime
-
-    from inspect_app.api.params import TimeOutOfRange, check_time_text
-    from inspect_app.timeutil import as_utc
+    from inspect_app.api.params import parse_client_time
 
     if value is None:
         return None
     try:
-        return as_utc(datetime.fromisoformat(check_time_text(value.strip(), f"--{name}")))
-    except (TimeOutOfRange, ValueError) as exc:
+        return parse_client_time(value, f"--{name}")
+    except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"--{name}") from exc
 
 

@@ -17,8 +17,9 @@ Nothing is dropped without a trace:
 - ``export.json`` holds the request, the counts per class, the missing and unlabeled parts,
   the labelers and the manifest's SHA-256 (what a model trained on it records as lineage).
 
-One writer (`write_export`) feeds two sinks: a folder (the CLI) and a tar.gz stream (the
-API), so both give the same files. Parts are read a page at a time: memory stays one page
+One writer (`write_export`) feeds two sinks: a folder (the CLI, and the Models page, which
+writes under the service's data folder where `train --data` can read it) and a tar.gz stream
+(the API), so all give the same files. Parts are read a page at a time: memory stays one page
 plus one image.
 """
 
@@ -41,6 +42,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from inspect_app.domain import CLASS_NAMES, Route, TaskReason
+from inspect_app.events import record_event
 from inspect_app.lines import get_line
 from inspect_app.storage.images import ImageStore
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
@@ -411,6 +413,38 @@ def export_to_folder(
     request.check(session)
     sink = FolderSink(out)
     return write_export(iter_parts(session, store, request), sink, request, on_item=on_item)
+
+
+def export_on_server(
+    session: Session,
+    store: ImageStore,
+    request: ExportRequest,
+    exports_dir: Path,
+    *,
+    actor: str,
+    now: datetime | None = None,
+) -> tuple[Path, ExportSummary]:
+    """A supervisor's export from the UI: written into a new folder under `exports_dir` (the
+    service's data folder, on the machine that retrains), named by line and time so a second
+    export never overwrites the first, and logged with who asked and what it holds, since a
+    model trained on it records only the manifest's hash."""
+    request.check(session)
+    stamp = as_utc(now or utcnow()).strftime("%Y%m%dT%H%M%SZ")
+    out = exports_dir / f"{request.line_id}-{stamp}"
+    n = 1
+    while out.exists():  # two exports within a second
+        n += 1
+        out = exports_dir / f"{request.line_id}-{stamp}-{n}"
+    summary = write_export(iter_parts(session, store, request), FolderSink(out), request)
+    record_event(
+        session,
+        kind="labels_exported",
+        actor=actor,
+        line_id=request.line_id,
+        details={"folder": str(out), **summary.to_dict()},
+    )
+    session.commit()
+    return out, summary
 
 
 def stream_export_tar(engine: Engine, store: ImageStore, request: ExportRequest) -> Iterator[bytes]:

@@ -130,3 +130,8 @@ class Settings(BaseSettings):
     @property
     def image_dir(self) -> Path:
         return self.data_dir / "images"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where the Models page writes the exports it runs (`train --data` reads them)."""
+        return self.data_dir / "exports"

@@ -297,8 +297,8 @@ def profile_from_outputs(
         raise ValueError(
             f"{n} probability rows, {embeddings.shape[0]} embeddings, {len(metrics)} metric rows"
         )
-    if n < 2 * config.folds:
-        raise ValueError(f"a profile needs at least {2 * config.folds} images, got {n}")
+    if n < min_profile_images(config):
+        raise ValueError(f"a profile needs at least {min_profile_images(config)} images, got {n}")
     names = list(metrics[0])
     if any(list(row) != names for row in metrics):
         raise ValueError("every metric row must name the same metrics in the same order")
@@ -332,6 +332,12 @@ def profile_from_outputs(
         p_defect_histogram=tuple(int(c) for c in np.histogram(p_defect, bins=P_DEFECT_BINS)[0]),
         extra=dict(extra or {}),
     )
+
+
+def min_profile_images(config: ProfileConfig | None = None) -> int:
+    """The fewest calibration images a profile can be computed on: two per cross-fitting
+    fold. Training checks it before it loads a single image, not after an hour's work."""
+    return 2 * (config or ProfileConfig()).folds
 
 
 def compute_profile(

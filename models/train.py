@@ -44,7 +44,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.defect_cnn import INPUT_SIZE, DefectCNNConfig, build_model
 from models.evaluate import EvaluationReport, evaluate_probabilities, write_model_card
 from models.preprocess import Preprocessing, channel_stats, normalize, resize_to_input
-from models.profile import ReferenceProfile, compute_profile, write_profile
+from models.profile import ReferenceProfile, compute_profile, min_profile_images, write_profile
 
 if TYPE_CHECKING:
     from data.dataset import LabeledImage
@@ -722,16 +722,36 @@ def train_model(
     if config.sources:
         return _train_sources(config, progress=progress, input_metrics=input_metrics)
     items, labels = _labeled_items(config.data)
+    splits = training_splits(
+        labels, seed=config.seed, val_fraction=config.val_fraction,
+        calib_fraction=config.calib_fraction,
+    )  # fmt: skip
+    check_split_sizes(splits, profile=input_metrics is not None)
     size = _input_size(config)
     images, sizes = load_images([it.path for it in items], size, progress=progress)
     boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(items, sizes, strict=True)]
-    result = fit(config, images, labels, boxes=boxes, progress=progress)
+    result = fit(config, images, labels, boxes=boxes, progress=progress, splits=splits)
     if input_metrics is not None:
         del images  # the profile decodes its 10% again; 1.6 GB freed first
         result.profile = profile_checkpoint(
             result.checkpoint, config.data, input_metrics, progress=progress
         )[1]
     return result
+
+
+def check_split_sizes(splits: tuple[np.ndarray, np.ndarray, np.ndarray], *, profile: bool) -> None:
+    """Refuse data too small to validate, calibrate and profile, before any image is loaded
+    or any epoch is run: a plant's first small export should fail in a second, saying how
+    many images it lacks, not at the end of training."""
+    train, val, calib = (len(s) for s in splits)
+    need = min_profile_images() if profile else 1
+    if train < 2 or val < 1 or calib < need:
+        raise ValueError(
+            f"too few images: the splits are {train} training, {val} validation and {calib} "
+            f"calibration images, and training needs at least 2, 1 and {need}"
+            + (" (the reference profile is computed on the calibration split)" if profile else "")
+            + ": add images (more base data, or a longer export)"
+        )
 
 
 def _input_size(config: TrainConfig) -> int:
@@ -804,6 +824,7 @@ def _train_sources(
         weights.append(np.full(len(items), source.weight, dtype=np.float32))
     labels = np.concatenate(all_labels)
     splits = tuple(np.sort(np.concatenate(p)) for p in (train_parts, val_parts, calib_parts))
+    check_split_sizes(splits, profile=input_metrics is not None)  # type: ignore[arg-type]
     images, sizes = load_images([it.path for it in all_items], size, progress=progress)
     boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(all_items, sizes, strict=True)]
     result = fit(

@@ -24,8 +24,9 @@ import gradio as gr
 from sqlmodel import Session
 
 from inspect_app import lines
-from inspect_app.api.params import LINE_ID_PATTERN, MAX_REASON_CHARS
+from inspect_app.api.params import LINE_ID_PATTERN, MAX_REASON_CHARS, parse_client_time
 from inspect_app.domain import Role
+from inspect_app.export import ExportRequest, export_on_server
 from inspect_app.rollout import deployments, queries, registry
 from inspect_app.rollout.deployments import (
     DeploymentError,
@@ -55,6 +56,7 @@ ACTIONS: dict[str, str] = {  # a button's action -> what the role check names
     "rearm": "re-arm a candidate",
     "finalize": "finalize a rollout",
     "shadow": "start a shadow rollout",
+    "export": "export a line's labels",
 }
 
 
@@ -377,6 +379,35 @@ def start_shadow(
         return _after_change(db, context, outcome, line_id or "", version)
 
 
+def export_labels(
+    context: ReviewContext,
+    line_id: str | None,
+    since: str | None,
+    labeled_only: bool,
+    request: gr.Request | None,
+) -> str:
+    """Run an export of the line's labels into the service's data folder (the CLI's export,
+    `inspect_app.export`), for a plant engineer to retrain from; logged with who asked."""
+    with _as_supervisor(context, request, ACTIONS["export"]) as (db, user):
+        if not re.fullmatch(LINE_ID_PATTERN, line_id or ""):
+            return mv.failed_html(f"no line {(line_id or '')[:64]!r}")
+        try:
+            start = parse_client_time(since, "since") if (since or "").strip() else None
+            export = ExportRequest(line_id or "", since=start, labeled_only=bool(labeled_only))
+            folder, summary = export_on_server(
+                db,
+                context.image_store,
+                export,
+                context.settings.exports_dir,
+                actor=user.name,
+                now=context.now(),
+            )
+        except (ValueError, lines.LineNotFound) as exc:  # ExportError, TimeOutOfRange
+            return mv.failed_html(str(exc))
+        champion = deployments.view(db, export.line_id, serving(context).default_version).champion
+        return mv.export_html(folder, summary, export.line_id, champion, context.settings.data_dir)
+
+
 # -- the page --------------------------------------------------------------------------------
 
 
@@ -452,6 +483,26 @@ def build_models_page(context: ReviewContext) -> ModelsPage:
             shadow = gr.Button("Start shadow", variant="primary", elem_id="models-shadow")
             shadow_result = gr.HTML(js_on_load=None, elem_id="models-shadow-result")
     with gr.Column(elem_classes=["panel"]):
+        gr.HTML(
+            '<h3 class="panel-title">Export the line\'s labels for retraining</h3><p '
+            'class="panel-help">Writes the line\'s labeled parts (one folder per class, a '
+            "manifest of who labeled each and how, the parts whose image is gone) into the "
+            "service's data folder, and shows the command that retrains from them. Training "
+            "stays a command: it is heavy, and a plant runs it on purpose.</p>",
+            js_on_load=None,
+        )
+        with gr.Row():
+            export_since = gr.Textbox(
+                label="Received since (ISO 8601, UTC; empty: the line's whole history)",
+                elem_id="models-export-since",
+                max_length=40,
+            )
+            export_labeled = gr.Checkbox(
+                label="Labeled parts only", value=True, elem_id="models-export-labeled"
+            )
+            export = gr.Button("Run export", elem_id="models-export", scale=0)
+        export_result = gr.HTML(js_on_load=None, elem_id="models-export-result")
+    with gr.Column(elem_classes=["panel"]):
         registry_table = gr.HTML(js_on_load=None, elem_id="models-registry")
         version = gr.Dropdown(
             label="Model card of",
@@ -522,6 +573,15 @@ def build_models_page(context: ReviewContext) -> ModelsPage:
         [line, candidate, shadow_reason, version],
         [shadow_result, shadow_reason, *outputs],
         api_name="start_shadow",
+    )
+
+    def on_export(
+        line_id: str | None, since: str | None, labeled_only: bool, request: gr.Request
+    ) -> str:
+        return export_labels(context, line_id, since, labeled_only, request)
+
+    export.click(
+        on_export, [line, export_since, export_labeled], [export_result], api_name="export_labels"
     )
 
     def load(request: gr.Request) -> tuple[Any, ...]:

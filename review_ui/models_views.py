@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from inspect_app.export import ExportSummary
 from inspect_app.rollout.deployments import DeploymentView
 from inspect_app.rollout.policy import Mode
 from inspect_app.rollout.queries import TRAFFIC_BUCKET_PARTS, TrafficBucket
@@ -436,4 +438,28 @@ def refused_html(message: str, evidence: Mapping[str, Any]) -> str:
         '<div class="result result-refused" data-testid="refusal">'
         '<div class="refusal-title">Refused</div>'
         f'<div class="refusal-reason">{esc(message)}</div>{sides}{folded}</div>'
+    )
+
+
+# -- an export for retraining ---------------------------------------------------------------
+
+
+def export_html(
+    folder: Path, summary: ExportSummary, line_id: str, champion: str, data_dir: Path
+) -> str:
+    """What the export holds, where it is, and the one command that retrains from it: the
+    page runs the export, a plant engineer runs the training on purpose."""
+    rows = "".join(f"<li>{esc(text)}</li>" for text in summary.lines())
+    command = (
+        f"inspect-app train --init-from {champion} --data BASE_DATA --data {folder} "
+        f"--out {folder}.pt --register --shadow-on {line_id} --as YOUR_NAME --data-dir {data_dir}"
+    )
+    nothing = '<p class="panel-help">No labeled images: nothing to train on.</p>'
+    empty = "" if summary.images else nothing
+    return (
+        f'<div class="result result-ok">Exported {summary.images} labeled images of '
+        f"{esc(line_id)} to <code>{esc(str(folder))}</code> on the service's machine.</div>"
+        f"<ul>{rows}</ul>{empty}"
+        '<p class="panel-help">Retrain from it (minutes; BASE_DATA is the base training set):</p>'
+        f"<pre class='model-json'>{esc(command)}</pre>"
     )

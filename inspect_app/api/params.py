@@ -70,6 +70,16 @@ def check_time_text(value: str, name: str) -> str:
     return value
 
 
+def parse_client_time(value: str, name: str) -> datetime:
+    """A time typed by a person (CLI option, UI box) as the API takes it: ISO 8601, a year in
+    range, naive meaning UTC. Raises TimeOutOfRange (a ValueError) naming `name`."""
+    text = check_time_text(value.strip(), name)
+    try:
+        return _in_utc(datetime.fromisoformat(text))
+    except ValueError as exc:  # the form matched but the date does not exist (Feb 30)
+        raise TimeOutOfRange(f"{name} {value[:64]!r}: {exc}") from exc
+
+
 def _written_form(value: Any) -> Any:
     # Before pydantic parses: it would also take a Unix timestamp ("0") or a bare date.
     if isinstance(value, str):

@@ -121,3 +121,26 @@ def test_refusals_come_before_training(plant, tmp_path: Path) -> None:  # type: 
                     code=1)  # fmt: skip
     assert "line-9" in no_line
     assert not out.exists()
+
+
+def test_a_small_data_set_is_refused_before_any_image_is_loaded(  # type: ignore[no-untyped-def]
+    plant, tmp_path: Path, toy_png: Callable[..., bytes]
+) -> None:
+    """The reference profile needs 10 calibration images: a first small export (60 parts
+    here, 6 of them calibration) with a small base set fails at once, saying so."""
+    export = tmp_path / "export"
+    plant("export", "--line", "line-1", "--labeled-only", "--out", str(export))
+    small = tmp_path / "small-base"
+    for label in ("ok", "scratch"):
+        (small / label).mkdir(parents=True)
+        for i in range(5):
+            (small / label / f"{label}_{i}.png").write_bytes(toy_png(label, i))
+    out = tmp_path / "never.pt"
+    refused = plant(
+        "train", "--init-from", PARENT, "--data", str(small), "--data", str(export),
+        "--out", str(out), "--epochs", "1", "--threads", "1", code=2,
+    )  # fmt: skip
+    said = " ".join(refused.replace("│", " ").split())  # typer's error box, unwrapped
+    assert "too few images" in said and "at least 2, 1 and 10" in said
+    assert "reference profile" in said
+    assert not out.exists()

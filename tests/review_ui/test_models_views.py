@@ -33,6 +33,7 @@ from review_ui.context import ReviewContext
 from review_ui.models_page import (
     PAGE_OUTPUTS,
     apply_action,
+    export_labels,
     run_action,
     select_version,
     show_models,
@@ -417,6 +418,61 @@ def test_at_partial_the_candidate_needs_the_gate_and_the_refusal_shows_its_figur
     assert deployment_row(world).mode == "shadow"  # type: ignore[union-attr]
 
 
+# -- an export for retraining ---------------------------------------------------------------
+
+
+def test_an_export_from_the_page_lands_in_the_data_folder_and_is_logged(
+    world: ModelsWorld, add_plant_parts: Any
+) -> None:
+    """The page's button runs the CLI's export into the service's data folder: the dataset
+    loader reads it back with the parts' labels, the event says who asked and what it holds,
+    and the result names the command that retrains from it."""
+    from data.dataset import load_dataset
+
+    start = utcnow() + timedelta(hours=1)  # after the fixture's parts (whose images are absent)
+    labels = ["ok", "crack", "ok", "scratch", None]
+    with Session(world.context.engine) as db:
+        add_plant_parts(
+            db, world.context.image_store, "line-2", labels, user_id=world.sam_id, start=start
+        )
+    html = export_labels(world.context, "line-2", start.isoformat(), True, SAM)
+    assert "Exported 4 labeled images of line-2" in html
+    folders = list(world.context.settings.exports_dir.iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("line-2-")
+    assert f"--init-from {world.champion}" in html and f"--data {folders[0]}" in html
+    assert "--shadow-on line-2" in html
+    assert sorted(item.label for item in load_dataset(folders[0])) == [
+        "crack",
+        "ok",
+        "ok",
+        "scratch",
+    ]
+
+    again = export_labels(world.context, "line-2", start.isoformat(), True, SAM)
+    assert "Exported 4" in again and len(list(world.context.settings.exports_dir.iterdir())) == 2
+    with Session(world.context.engine) as db:
+        events = db.exec(select(Event).where(Event.kind == "labels_exported")).all()
+    assert [(e.actor, e.line_id) for e in events] == [("sam", "line-2")] * 2
+    assert events[0].details["images"] == 4 and events[0].details["folder"] == str(folders[0])
+
+
+@pytest.mark.parametrize(
+    ("line_id", "since", "why"),
+    [
+        ("line-9", "", "line-9"),
+        ("../etc", "", "no line '../etc'"),
+        ("line-1", "yesterday", "is not an ISO 8601 date-time"),
+        ("line-1", "0001-01-01T00:00:00", "out of range"),
+    ],
+)
+def test_a_bad_export_request_says_why_and_writes_nothing(
+    world: ModelsWorld, line_id: str, since: str, why: str
+) -> None:
+    html = export_labels(world.context, line_id, since, True, SAM)
+    assert "Not applied" in html and mv.esc(why) in html
+    assert not world.context.settings.exports_dir.exists()
+
+
 # -- the role, in every handler --------------------------------------------------------------
 
 
@@ -430,6 +486,7 @@ def test_at_partial_the_candidate_needs_the_gate_and_the_refusal_shows_its_figur
         lambda w: run_action(w.context, "rearm", "line-1", "x", None, INES),
         lambda w: run_action(w.context, "finalize", "line-1", "x", None, INES),
         lambda w: start_shadow(w.context, "line-2", w.candidate, "x", None, INES),
+        lambda w: export_labels(w.context, "line-1", "", True, INES),
         lambda w: run_action(w.context, "finalize", "line-1", "x", None, None),  # logged out
     ],
 )
@@ -440,6 +497,7 @@ def test_every_handler_refuses_an_inspector(world: ModelsWorld, call: Any) -> No
     assert row is not None and (row.revision, row.mode) == (1, "shadow")
     assert deployment_row(world, "line-2") is None
     assert world.rollout.refreshes == 0 and world.rollout.warmed == []
+    assert not world.context.settings.exports_dir.exists()
 
 
 def test_the_change_function_checks_the_role_itself(world: ModelsWorld) -> None:
