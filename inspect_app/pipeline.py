@@ -48,6 +48,7 @@ from inspect_app.lines import LineNotFound, get_line, policy_of
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from inspect_app.monitoring.service import LineMonitor
+from inspect_app.outputs.outbox import enqueue_decision
 from inspect_app.rollout.policy import Arm, Assignment, DeploymentState
 from inspect_app.rollout.serving import Rollout
 from inspect_app.routing import RoutingOutcome, route_inspection
@@ -542,6 +543,8 @@ class InspectionPipeline:
                             show_model=routing.show_model,
                         )
                     )
+                if row.decided_by is not None:  # decided at once: the line's outputs learn it
+                    enqueue_decision(session, row, cause="model")
                 session.commit()
             except OperationalError as exc:
                 if not database_disk_full(exc):

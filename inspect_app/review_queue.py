@@ -40,6 +40,7 @@ from inspect_app.domain import (
     decision_for_class,
 )
 from inspect_app.events import record_event
+from inspect_app.outputs.outbox import enqueue_decision
 from inspect_app.rollout import deployments
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
 from inspect_app.timeutil import as_utc, utcnow
@@ -376,6 +377,7 @@ def submit_label(
         inspection.decided_by = DecidedBy.HUMAN.value
         inspection.decided_at = now
         session.add(inspection)
+        enqueue_decision(session, inspection, cause="label")
     saved = Label(
         inspection_id=task.inspection_id,
         task_id=task_id,
@@ -464,6 +466,8 @@ def relabel(
         inspection.decision = decision_for_class(verdict).value
         inspection.decided_at = now
         session.add(inspection)
+        if inspection.decision != old_decision:
+            enqueue_decision(session, inspection, cause="relabel")
     saved = Label(
         inspection_id=inspection_id,
         task_id=current.task_id,

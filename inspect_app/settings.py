@@ -63,6 +63,18 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
 
     review_lease_seconds: float = 60.0
+
+    # Line outputs (inspect_app.outputs): the delivery worker looks for due messages every
+    # `outputs_poll_seconds`; a failing destination waits base * 2**(attempts - 1) seconds
+    # before its next attempt, at most the cap (a receiver back up is found within 5 min); an
+    # attempt gives up after the timeout, and a worker holds a destination under a lease
+    # that must outlast an attempt (another process takes over when it expires).
+    outputs_enabled: bool = True
+    outputs_poll_seconds: float = Field(default=0.5, gt=0)
+    outputs_backoff_seconds: float = Field(default=1.0, gt=0)
+    outputs_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    outputs_timeout_seconds: float = Field(default=5.0, gt=0)
+    outputs_lease_seconds: float = Field(default=30.0, gt=0)
     cameras: list[CameraSourceConfig] = Field(default_factory=list)
     demo: bool = False  # seed line-1, demo users, a camera key and the replay camera
     # The demo's replay camera waits while line-1 has this many unlabeled tasks: at one image
@@ -109,6 +121,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"login_lockout_max_minutes ({self.login_lockout_max_minutes:g}) must be at "
                 f"least login_lockout_minutes ({self.login_lockout_minutes:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def outputs_timings_fit(self) -> Settings:
+        if self.outputs_backoff_max_seconds < self.outputs_backoff_seconds:
+            raise ValueError("outputs_backoff_max_seconds must be at least outputs_backoff_seconds")
+        if self.outputs_lease_seconds <= 2 * self.outputs_timeout_seconds:
+            raise ValueError(
+                "outputs_lease_seconds must be more than twice outputs_timeout_seconds: the "
+                "lease must outlast an attempt (an MQTT message is two publishes)"
             )
         return self
 

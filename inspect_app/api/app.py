@@ -44,6 +44,7 @@ from inspect_app.api.routes import (
     models,
     monitoring,
     ops,
+    outputs,
     reviews,
     users,
 )
@@ -52,6 +53,7 @@ from inspect_app.lines import list_lines
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import ImageGate
 from inspect_app.monitoring.service import LineMonitor
+from inspect_app.outputs.worker import worker_of
 from inspect_app.pipeline import IngestError, InspectionPipeline
 from inspect_app.review_queue import queue_depth
 from inspect_app.rollout.registry import ensure_registered
@@ -168,6 +170,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher.start()
     await asyncio.to_thread(rollout.start)
     monitor.start()
+    outputs = worker_of(settings, engine)  # None when INSPECT_OUTPUTS_ENABLED=false
+    app.state.outputs = outputs
+    if outputs is not None:
+        outputs.start()
     sources = None
     try:
         if cameras:
@@ -193,6 +199,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(sources.stop)
         await asyncio.to_thread(rollout.stop)  # every loaded version's batcher
         await asyncio.to_thread(monitor.stop)
+        if outputs is not None:
+            await asyncio.to_thread(outputs.stop)
         engine.dispose()
         logger.info("inspection service stopped")
 
@@ -332,6 +340,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         deployments,
         exports,
         ops,
+        outputs,
     ):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)

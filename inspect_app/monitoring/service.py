@@ -58,6 +58,7 @@ from inspect_app.monitoring.drift import (
     input_drift,
     prediction_drift,
 )
+from inspect_app.outputs.outbox import enqueue_alarm
 from inspect_app.rollout.deployments import quarantine
 from inspect_app.storage.tables import (
     AlarmRuleOverride,
@@ -624,6 +625,7 @@ class LineMonitor:
             line_id=line.id,
             details=details,
         )
+        enqueue_alarm(session, line.id, transition.to_dict())  # the line's outputs learn it
         if transition.to_status is not AlarmStatus.FIRING:
             return
         why = f"Alarm {transition.alarm} fired: {transition.reason}."

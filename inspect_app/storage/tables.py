@@ -399,3 +399,74 @@ class LineBaseline(SQLModel, table=True):
     created_by: str = Field(max_length=64)
     reason: str = Field(max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
+
+# -- line outputs (revision 0009) ------------------------------------------------------------
+
+
+class OutputDestination(SQLModel, table=True):
+    """Where a line's final decisions and alarm changes are pushed: a webhook URL (signed with
+    the shared secret) or an MQTT broker. See inspect_app.outputs."""
+
+    __tablename__ = "outputdestination"
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", index=True, max_length=64)
+    kind: str = Field(max_length=8)  # outputs.core.DestinationKind
+    url: str = Field(max_length=1000)  # https://... for a webhook, mqtt://host:port for MQTT
+    # the webhook's HMAC key: stored as given, since signing needs it (never shown back)
+    secret: str | None = Field(default=None, max_length=256)
+    topic_prefix: str = Field(default="inspect", max_length=128)  # MQTT: <prefix>/<line>/<kind>
+    enabled: bool = True
+    # Messages of the line with seq below this are delivered (or predate the destination);
+    # the worker looks for the oldest undelivered one from here. A replay lowers it.
+    pending_from_seq: int = 1
+    # which worker delivers to it now: one at a time keeps the order (outputs.worker)
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_expires_at: datetime | None = None
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OutputSequence(SQLModel, table=True):
+    """A line's last outbox sequence number. Taking the next one locks this row until the
+    change commits, so a line's messages commit in sequence order."""
+
+    __tablename__ = "outputsequence"
+
+    line_id: str = Field(foreign_key="line.id", primary_key=True, max_length=64)
+    last_seq: int = 0
+
+
+class OutboxMessage(SQLModel, table=True):
+    """One message to a line's outputs, written in the transaction of the change it tells."""
+
+    __tablename__ = "outboxmessage"
+    __table_args__ = (UniqueConstraint("line_id", "seq", name="uq_outbox_line_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    line_id: str = Field(foreign_key="line.id", max_length=64)
+    seq: int  # per line, increasing: the delivery order
+    delivery_id: str = Field(unique=True, max_length=64)  # receivers deduplicate on it
+    kind: str = Field(max_length=16)  # decision | alarm
+    payload: dict = Field(sa_column=Column(JSON, nullable=False))  # the body, as sent
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class OutputDelivery(SQLModel, table=True):
+    """One message's delivery to one destination: attempts, the last error, when delivered."""
+
+    __tablename__ = "outputdelivery"
+    __table_args__ = (
+        UniqueConstraint("destination_id", "message_id", name="uq_delivery_destination_message"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    destination_id: int = Field(foreign_key="outputdestination.id", index=True)
+    message_id: int = Field(foreign_key="outboxmessage.id", index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None  # backoff: not tried again before this
+    delivered_at: datetime | None = None
+    replays: int = 0  # times a supervisor asked for it again
