@@ -24,6 +24,7 @@ import gradio as gr
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from gradio.route_utils import API_PREFIX
+from starlette.routing import Mount
 
 from inspect_app.domain import Role
 from review_ui import views
@@ -34,6 +35,7 @@ from review_ui.errors import RefusalStatus
 from review_ui.inspector import build_inspect_page
 from review_ui.models_page import build_models_page
 from review_ui.monitoring_page import build_monitoring_page
+from review_ui.queue_owner import QueueOwner
 from review_ui.supervisor import build_evidence_page, build_lines_page
 
 logger = logging.getLogger(__name__)
@@ -152,6 +154,22 @@ def _close_upload_routes(app: FastAPI, path: str) -> None:
         )
 
 
+def _guard_queue_streams(app: FastAPI, path: str) -> None:
+    """A session's queue (its results stream, heartbeat, cancel) answers only the user who
+    opened it (`review_ui.queue_owner`); the login behind a request is Gradio's own cookie
+    look-up, the one its routes make."""
+    (mounted,) = [r.app for r in app.routes if isinstance(r, Mount) and r.path == path]
+
+    def user_of(cookies: dict[str, str]) -> str | None:
+        cookie_id = mounted.cookie_id  # type: ignore[attr-defined]
+        token = cookies.get(f"access-token-{cookie_id}") or cookies.get(
+            f"access-token-unsecure-{cookie_id}"
+        )
+        return mounted.tokens.get(token) if token else None  # type: ignore[attr-defined]
+
+    app.add_middleware(QueueOwner, prefix=f"{path}{API_PREFIX}", user_of=user_of)
+
+
 def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
     """Mount the review UI on `app` (the service's, from `create_app`) at `path`.
 
@@ -185,5 +203,6 @@ def mount_review_ui(app: FastAPI, path: str = MOUNT_PATH) -> None:
         head=page_head(),
     )
     guard_sessions(app, context, path)  # deactivation and password changes end sessions
+    _guard_queue_streams(app, path)
     app.state.review_desk = desk
     logger.info("review UI mounted at %s", path)

@@ -153,3 +153,40 @@ def test_a_part_whose_inspector_disappears_returns_to_the_queue_when_its_lease_e
     with Session(service.engine) as db:
         labels = db.exec(select(Label)).all()
     assert [(lb.task_id, lb.label) for lb in labels] == [(first, "ok")]
+
+
+def test_a_sessions_queue_answers_only_the_user_who_opened_it(
+    live_service: LiveService, add_parts: Callable[..., list[int]]
+) -> None:
+    """Another login that learns an inspector's session hash can neither read that
+    session's results stream nor cancel, beat or join under it; the owner goes on."""
+    import httpx
+
+    engine = live_service.engine
+    add_people(engine, ("ines", "inspector"), ("sam", "supervisor"))
+    add_lines(engine, ("line-1", "shadow"))
+    first, second = add_parts(engine, live_service.settings.image_dir, "line-1", 2)
+    ines, sam = login(live_service, "ines"), login(live_service, "sam")
+    assert state(ines.predict(api_name="/resume"))["task_id"] == first
+
+    api = f"{live_service.review_url}gradio_api"
+    stolen = ines.session_hash
+    with httpx.Client(cookies=sam.cookies, timeout=60) as http:
+        tries = [
+            http.get(f"{api}/queue/data", params={"session_hash": stolen}),
+            http.get(f"{api}/heartbeat/{stolen}"),
+            http.post(
+                f"{api}/cancel", json={"session_hash": stolen, "event_id": "e", "fn_index": 0}
+            ),
+            http.post(
+                f"{api}/queue/join", json={"data": [], "fn_index": 0, "session_hash": stolen}
+            ),
+        ]
+    for answer in tries:
+        assert answer.status_code == 403, answer.text
+        assert "belongs to another user" in answer.json()["detail"]
+
+    assert state(ines.predict("", api_name="/label_crack"))["task_id"] == second
+    with Session(engine) as db:  # sam's own session still works; ines's label stands
+        assert db.exec(select(Label).where(Label.task_id == first)).one().label == "crack"
+    assert sam.predict("line-1", api_name="/lines")
