@@ -400,6 +400,7 @@ class LineBaseline(SQLModel, table=True):
     reason: str = Field(max_length=1000)
     created_at: datetime = Field(default_factory=utcnow)
 
+
 # -- line outputs (revision 0009) ------------------------------------------------------------
 
 
