@@ -19,6 +19,10 @@ Every change is an event with who did it and why.
   password, with the old one. The API passes the calling user as `by`.
 - Logins over the network go through `log_in`, which throttles failures
   (`inspect_app.login_throttle`); `authenticate` is the bare password check under it.
+- A review-UI login is a `UiSession` row (`open_ui_session`), named by the hash of the
+  browser's cookie, so every process behind a load balancer knows it and none needs sticky
+  sessions. `ui_session_user` checks it on every request: logout, expiry
+  (`Settings.ui_session_hours`), deactivation and a password change end it everywhere.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from inspect_app.login_throttle import (
     refuse_if_locked,
 )
 from inspect_app.security import hash_password, hash_secret, new_secret, verify_password
-from inspect_app.settings import DEFAULT_TOKEN_TTL_HOURS
-from inspect_app.storage.tables import ApiToken, CameraKey, User
+from inspect_app.settings import DEFAULT_TOKEN_TTL_HOURS, DEFAULT_UI_SESSION_HOURS
+from inspect_app.storage.tables import ApiToken, CameraKey, UiSession, User
 from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ KEY_PREFIX_SHOWN = 12  # "cam_" + 8 characters: enough to tell keys apart in a l
 # cannot match (and revoke) the only key there is.
 MIN_KEY_PREFIX_CHARS = 8
 DEFAULT_TOKEN_TTL = timedelta(hours=DEFAULT_TOKEN_TTL_HOURS)
+DEFAULT_UI_SESSION_TTL = timedelta(hours=DEFAULT_UI_SESSION_HOURS)
 # A token's last use is written at most this often: enough to see which tokens are in use,
 # without a database write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -398,6 +403,146 @@ def _revoke_tokens_of(
     return session.execute(query).rowcount  # type: ignore[attr-defined]
 
 
+# -- review-UI sessions
+
+
+class UiSessionEnded(AccountError):
+    """A review-UI cookie that no longer lets anyone in; the message says why."""
+
+
+def open_ui_session(
+    session: Session,
+    name: str,
+    cookie: str,
+    *,
+    ttl: timedelta = DEFAULT_UI_SESSION_TTL,
+    now: datetime | None = None,
+) -> UiSession:
+    """Record a review-UI login of `name` behind the browser's `cookie` (a random secret the
+    UI made); only its hash is stored. Committed before the browser gets the cookie."""
+    if ttl <= timedelta(0):
+        raise AccountError(f"a UI session must last a positive time, got {ttl}")
+    now = now or utcnow()
+    user = get_user(session, name)
+    assert user.id is not None
+    row = UiSession(
+        session_hash=hash_secret(cookie),
+        user_id=user.id,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + ttl,
+    )
+    session.add(row)
+    session.flush()
+    record_event(
+        session,
+        kind="ui_session_opened",
+        actor=name,
+        details={"user": name, "ui_session_id": row.id, "expires_at": row.expires_at},
+    )
+    session.commit()
+    return row
+
+
+def ui_session_user(session: Session, cookie: str, *, now: datetime | None = None) -> User:
+    """The user a review-UI cookie lets in, or `UiSessionEnded` saying why not: unknown,
+    logged out, expired, the user deactivated or gone, the password changed since.
+
+    Looked up on every request, so an end holds in every process from the next one.
+    Records the last use at most every `LAST_USED_RESOLUTION`."""
+    now = now or utcnow()
+    found = (
+        session.exec(
+            select(UiSession, User)
+            .join(User, col(UiSession.user_id) == col(User.id))
+            .where(UiSession.session_hash == hash_secret(cookie))
+        ).first()
+        if cookie
+        else None
+    )
+    if found is None:
+        raise UiSessionEnded("no such session: log in")
+    row, user = found
+    if row.revoked_at is not None:
+        raise UiSessionEnded(f"the session was ended: {row.revoked_reason or 'logged out'}")
+    expires_at = as_utc(row.expires_at)
+    assert expires_at is not None
+    if expires_at <= now:
+        raise UiSessionEnded(f"the session expired at {expires_at:%Y-%m-%d %H:%M} UTC")
+    if not user.active:
+        raise UiSessionEnded("the account was deactivated")
+    changed = as_utc(user.password_changed_at)
+    created = as_utc(row.created_at)
+    assert created is not None
+    if changed is not None and changed > created:
+        raise UiSessionEnded("the password was changed after this session logged in")
+    last_seen = as_utc(row.last_seen_at)
+    if last_seen is None or now - last_seen >= LAST_USED_RESOLUTION:
+        try:
+            session.execute(
+                update(UiSession).where(col(UiSession.id) == row.id).values(last_seen_at=now)
+            )
+            session.commit()
+        except SQLAlchemyError as exc:  # a busy database costs the record, not the request
+            session.rollback()
+            logger.warning("could not record the use of UI session %s: %s", row.id, exc)
+    return user
+
+
+def end_ui_session(
+    session: Session,
+    cookie: str,
+    *,
+    every_session_of_the_user: bool = False,
+    reason: str = "logged out",
+    now: datetime | None = None,
+) -> int:
+    """End the review-UI session behind `cookie` (a logout), or every live session of its
+    user; returns how many ended (0: unknown or already ended)."""
+    now = now or utcnow()
+    found = (
+        session.exec(
+            select(UiSession, User)
+            .join(User, col(UiSession.user_id) == col(User.id))
+            .where(UiSession.session_hash == hash_secret(cookie))
+        ).first()
+        if cookie
+        else None
+    )
+    if found is None:
+        return 0
+    row, user = found
+    if every_session_of_the_user:
+        ended = _end_ui_sessions_of(session, user, now, reason)
+    else:
+        ended = session.execute(
+            update(UiSession)
+            .where(col(UiSession.id) == row.id)
+            .where(col(UiSession.revoked_at).is_(None))
+            .values(revoked_at=now, revoked_reason=reason)
+        ).rowcount  # type: ignore[attr-defined]
+    if ended:
+        record_event(
+            session,
+            kind="ui_session_ended",
+            actor=user.name,
+            reason=reason,
+            details={"user": user.name, "ui_sessions_ended": ended},
+        )
+    session.commit()
+    return ended
+
+
+def _end_ui_sessions_of(session: Session, user: User, now: datetime, reason: str) -> int:
+    """End every live review-UI session of `user`, in the caller's transaction."""
+    return session.execute(
+        update(UiSession)
+        .where(col(UiSession.user_id) == user.id)
+        .where(col(UiSession.revoked_at).is_(None))
+        .values(revoked_at=now, revoked_reason=reason)
+    ).rowcount  # type: ignore[attr-defined]
+
+
 # -- users' state: deactivation, passwords
 
 
@@ -420,12 +565,13 @@ def deactivate_user(
     user.active = False
     session.add(user)
     revoked = _revoke_tokens_of(session, user, now)
+    ended = _end_ui_sessions_of(session, user, now, "the account was deactivated")
     record_event(
         session,
         kind="user_deactivated",
         actor=actor,
         reason=reason,
-        details={"user": name, "tokens_revoked": revoked},
+        details={"user": name, "tokens_revoked": revoked, "ui_sessions_ended": ended},
     )
     session.commit()
     return user
@@ -482,12 +628,13 @@ def change_password(
     user.password_changed_at = now
     session.add(user)
     revoked = _revoke_tokens_of(session, user, now, keep_token_id=keep_token_id)
+    ended = _end_ui_sessions_of(session, user, now, "the password was changed")
     record_event(
         session,
         kind="password_changed",
         actor=actor,
         reason=reason,
-        details={"user": name, "tokens_revoked": revoked},
+        details={"user": name, "tokens_revoked": revoked, "ui_sessions_ended": ended},
     )
     session.commit()
     return user

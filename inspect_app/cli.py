@@ -173,7 +173,7 @@ def export_line(
     import sys
 
     from inspect_app.export import ExportError, ExportRequest, count_parts, export_to_folder
-    from inspect_app.storage.images import ImageStore
+    from inspect_app.storage.images import open_image_store
 
     when = _option_time
 
@@ -192,7 +192,11 @@ def export_line(
                     sys.stderr.flush()
 
             summary = export_to_folder(
-                session, ImageStore(settings.image_dir), request, out, on_item=tick
+                session,
+                open_image_store(settings, session.get_bind()),  # type: ignore[arg-type]
+                request,
+                out,
+                on_item=tick,
             )
         except ExportError as exc:
             typer.echo(f"error: {exc}", err=True)
@@ -1438,7 +1442,7 @@ def images_sweep(
     """Remove image files past the retention policy ($INSPECT_RETENTION_DAYS, and
     $INSPECT_RETENTION_LABELED_DAYS for labeled, disagreement and audited parts) and orphan
     files; the inspections and their labels stay. Safe while the service runs (cron it)."""
-    from inspect_app.storage.images import ImageStore
+    from inspect_app.storage.images import open_image_store
     from inspect_app.storage.retention import RetentionPolicy, sweep_images
 
     settings = _settings(data_dir, database_url)
@@ -1446,7 +1450,7 @@ def images_sweep(
     try:
         report = sweep_images(
             engine,
-            ImageStore(settings.image_dir),
+            open_image_store(settings, engine),
             RetentionPolicy.from_settings(settings),
             dry_run=dry_run,
             actor=_operator(),
@@ -1561,141 +1565,6 @@ def serve(
         log_config=None,
         log_level=log_level.lower(),
     )
-
-
-# -- line outputs (inspect_app.outputs): destinations, delivery state, replay
-
-outputs_app = typer.Typer(
-    no_args_is_help=True, help="Line outputs: webhooks and MQTT brokers a line pushes to."
-)
-app.add_typer(outputs_app, name="outputs")
-
-
-@contextmanager
-def _outputs_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
-    """`_operator_session`, with the outputs' refusals as exit code 1 too."""
-    from inspect_app.outputs.core import DestinationError
-    from inspect_app.outputs.outbox import OutputNotFound
-
-    try:
-        with _operator_session(data_dir, database_url) as session:
-            yield session
-    except (DestinationError, OutputNotFound) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-
-
-@outputs_app.command("add")
-def outputs_add(
-    line: str = typer.Argument(..., help="Line id"),
-    kind: str = typer.Option(..., help="webhook | mqtt"),
-    url: str = typer.Option(..., help="http(s)://... for a webhook, mqtt://host:port for MQTT"),
-    secret: str | None = typer.Option(
-        None, envvar="INSPECT_OUTPUT_SECRET", help="Webhook: the shared HMAC-SHA256 key"
-    ),
-    topic_prefix: str = typer.Option("inspect", help="MQTT: topics are <prefix>/<line>/<kind>"),
-    from_seq: int | None = typer.Option(None, help="Also deliver the line's messages from here"),
-    reason: str = typer.Option(..., help="Why (the audit trail)"),
-    data_dir: Path | None = DATA_DIR_OPTION,
-    database_url: str | None = DATABASE_URL_OPTION,
-) -> None:
-    """Push a line's final decisions and alarm changes to a webhook or an MQTT broker."""
-    from inspect_app.outputs.outbox import add_destination
-
-    with _outputs_session(data_dir, database_url) as session:
-        added = add_destination(
-            session, line, kind=kind, url=url, secret=secret, topic_prefix=topic_prefix,
-            from_seq=from_seq, actor=_operator(), reason=reason,
-        )  # fmt: skip
-    typer.echo(f"output {added.id}: {added.kind} {added.url} for {added.line_id}, "
-               f"from message {added.pending_from_seq}")  # fmt: skip
-
-
-@outputs_app.command("set")
-def outputs_set(
-    destination: int = typer.Argument(..., help="Destination id (outputs list)"),
-    enabled: bool | None = typer.Option(None, "--enabled/--paused", help="Resume or pause it"),
-    url: str | None = typer.Option(None, help="A new URL"),
-    secret: str | None = typer.Option(None, envvar="INSPECT_OUTPUT_SECRET", help="A new secret"),
-    reason: str = typer.Option(..., help="Why (the audit trail)"),
-    data_dir: Path | None = DATA_DIR_OPTION,
-    database_url: str | None = DATABASE_URL_OPTION,
-) -> None:
-    """Pause or resume a destination, or give it a new URL or secret."""
-    from inspect_app.outputs.outbox import update_destination
-
-    with _outputs_session(data_dir, database_url) as session:
-        changed = update_destination(
-            session, destination, actor=_operator(), reason=reason, enabled=enabled,
-            url=url, secret=secret,
-        )  # fmt: skip
-    typer.echo(f"output {changed.id}: {'enabled' if changed.enabled else 'paused'}, {changed.url}")
-
-
-@outputs_app.command("list")
-def outputs_list(
-    line: str | None = typer.Option(None, help="Only this line"),
-    data_dir: Path | None = DATA_DIR_OPTION,
-    database_url: str | None = DATABASE_URL_OPTION,
-) -> None:
-    """Each destination: where, whether it is behind, and its last error if it is failing."""
-    from inspect_app.outputs.outbox import list_destinations
-
-    with _outputs_session(data_dir, database_url) as session:
-        views = list_destinations(session, line)
-    for v in views:
-        state = "enabled" if v.enabled else "paused"
-        failing = f", failing since {v.failing_since:%Y-%m-%d %H:%M:%S}: {v.last_error}" if (
-            v.failing_since is not None) else ""  # fmt: skip
-        typer.echo(f"{v.id}\t{v.line_id}\t{v.kind}\t{v.url}\t{state}\t"
-                   f"{v.undelivered} undelivered{failing}")  # fmt: skip
-
-
-@outputs_app.command("messages")
-def outputs_messages(
-    line: str | None = typer.Option(None, help="Only this line"),
-    state: str | None = typer.Option(None, help="delivered | waiting | failing"),
-    limit: int = typer.Option(20, min=1, max=1000),
-    data_dir: Path | None = DATA_DIR_OPTION,
-    database_url: str | None = DATABASE_URL_OPTION,
-) -> None:
-    """The newest messages with their delivery at each destination."""
-    from inspect_app.outputs.core import DeliveryState
-    from inspect_app.outputs.outbox import list_messages
-
-    try:
-        wanted = DeliveryState(state) if state is not None else None
-    except ValueError as exc:
-        raise typer.BadParameter("delivered | waiting | failing", param_hint="--state") from exc
-    with _outputs_session(data_dir, database_url) as session:
-        views = list_messages(session, line_id=line, state=wanted, limit=limit)
-    for m in views:
-        what = m.payload.get("decision") or m.payload.get("to_status")
-        deliveries = " ".join(
-            f"{d.destination_id}:{d.state.value}({d.attempts})" for d in m.deliveries
-        )
-        typer.echo(f"{m.line_id}\t{m.seq}\t{m.kind}\t{what}\t{m.delivery_id}\t{deliveries}")
-
-
-@outputs_app.command("replay")
-def outputs_replay(
-    line: str = typer.Argument(..., help="Line id"),
-    from_seq: int = typer.Option(..., help="First message to send again"),
-    to_seq: int | None = typer.Option(None, help="Last one (default: the newest)"),
-    destination: int | None = typer.Option(None, help="Only this destination"),
-    reason: str = typer.Option(..., help="Why (the audit trail)"),
-    data_dir: Path | None = DATA_DIR_OPTION,
-    database_url: str | None = DATABASE_URL_OPTION,
-) -> None:
-    """Send a line's messages again, in order, with their own delivery ids."""
-    from inspect_app.outputs.outbox import replay
-
-    with _outputs_session(data_dir, database_url) as session:
-        queued = replay(
-            session, line, from_seq=from_seq, to_seq=to_seq, destination_id=destination,
-            actor=_operator(), reason=reason,
-        )  # fmt: skip
-    typer.echo(f"{queued} deliveries queued again; a running service sends them next")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ image is never lost:
    (``inspect_app.monitoring.gate``): the frame's input metrics and embedding against the
    model's reference profile; a refused frame goes to a human with the reason;
 4. routing (pure, with the audit lottery's draw from this pipeline's generator);
-5. the image bytes to the content-addressed store (fsync'd), then ONE transaction with the
-   inspection row and its review task. The caller is answered only after the commit.
+5. the image bytes to the content-addressed store (a file fsync'd before the transaction, or
+   the database store's row inside it), and ONE transaction with the inspection row and
+   its review task. The caller is answered only after the commit.
 
 Any error before the commit leaves no row; a failure after the image write leaves at most an
 unreferenced image file, never a row without its image.
@@ -517,14 +518,21 @@ class InspectionPipeline:
         predictions: list[ModelPrediction] | None = None,
     ) -> tuple[Inspection, bool]:
         put_started = time.perf_counter()
+        session = Session(self.engine, expire_on_commit=False)
         try:
-            self.store.put(submission.data)  # durable before the row that points at it
+            # A file store: durable before the row that points at it. The database store:
+            # written in this session, so the bytes commit with the row or not at all.
+            self.store.put(submission.data, session=session)
         except ImageStoreFull as exc:  # nothing stored, no row: the camera sends it again
+            session.close()
             raise IngestError(503, f"the service cannot store images: {exc.strerror}") from exc
+        except BaseException:
+            session.close()
+            raise
         row.persist_ms = _ms(time.perf_counter() - put_started)
         # The row cannot hold the duration of its own commit; the metrics have the full total.
         row.total_ms = _ms(time.perf_counter() - started)
-        with Session(self.engine, expire_on_commit=False) as session:
+        with session:
             try:
                 session.add(row)
                 session.flush()

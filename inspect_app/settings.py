@@ -6,6 +6,7 @@ Built by the app factory, never at import time, so tests build their own.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,7 @@ from models import DEFAULT_WEIGHTS
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 DEFAULT_TOKEN_TTL_HOURS = 120.0  # a working week: 5 days
+DEFAULT_UI_SESSION_HOURS = 12.0  # a shift and a half
 
 
 class CameraSourceConfig(BaseModel):
@@ -37,6 +39,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     database_url: str | None = None  # default: SQLite under data_dir
+    # Where image bytes live (inspect_app.storage.images). None: "database" when the
+    # database is PostgreSQL (several processes: every one reads every image, and the bytes
+    # commit with their row), "local" on the embedded SQLite (one process, plain files).
+    # "local" with `image_path` on a shared mount is the shared-filesystem store.
+    image_store: Literal["local", "database"] | None = None
+    image_path: Path | None = None  # the local store's folder; default data_dir/images
     weights: Path = DEFAULT_WEIGHTS
     host: str = "127.0.0.1"
     port: int = 8000
@@ -94,6 +102,10 @@ class Settings(BaseSettings):
     login_failure_window_minutes: float = Field(default=15.0, gt=0)
     login_lockout_minutes: float = Field(default=5.0, gt=0)
     login_lockout_max_minutes: float = Field(default=60.0, gt=0)
+    # A review-UI login (a database row, so every process knows it) lasts a shift and a
+    # half: an inspector is not asked again mid-shift, and a browser left logged in on a
+    # shared terminal stops working by the next day.
+    ui_session_hours: float = Field(default=DEFAULT_UI_SESSION_HOURS, gt=0)
 
     # Image retention (inspect_app.storage.retention, `inspect-app images sweep`). The bytes of
     # an image are kept `retention_days` after the part arrived; the images of parts a human
@@ -152,7 +164,14 @@ class Settings(BaseSettings):
 
     @property
     def image_dir(self) -> Path:
-        return self.data_dir / "images"
+        return self.image_path if self.image_path is not None else self.data_dir / "images"
+
+    @property
+    def resolved_image_store(self) -> str:
+        """``local`` or ``database``: the setting, else the safe one for the database."""
+        if self.image_store is not None:
+            return self.image_store
+        return "database" if self.resolved_database_url.startswith("postgresql") else "local"
 
     @property
     def exports_dir(self) -> Path:

@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from inspect_app.login_throttle import ThrottlePolicy
 from inspect_app.settings import Settings
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import ImageStore, open_image_store
 from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class ReviewContext:
     @property
     def image_store(self) -> ImageStore:
         store = getattr(self._app.state, "image_store", None)
-        return store if store is not None else ImageStore(self.settings.image_dir)
+        return store if store is not None else open_image_store(self.settings, self.engine)
 
     @property
     def predictor(self) -> Any | None:

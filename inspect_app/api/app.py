@@ -60,7 +60,7 @@ from inspect_app.rollout.registry import ensure_registered
 from inspect_app.rollout.serving import ModelPool, Rollout
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import open_image_store
 from models.profile import ReferenceProfile, load_profile
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         _rollout, settings, engine, predictor, batcher, profile, gate, metrics
     )
     monitor = _monitor(engine, rollout, predictor, metrics)
-    store = ImageStore(settings.image_dir)
+    store = open_image_store(settings, engine)
     pipeline = InspectionPipeline(
         engine=engine,
         store=store,

@@ -320,6 +320,38 @@ class ModelFile(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
+class ImageBlob(SQLModel, table=True):
+    """A camera image's bytes, for the database image store (`INSPECT_IMAGE_STORE=database`):
+    written in the transaction of the inspection row, read by every process.
+
+    `stored_at` is refreshed when the same bytes come again, so the retention sweep never
+    removes bytes a row is about to commit for (`storage.images.DatabaseImageStore`)."""
+
+    __tablename__ = "imageblob"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    size: int
+    stored_at: datetime = Field(default_factory=utcnow)
+
+
+class UiSession(SQLModel, table=True):
+    """A review-UI login, shared by every process: the browser's cookie names it, only its
+    hash is stored. Ended by logout, expiry, the user's deactivation or a password change
+    (`accounts.ui_session_user`), in every process from the next request."""
+
+    __tablename__ = "uisession"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_hash: str = Field(unique=True, index=True, max_length=128)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = Field(default=None, max_length=200)
+
+
 class Deployment(SQLModel, table=True):
     """What runs on a line: a champion and at most one candidate with its rollout mode.
 

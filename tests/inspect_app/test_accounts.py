@@ -238,7 +238,7 @@ def test_a_deactivated_user_loses_tokens_logins_and_may_come_back(session: Sessi
     assert accounts.authenticate(session, "ann", "s3cret-pass") is None
     (event,) = _events(session, "user_deactivated")
     assert (event.actor, event.reason) == ("root", "left the company")
-    assert event.details == {"user": "ann", "tokens_revoked": 1}
+    assert event.details == {"user": "ann", "tokens_revoked": 1, "ui_sessions_ended": 0}
     with pytest.raises(accounts.AccountConflict, match="already deactivated"):
         accounts.deactivate_user(session, "ann", actor="root")
 
@@ -273,7 +273,11 @@ def test_an_admins_password_reset_revokes_every_token(session: Session) -> None:
     assert as_utc(accounts.get_user(session, "ann").password_changed_at) == T0
     (event,) = _events(session, "password_changed")
     assert (event.actor, event.reason) == ("root", "forgotten")
-    assert event.details == {"user": "ann", "tokens_revoked": 2}  # no password in the trail
+    assert event.details == {
+        "user": "ann",
+        "tokens_revoked": 2,
+        "ui_sessions_ended": 0,
+    }  # no password
     with pytest.raises(accounts.AccountError, match="at least 8"):
         accounts.change_password(session, "ann", "short", actor="root", by=root)
 

@@ -19,7 +19,7 @@ from inspect_app.cli import app
 from inspect_app.rollout.registry import get_version, register_model
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import Deployment
 from models.profile import profile_path
 
@@ -57,7 +57,7 @@ def plant(
         inspector = add_user(db, "ina", "inspector", "a long test password")
         register_model(db, tiny_checkpoint, data_dir, registered_by="system")
         add_plant_parts(
-            db, ImageStore(settings.image_dir), "line-1", PLANT_LABELS,
+            db, LocalImageStore(settings.image_dir), "line-1", PLANT_LABELS,
             user_id=inspector.id, start=START, seed=1000,
         )  # fmt: skip
     base = tmp_path / "base"

@@ -22,7 +22,7 @@ from inspect_app.export import (
 )
 from inspect_app.lines import LineNotFound, add_line
 from inspect_app.review_queue import relabel
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import ImageStore, LocalImageStore
 from inspect_app.storage.tables import Inspection, User
 from inspect_app.timeutil import utcnow
 
@@ -34,7 +34,7 @@ LABELS = ["ok", "scratch", "ok", "crack", None, "pit", "ok", "scratch"]
 def world(
     session: Session, tmp_path: Path, add_plant_parts: Callable[..., list[int]]
 ) -> tuple[ImageStore, User, list[int]]:
-    store = ImageStore(tmp_path / "images")
+    store = LocalImageStore(tmp_path / "images")
     add_line(session, "line-1")
     add_line(session, "line-2")
     inspector = add_user(session, "ina", "inspector", "a long test password")

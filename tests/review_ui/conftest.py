@@ -40,13 +40,13 @@ def part_image(seed: int, size: int = 96) -> bytes:
 @pytest.fixture
 def add_parts(seed_review_task: Callable[..., int]) -> Callable[..., list[int]]:
     """Add review tasks whose inspections point at real images in the image store."""
-    from inspect_app.storage.images import ImageStore
+    from inspect_app.storage.images import LocalImageStore
     from inspect_app.storage.tables import Inspection, ReviewTask
 
     def add(
         engine: Engine, store_root: Path, line_id: str, n: int, *, first_seed: int = 0, **kw: object
     ) -> list[int]:
-        store = ImageStore(store_root)
+        store = LocalImageStore(store_root)
         ids = []
         with Session(engine, expire_on_commit=False) as db:
             for i in range(n):

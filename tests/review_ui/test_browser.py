@@ -23,7 +23,7 @@ from inspect_app.accounts import add_camera_key
 from inspect_app.monitoring.service import line_rules
 from inspect_app.rollout.registry import register_model
 from inspect_app.settings import Settings
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
 from inspect_app.timeutil import utcnow
 from models.checkpoint import load_checkpoint, save_checkpoint
@@ -349,7 +349,7 @@ def seed_history(
     for i in [j for j in defects if labels[j] == "scratch"][:2]:
         labels[i] = "ok"
     version = service.app.state.predictor.version
-    store = ImageStore(service.settings.image_dir)
+    store = LocalImageStore(service.settings.image_dir)
     with Session(service.engine, expire_on_commit=False) as db:
         users = {u.name: u for u in db.exec(select(User))}
         ids: list[int] = []

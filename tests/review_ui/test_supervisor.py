@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from inspect_app import agreement, review_queue
 from inspect_app.accounts import get_user
 from inspect_app.settings import Settings
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import Event, Inspection, Line, utcnow
 from review_ui.context import ReviewContext
 from review_ui.supervisor import (
@@ -137,7 +137,7 @@ def test_disagreements_are_the_latest_differing_labels_with_thumbnails(
     app.state.settings = Settings(data_dir=tmp_path)
     app.state.engine = world
     context = ReviewContext(app)
-    store = ImageStore(tmp_path / "images")
+    store = LocalImageStore(tmp_path / "images")
     with Session(world, expire_on_commit=False) as db:
         sam = get_user(db, "sam")
         ids = add_labeled_parts(

@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from inspect_app.lines import add_line
 from inspect_app.monitoring.alarms import AlarmState, AlarmStatus
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import (
     AlarmStateRow,
     DriftReport,
@@ -100,7 +100,7 @@ def seed_monitoring(
     firing, and its events, from `start` on (a minute per evaluation); images in
     `image_dir` for every part."""
     add_line(session, line_id, "shadow")
-    store = ImageStore(image_dir) if image_dir is not None else None
+    store = LocalImageStore(image_dir) if image_dir is not None else None
     ids, gated = [], []
     for i in range(PARTS):
         refused = i % GATED_EVERY == GATED_EVERY - 1

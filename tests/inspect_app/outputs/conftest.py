@@ -4,7 +4,6 @@ loopback port with persistence, restartable, plus an MQTT subscriber that dedupl
 
 from __future__ import annotations
 
-import getpass
 import json
 import shutil
 import socket
@@ -152,8 +151,6 @@ class Broker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            # as root it would drop to the mosquitto user, who cannot write the test's folder
-            f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {folder}/\n"
             "autosave_interval 1\n"

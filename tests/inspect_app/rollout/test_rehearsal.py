@@ -38,7 +38,7 @@ from inspect_app.rollout.rehearsal import (
 )
 from inspect_app.rollout.serving import ModelPool, Rollout
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.images import ImageStore
+from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import Inspection, Line, ModelPrediction, ModelVersion, ReviewTask
 
 SEED = 4
@@ -144,7 +144,7 @@ def test_the_rehearsal_writes_what_the_pipeline_writes(tmp_path: Path) -> None:
     rollout.refresh()
     pipeline = InspectionPipeline(
         engine=served,
-        store=ImageStore(tmp_path / "images"),
+        store=LocalImageStore(tmp_path / "images"),
         batcher=pool.get("champ").batcher,  # type: ignore[union-attr]
         metrics=ServiceMetrics(),
         max_image_bytes=1 << 20,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
@@ -21,7 +22,13 @@ from inspect_app.domain import Route, TaskReason, TaskStatus
 from inspect_app.lines import add_line
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine
-from inspect_app.storage.images import TEMP_PREFIX, TRASH_PREFIX, ImageStore
+from inspect_app.storage.images import (
+    TEMP_PREFIX,
+    TRASH_PREFIX,
+    DatabaseImageStore,
+    ImageStore,
+    LocalImageStore,
+)
 from inspect_app.storage.retention import (
     SWEEP_EVENT,
     ImageUse,
@@ -32,7 +39,7 @@ from inspect_app.storage.retention import (
     plan_retention,
     sweep_images,
 )
-from inspect_app.storage.tables import Event, Inspection, Label, ReviewTask
+from inspect_app.storage.tables import Event, ImageBlob, Inspection, Label, ReviewTask
 from inspect_app.timeutil import utcnow
 from tests.inspect_app.api.test_images import phone_image, post_raw
 
@@ -148,7 +155,17 @@ class World:
 
 
 def age_file(store: ImageStore, sha: str, hours: float = 2.0) -> None:
-    """The file as if written `hours` ago (past the one-hour grace period)."""
+    """The file (or blob) as if written `hours` ago (past the one-hour grace period)."""
+    if isinstance(store, DatabaseImageStore):
+        with Session(store.engine) as session:
+            session.execute(
+                update(ImageBlob)
+                .where(col(ImageBlob.sha256) == sha)
+                .values(stored_at=NOW - timedelta(hours=hours))
+            )
+            session.commit()
+        return
+    assert isinstance(store, LocalImageStore)
     then = (NOW - timedelta(hours=hours)).timestamp()
     os.utime(store.path(sha), (then, then))
 
@@ -157,32 +174,42 @@ def age_file(store: ImageStore, sha: str, hours: float = 2.0) -> None:
 def world(engine: Engine, tmp_path: Path) -> World:
     with Session(engine) as session:
         add_line(session, "line-1", "shadow")
-    return World(engine, ImageStore(tmp_path / "images"))
+    return World(engine, LocalImageStore(tmp_path / "images"))
+
+
+@pytest.fixture(params=["local", "database"])
+def any_world(request: pytest.FixtureRequest, engine: Engine, tmp_path: Path) -> World:
+    """The world on each image store: the sweep's rules hold whichever the plant chose."""
+    with Session(engine) as session:
+        add_line(session, "line-1", "shadow")
+    if request.param == "database":
+        return World(engine, DatabaseImageStore(engine))
+    return World(engine, LocalImageStore(tmp_path / "images"))
 
 
 def _sweep(world: World, *, dry_run: bool = False) -> SweepReport:
     return sweep_images(world.engine, world.store, POLICY, now=NOW, dry_run=dry_run)
 
 
-def test_the_sweep_keeps_what_it_must_and_removes_the_rest(world: World) -> None:
+def test_the_sweep_keeps_what_it_must_and_removes_the_rest(any_world: World) -> None:
     kept = {
-        "recent": world.part("recent", 2),
-        "labeled": world.part("labeled", 100, label="ok"),
-        "disagreement": world.part("disagreement", 100, label="crack", predicted="ok"),
-        "audited": world.part("audited", 100, route=Route.AUDIT, task=TaskStatus.OPEN),
-        "awaiting": world.part("awaiting", 900, task=TaskStatus.ESCALATED),
+        "recent": any_world.part("recent", 2),
+        "labeled": any_world.part("labeled", 100, label="ok"),
+        "disagreement": any_world.part("disagreement", 100, label="crack", predicted="ok"),
+        "audited": any_world.part("audited", 100, route=Route.AUDIT, task=TaskStatus.OPEN),
+        "awaiting": any_world.part("awaiting", 900, task=TaskStatus.ESCALATED),
     }
     gone = {
-        "old": world.part("old", 40),
-        "old-labeled": world.part("old-labeled", 400, label="scratch", predicted="pit"),
+        "old": any_world.part("old", 40),
+        "old-labeled": any_world.part("old-labeled", 400, label="scratch", predicted="pit"),
     }
-    report = _sweep(world)
+    report = _sweep(any_world)
 
-    assert world.removed() == {name: name in gone for name in world.ids}
+    assert any_world.removed() == {name: name in gone for name in any_world.ids}
     for sha in kept.values():
-        assert world.store.exists(sha)
+        assert any_world.store.exists(sha)
     for sha in gone.values():
-        assert not world.store.exists(sha)
+        assert not any_world.store.exists(sha)
     assert (report.removed_images, report.removed_inspections) == (2, 2)
     assert report.removed_bytes == len(b"old") + len(b"old-labeled")
     assert report.kept == {
@@ -191,21 +218,21 @@ def test_the_sweep_keeps_what_it_must_and_removes_the_rest(world: World) -> None
         KeepReason.AWAITING_REVIEW: 2,  # the open audit too: an inspector has yet to see it
     }
     assert report.recent == 1
-    with Session(world.engine) as session:
+    with Session(any_world.engine) as session:
         events = list(session.exec(select(Event).where(Event.kind == SWEEP_EVENT)))
         assert len(events) == 1 and events[0].details is not None
         assert events[0].details["removed_images"] == 2
         assert events[0].actor == "system"
         assert session.exec(select(Label)).all()  # labels are evidence: never removed
-    assert _sweep(world).removed_images == 0
+    assert _sweep(any_world).removed_images == 0
 
 
-def test_a_file_shared_with_a_kept_inspection_stays(world: World) -> None:
-    shared = world.part("old", 40, data=b"same bytes")
-    assert world.part("new", 1, data=b"same bytes") == shared
-    report = _sweep(world)
-    assert world.store.exists(shared)
-    assert world.removed() == {"old": False, "new": False}
+def test_a_file_shared_with_a_kept_inspection_stays(any_world: World) -> None:
+    shared = any_world.part("old", 40, data=b"same bytes")
+    assert any_world.part("new", 1, data=b"same bytes") == shared
+    report = _sweep(any_world)
+    assert any_world.store.exists(shared)
+    assert any_world.removed() == {"old": False, "new": False}
     assert report.shared == 1
 
 
@@ -230,6 +257,27 @@ def test_orphans_go_once_past_the_grace_period_and_in_flight_ones_stay(world: Wo
     assert report.bytes_freed == len(b"commit failed yesterday") + len(b"half an image")
 
 
+def test_database_orphans_go_once_past_the_grace_period_and_in_flight_ones_stay(
+    engine: Engine,
+) -> None:
+    """A blob no row points at (only `put` without a row's session makes one) follows the
+    files' rule: gone past the grace period, kept while it may be committing."""
+    with Session(engine) as session:
+        add_line(session, "line-1", "shadow")
+    world = World(engine, DatabaseImageStore(engine))
+    old_orphan = world.store.put(b"commit failed yesterday")
+    age_file(world.store, old_orphan)
+    young_orphan = world.store.put(b"a write whose row is committing now")
+    age_file(world.store, young_orphan, hours=0.1)
+    referenced = world.part("old", 2)
+
+    report = _sweep(world)
+
+    assert world.store.stored() == sorted([young_orphan, referenced])
+    assert (report.orphans, report.young_orphans, report.leftovers) == (1, 1, 0)
+    assert report.bytes_freed == len(b"commit failed yesterday")
+
+
 def test_a_dry_run_changes_nothing_and_reports_what_the_sweep_does(world: World) -> None:
     world.part("old", 40)
     world.part("labeled", 100, label="ok")
@@ -248,16 +296,16 @@ def test_a_dry_run_changes_nothing_and_reports_what_the_sweep_does(world: World)
     assert "would free" in "\n".join(dry.summary())
 
 
-def test_a_file_written_again_during_the_sweep_stays(world: World) -> None:
+def test_a_file_written_again_during_the_sweep_stays(any_world: World) -> None:
     """An upload of the same bytes refreshes the file (`put`) before its row commits: the
     removal sees the fresh time and leaves the file."""
-    sha = world.part("old", 40)
-    assert world.store.remove_if_idle(sha, idle_since=NOW.timestamp() - 3600) is not None
-    world.store.put(b"old")  # the bytes again
-    age_file(world.store, sha)
-    world.store.put(b"old")  # ...and again, refreshing the old file
-    assert world.store.remove_if_idle(sha, idle_since=NOW.timestamp() - 3600) is None
-    assert world.store.exists(sha)
+    sha = any_world.part("old", 40)
+    assert any_world.store.remove_if_idle(sha, idle_since=NOW.timestamp() - 3600) is not None
+    any_world.store.put(b"old")  # the bytes again
+    age_file(any_world.store, sha)
+    any_world.store.put(b"old")  # ...and again, refreshing the old file
+    assert any_world.store.remove_if_idle(sha, idle_since=NOW.timestamp() - 3600) is None
+    assert any_world.store.exists(sha)
 
 
 def test_an_interrupted_sweep_is_finished_by_the_next(world: World) -> None:
@@ -290,7 +338,7 @@ def test_images_sweep_on_the_command_line(tmp_path: Path, monkeypatch: pytest.Mo
         runner.invoke(cli, ["lines", "add", "line-1", "--data-dir", str(data_dir)]).exit_code == 0
     )
     engine = make_engine(settings.resolved_database_url)
-    world = World(engine, ImageStore(settings.image_dir))
+    world = World(engine, LocalImageStore(settings.image_dir))
     sha = world.part("old", 40)
 
     dry = runner.invoke(cli, ["images", "sweep", "--dry-run", "--data-dir", str(data_dir)])
