@@ -51,13 +51,15 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # The default weights, reproducibly: training data seed 1, training seed 0, then the test
-# figures on a fresh set (seed 777, never trained on) added to the model card.
+# figures on a fresh set (seed 777, never trained on) added to the model card, and the ONNX
+# graph serving runs (default.onnx, kept only if it passes its parity check; default.onnx.json).
 weights: setup
 	rm -rf $(DATA_DIR)/train $(DATA_DIR)/test777
 	$(BIN)/inspect-app data generate --out $(DATA_DIR)/train --n 8000 --seed 1
 	$(BIN)/inspect-app train --data $(DATA_DIR)/train --out models/weights/default.pt --seed 0 --data-seed 1
 	$(BIN)/inspect-app data generate --out $(DATA_DIR)/test777 --n 1000 --seed 777
 	$(BIN)/inspect-app evaluate --data $(DATA_DIR)/test777 --card
+	$(BIN)/inspect-app models export-onnx
 
 bench: setup
 	$(BIN)/python bench/model_throughput.py

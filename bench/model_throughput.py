@@ -1,9 +1,15 @@
-"""Predictor throughput on this machine: images/s at batch 1 and 16, with and without
-preprocessing (resize + normalise), plus the heatmap's cost.
+"""Model throughput on this machine, torch against the serving runtime (ONNX Runtime), on the
+same weights at the same batch, in one run: images/s at batch 1 and 16 with and without
+preprocessing (resize + normalise), their ratio, the parity figure (max absolute difference
+of calibrated probabilities on the parity images, ``models/onnx_export.py``), and the
+heatmap's cost (the heatmap runs in torch under either runtime).
 
-Prints figures only; nothing here asserts on time. Usage:
+Prints figures only; nothing here asserts on time. Other work on the machine skews the
+figures (the load average is printed); the two runtimes are measured alternately, batch by
+batch, so both see the same load. Usage:
 
-    .venv/bin/python bench/model_throughput.py [--checkpoint C] [--seconds 5] [--threads N]
+    .venv/bin/python bench/model_throughput.py [--checkpoint C] [--seconds 3]
+        [--threads N] [--onnx-threads N]
 """
 
 from __future__ import annotations
@@ -19,9 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from models.predictor import Predictor
+from models import DEFAULT_WEIGHTS
+from models.onnx_export import check_parity, parity_images
+from models.onnx_predictor import OnnxPredictor, default_intra_op_threads
+from models.runtime import load_predictor
 
 
 def _rate(fn: Callable[[], object], images_per_call: int, seconds: float) -> float:
@@ -35,36 +45,63 @@ def _rate(fn: Callable[[], object], images_per_call: int, seconds: float) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument(
+        "--onnx-threads", type=int, default=None, help="ONNX Runtime intra-op threads "
+        "(default: the service's, one per core)",
+    )  # fmt: skip
     parser.add_argument("--camera-size", type=int, default=256, help="side of the input images")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    predictor = Predictor.from_checkpoint(args.checkpoint)
+    served = load_predictor(args.checkpoint, runtime="onnx", intra_op_threads=args.onnx_threads)
+    if not isinstance(served, OnnxPredictor):
+        raise SystemExit("the ONNX export of this checkpoint was refused (see the log): torch only")
+    reference = served.torch_predictor  # the same loaded weights, in torch
     rng = np.random.default_rng(0)
     s = args.camera_size
     images = [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(16)]
-    print(f"model {predictor.version}, input {predictor.input_size}px, camera images {s}x{s}")
+    print(f"model {served.version}, input {served.input_size}px, camera images {s}x{s}")
     print(
         f"os.cpu_count()={os.cpu_count()}  torch threads={torch.get_num_threads()}  "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  onnxruntime {ort.__version__} "
+        f"intra-op threads={args.onnx_threads or default_intra_op_threads()} (no spinning)"
     )
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine skews figures)"
     )
-    print(f"{'batch':>5}  {'with preprocessing':>20}  {'model only':>12}  {'with heatmap':>14}")
+    parity_set, source = parity_images()
+    parity = check_parity(reference, served, parity_set, images_source=source)
+    print(
+        f"parity: max |p_onnx - p_torch| = {parity.max_abs_diff:.2e} (limit {parity.tolerance:g},"
+        f" {'accepted' if parity.accepted else 'REFUSED'}), embedding "
+        f"{parity.max_abs_diff_embedding:.2e}, on {parity.images}"
+    )
+    print(
+        f"{'batch':>5}  {'':>8}  {'with preprocessing':>18}  {'model only':>12}  "
+        f"{'with heatmap (torch)':>20}"
+    )
     for batch in (1, 16):
         chunk = images[:batch]
-        x = predictor.preprocess(chunk)
-        full = _rate(lambda c=chunk: predictor.predict(c), batch, args.seconds)
-        model = _rate(lambda x=x: predictor.predict_tensor(x), batch, args.seconds)
-        heat = _rate(lambda c=chunk: predictor.predict(c, heatmap=True), batch, args.seconds)
-        print(f"{batch:>5}  {full:>14.1f} img/s  {model:>6.1f} img/s  {heat:>8.1f} img/s")
+        x = reference.preprocess(chunk)
+        rates = {}
+        for name, predictor in (("torch", reference), ("onnx", served)):
+            rates[name] = (
+                _rate(lambda c=chunk, p=predictor: p.predict(c), batch, args.seconds),
+                _rate(lambda x=x, p=predictor: p.predict_tensor(x), batch, args.seconds),
+            )
+        heat = _rate(lambda c=chunk: served.predict(c, heatmap=True), batch, args.seconds)
+        (t_full, t_model), (o_full, o_model) = rates["torch"], rates["onnx"]
+        print(f"{batch:>5}  {'torch':>8}  {t_full:>12.1f} img/s  {t_model:>6.1f} img/s  "
+              f"{heat:>14.1f} img/s")  # fmt: skip
+        print(f"{batch:>5}  {'onnx':>8}  {o_full:>12.1f} img/s  {o_model:>6.1f} img/s")
+        print(f"{batch:>5}  {'ratio':>8}  {o_full / t_full:>12.2f} x      "
+              f"{o_model / t_model:>6.2f} x")  # fmt: skip
 
 
 if __name__ == "__main__":

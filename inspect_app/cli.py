@@ -957,11 +957,55 @@ def models_add(
     version = outcome.version
     if outcome.created:
         typer.echo(f"registered {version.version} (sha256 {version.sha256[:12]}, by {actor.name})")
+        typer.echo(f"serving runtime: {_onnx_text(version.metrics)}")
     else:
         typer.echo(
             f"already registered: {checkpoint} is {version.version} "
             f"(by {version.registered_by}, {_when(version.registered_at)})"
         )
+
+
+def _onnx_text(metrics: dict[str, Any] | None) -> str:
+    """The model card's statement of the ONNX export's parity check, in one line."""
+    from models.onnx_export import OnnxExportError, OnnxRecord
+
+    raw = (metrics or {}).get("onnx")
+    if not isinstance(raw, dict):
+        return "no ONNX export recorded (exported when loaded)"
+    try:
+        return OnnxRecord.from_dict(raw).summary()
+    except OnnxExportError as exc:
+        return f"unreadable ONNX record ({exc})"
+
+
+@models_app.command("export-onnx")
+def models_export_onnx(
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint (default: bundled weights)"),
+) -> None:
+    """Export a checkpoint to ONNX for serving and check its parity with torch; writes
+    <name>.onnx (only when accepted) and <name>.onnx.json (the figure) beside it. For the
+    bundled weights, run at build: `make weights` does, and both files are committed."""
+    _log_to_stderr()
+    from models import DEFAULT_WEIGHTS
+    from models.checkpoint import CheckpointError
+    from models.evaluate import add_serving_runtime, card_paths
+    from models.onnx_export import export_checked, onnx_path, write_export
+
+    path = checkpoint or DEFAULT_WEIGHTS
+    try:
+        graph, record = export_checked(path)
+    except CheckpointError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    written = write_export(path, graph, record)
+    typer.echo(f"model {record.model_version}: {record.summary()}")
+    if card_paths(path)[1].is_file():
+        card = add_serving_runtime(path, record.to_dict(), record.model_version)
+        typer.echo(f"recorded in {card}")
+    if graph is not None:
+        typer.echo(f"wrote {onnx_path(path)} ({len(graph):,} bytes) and {written}")
+    else:
+        typer.echo(f"wrote {written}; torch serves this checkpoint")
+        raise typer.Exit(1)
 
 
 @models_app.command("list")
@@ -1021,6 +1065,7 @@ def models_show(
         ("temperature", f"{row.temperature:g}"),
         ("data seed", "-" if row.data_seed is None else row.data_seed),
         ("reference profile", "yes" if row.profile_sha256 else "no (no image gate)"),
+        ("serving runtime", _onnx_text(row.metrics)),
         (
             "model card",
             ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in figures.items()) or "-",
@@ -1565,6 +1610,141 @@ def serve(
         log_config=None,
         log_level=log_level.lower(),
     )
+
+
+# -- line outputs (inspect_app.outputs): destinations, delivery state, replay
+
+outputs_app = typer.Typer(
+    no_args_is_help=True, help="Line outputs: webhooks and MQTT brokers a line pushes to."
+)
+app.add_typer(outputs_app, name="outputs")
+
+
+@contextmanager
+def _outputs_session(data_dir: Path | None, database_url: str | None) -> Iterator[Session]:
+    """`_operator_session`, with the outputs' refusals as exit code 1 too."""
+    from inspect_app.outputs.core import DestinationError
+    from inspect_app.outputs.outbox import OutputNotFound
+
+    try:
+        with _operator_session(data_dir, database_url) as session:
+            yield session
+    except (DestinationError, OutputNotFound) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@outputs_app.command("add")
+def outputs_add(
+    line: str = typer.Argument(..., help="Line id"),
+    kind: str = typer.Option(..., help="webhook | mqtt"),
+    url: str = typer.Option(..., help="http(s)://... for a webhook, mqtt://host:port for MQTT"),
+    secret: str | None = typer.Option(
+        None, envvar="INSPECT_OUTPUT_SECRET", help="Webhook: the shared HMAC-SHA256 key"
+    ),
+    topic_prefix: str = typer.Option("inspect", help="MQTT: topics are <prefix>/<line>/<kind>"),
+    from_seq: int | None = typer.Option(None, help="Also deliver the line's messages from here"),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Push a line's final decisions and alarm changes to a webhook or an MQTT broker."""
+    from inspect_app.outputs.outbox import add_destination
+
+    with _outputs_session(data_dir, database_url) as session:
+        added = add_destination(
+            session, line, kind=kind, url=url, secret=secret, topic_prefix=topic_prefix,
+            from_seq=from_seq, actor=_operator(), reason=reason,
+        )  # fmt: skip
+    typer.echo(f"output {added.id}: {added.kind} {added.url} for {added.line_id}, "
+               f"from message {added.pending_from_seq}")  # fmt: skip
+
+
+@outputs_app.command("set")
+def outputs_set(
+    destination: int = typer.Argument(..., help="Destination id (outputs list)"),
+    enabled: bool | None = typer.Option(None, "--enabled/--paused", help="Resume or pause it"),
+    url: str | None = typer.Option(None, help="A new URL"),
+    secret: str | None = typer.Option(None, envvar="INSPECT_OUTPUT_SECRET", help="A new secret"),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Pause or resume a destination, or give it a new URL or secret."""
+    from inspect_app.outputs.outbox import update_destination
+
+    with _outputs_session(data_dir, database_url) as session:
+        changed = update_destination(
+            session, destination, actor=_operator(), reason=reason, enabled=enabled,
+            url=url, secret=secret,
+        )  # fmt: skip
+    typer.echo(f"output {changed.id}: {'enabled' if changed.enabled else 'paused'}, {changed.url}")
+
+
+@outputs_app.command("list")
+def outputs_list(
+    line: str | None = typer.Option(None, help="Only this line"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Each destination: where, whether it is behind, and its last error if it is failing."""
+    from inspect_app.outputs.outbox import list_destinations
+
+    with _outputs_session(data_dir, database_url) as session:
+        views = list_destinations(session, line)
+    for v in views:
+        state = "enabled" if v.enabled else "paused"
+        failing = f", failing since {v.failing_since:%Y-%m-%d %H:%M:%S}: {v.last_error}" if (
+            v.failing_since is not None) else ""  # fmt: skip
+        typer.echo(f"{v.id}\t{v.line_id}\t{v.kind}\t{v.url}\t{state}\t"
+                   f"{v.undelivered} undelivered{failing}")  # fmt: skip
+
+
+@outputs_app.command("messages")
+def outputs_messages(
+    line: str | None = typer.Option(None, help="Only this line"),
+    state: str | None = typer.Option(None, help="delivered | waiting | failing"),
+    limit: int = typer.Option(20, min=1, max=1000),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """The newest messages with their delivery at each destination."""
+    from inspect_app.outputs.core import DeliveryState
+    from inspect_app.outputs.outbox import list_messages
+
+    try:
+        wanted = DeliveryState(state) if state is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter("delivered | waiting | failing", param_hint="--state") from exc
+    with _outputs_session(data_dir, database_url) as session:
+        views = list_messages(session, line_id=line, state=wanted, limit=limit)
+    for m in views:
+        what = m.payload.get("decision") or m.payload.get("to_status")
+        deliveries = " ".join(
+            f"{d.destination_id}:{d.state.value}({d.attempts})" for d in m.deliveries
+        )
+        typer.echo(f"{m.line_id}\t{m.seq}\t{m.kind}\t{what}\t{m.delivery_id}\t{deliveries}")
+
+
+@outputs_app.command("replay")
+def outputs_replay(
+    line: str = typer.Argument(..., help="Line id"),
+    from_seq: int = typer.Option(..., help="First message to send again"),
+    to_seq: int | None = typer.Option(None, help="Last one (default: the newest)"),
+    destination: int | None = typer.Option(None, help="Only this destination"),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Send a line's messages again, in order, with their own delivery ids."""
+    from inspect_app.outputs.outbox import replay
+
+    with _outputs_session(data_dir, database_url) as session:
+        queued = replay(
+            session, line, from_seq=from_seq, to_seq=to_seq, destination_id=destination,
+            actor=_operator(), reason=reason,
+        )  # fmt: skip
+    typer.echo(f"{queued} deliveries queued again; a running service sends them next")
 
 
 if __name__ == "__main__":

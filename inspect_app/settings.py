@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     # line PC the event loop, decoding and the database need a core too: 1 thread measured
     # p99 110 ms vs 200 ms at 10 images/s on 2 cores (bench/ingest_throughput.py).
     torch_threads: int | None = None
+    # What runs the served models' forward pass (models/runtime.py): "onnx", ONNX Runtime on
+    # the CPU (3.8x torch's images/s at batch 16 in issue 13's measurement), each version's
+    # graph accepted only within 1e-4 of torch's calibrated probabilities (the parity check);
+    # "torch", the fallback. Training, evaluation and heatmaps always use torch.
+    inference_runtime: Literal["onnx", "torch"] = "onnx"
+    # ONNX Runtime's intra-op threads per loaded version; None: one per core, without
+    # spinning (models/onnx_predictor.py, `session_options`, says why).
+    onnx_threads: int | None = Field(default=None, ge=1)
 
     review_lease_seconds: float = 60.0
 

@@ -71,6 +71,15 @@ def weights_digest(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes: the identity of a checkpoint (and of what sits beside it)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def make_version(state_dict: Mapping[str, torch.Tensor], when: datetime | None = None) -> str:
     """``defect-cnn-<YYYYMMDD>-<8 hex of the weights>``: readable, and unique per weights."""
     when = when or datetime.now(UTC)

@@ -267,6 +267,22 @@ def add_test_result(checkpoint: Path, name: str, report: EvaluationReport, versi
     return md_path
 
 
+def add_serving_runtime(checkpoint: Path, record: dict, version: str) -> Path:
+    """Record the ONNX export's parity check (`models.onnx_export.OnnxRecord.to_dict`) in
+    the checkpoint's model card (both files), replacing an earlier one."""
+    md_path, json_path = card_paths(checkpoint)
+    try:
+        card = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"no readable model card at {json_path}: {exc}") from exc
+    if card.get("version") != version:
+        raise ValueError(f"model card {json_path} is for {card.get('version')}, not {version}")
+    card["serving_runtime"] = dict(record)
+    json_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    md_path.write_text(_card_markdown(card))
+    return md_path
+
+
 def _figures_table(fig: dict) -> list[str]:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -335,6 +351,21 @@ def _card_markdown(card: dict) -> str:
         lines += [f"- {k}: {v}" for k, v in (val.get("lineage") or {}).items()]
     for name, fig in card.get("test_sets", {}).items():
         lines += ["", f"## Fresh test set: {name}", "", *_figures_table(fig)]
+    runtime = card.get("serving_runtime")
+    if runtime:
+        parity = runtime.get("parity") or {}
+        lines += [
+            "",
+            "## Serving runtime",
+            "- ONNX Runtime on the CPU, its graph accepted by the parity check; torch remains "
+            "the fallback a setting selects."
+            if runtime["accepted"]
+            else f"- torch: the ONNX export was refused ({runtime['reason']}).",
+            f"- Parity check: max absolute difference of calibrated probabilities against torch "
+            f"{parity.get('max_abs_diff', float('nan')):.2e} (limit {parity.get('tolerance')}), "
+            f"on {parity.get('images', '-')}; onnxruntime "
+            f"{runtime['runtime'].get('onnxruntime')}, opset {runtime.get('opset')}.",
+        ]
     lines += [
         "",
         "## Limits",

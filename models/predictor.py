@@ -33,6 +33,8 @@ class Predictor:
     model, which must not happen while another thread runs it.
     """
 
+    runtime = "torch"  # what serves the forward pass (OnnxPredictor: "onnxruntime")
+
     def __init__(self, checkpoint: LoadedCheckpoint) -> None:
         if checkpoint.class_names != CLASS_NAMES:
             raise CheckpointError(
@@ -49,6 +51,15 @@ class Predictor:
         self.input_size: int = checkpoint.preprocessing.input_size
         self.temperature: float = checkpoint.temperature
         self.metrics: dict = checkpoint.metrics
+
+    @property
+    def checkpoint(self) -> LoadedCheckpoint:
+        """The checkpoint this predictor serves (the ONNX export reads its network)."""
+        return self._checkpoint
+
+    @property
+    def embedding_size(self) -> int:
+        return self._model.embedding_size
 
     @classmethod
     def from_checkpoint(cls, path: Path | None = None) -> Predictor:
@@ -67,7 +78,7 @@ class Predictor:
         )
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
-        return torch.softmax(logits.double() / self.temperature, dim=1).numpy()  # (B, C)
+        return calibrated_probabilities(logits, self.temperature)
 
     def predict_tensor(self, x: torch.Tensor) -> np.ndarray:
         """(B, 3, S, S) preprocessed -> (B, C) calibrated probabilities (float64, rows sum to 1)."""
@@ -90,7 +101,7 @@ class Predictor:
         float32 (`models.defect_cnn.gate_embedding`), which the image gate compares with the
         version's reference profile (``models/profile.py``)."""
         if len(images) == 0:
-            return [], np.zeros((0, self._model.embedding_size), dtype=np.float32)
+            return [], np.zeros((0, self.embedding_size), dtype=np.float32)
         x = self.preprocess(images)
         if heatmap:
             # the heatmap's own forward pass yields the embedding too (caught by hooks,
@@ -106,13 +117,26 @@ class Predictor:
             with self._lock, torch.inference_mode():
                 logits, embeddings = self._model.forward_with_embedding(x)  # (B, C), (B, D)
             heats = [None] * len(images)
-        probs = self._probabilities(logits)
-        predictions = [
+        predictions = self.predictions(self._probabilities(logits), heats)
+        return predictions, embeddings.numpy().astype(np.float32, copy=False)
+
+    def predictions(
+        self, probabilities: np.ndarray, heatmaps: Sequence[np.ndarray | None]
+    ) -> list[Prediction]:
+        """(B, C) calibrated probabilities -> the service's predictions of this version
+        (shared with `models.onnx_predictor.OnnxPredictor`, so both runtimes answer alike)."""
+        return [
             Prediction(
                 probabilities={c: float(p) for c, p in zip(self.class_names, row, strict=True)},
                 model_version=self.version,
                 heatmap=h,
             )
-            for row, h in zip(probs, heats, strict=True)
+            for row, h in zip(probabilities, heatmaps, strict=True)
         ]
-        return predictions, embeddings.numpy().astype(np.float32, copy=False)
+
+
+def calibrated_probabilities(logits: torch.Tensor | np.ndarray, temperature: float) -> np.ndarray:
+    """(B, C) logits -> (B, C) calibrated probabilities, softmax(logits / T) in float64 (rows
+    sum to 1): the one place either runtime's logits become probabilities."""
+    logits = torch.as_tensor(logits)
+    return torch.softmax(logits.double() / temperature, dim=1).numpy()  # (B, C)

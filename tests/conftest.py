@@ -267,7 +267,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data_seed=None,
         version="defect-cnn-tiny-test",
     )
+    _export_onnx_beside(path)
     return path
+
+
+def _export_onnx_beside(checkpoint: Path) -> None:
+    """The checked ONNX export beside a session's test checkpoint, made once as the bundled
+    weights' is at build: every service start then loads it, and a registration checks it
+    again instead of exporting anew (``models/onnx_export.py``)."""
+    from models.onnx_export import export_checked, write_export
+
+    graph, record = export_checked(checkpoint)
+    assert record.accepted, record.reason
+    write_export(checkpoint, graph, record)
 
 
 @pytest.fixture(scope="session")
@@ -295,6 +307,7 @@ def tiny_candidate(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pa
         data_seed=None,
         version="defect-cnn-tiny-candidate",
     )
+    _export_onnx_beside(path)
     return path
 
 

@@ -64,7 +64,7 @@ from inspect_app.storage.images import open_image_store
 from models.profile import ReferenceProfile, load_profile
 
 if TYPE_CHECKING:
-    from models.predictor import Predictor
+    from models.runtime import ServingPredictor as Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ async def _ingest_error(request: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from models.predictor import Predictor  # torch: loaded when the server starts, not before
+    # torch and ONNX Runtime: loaded when the server starts, not before
+    from models.runtime import load_predictor
 
     settings: Settings = app.state.settings
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,13 +124,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    predictor = await asyncio.to_thread(Predictor.from_checkpoint, settings.weights)
+    predictor = await asyncio.to_thread(
+        partial(
+            load_predictor,
+            settings.weights,
+            runtime=settings.inference_runtime,
+            intra_op_threads=settings.onnx_threads,
+        )
+    )
     # The first forward pass allocates and tunes; pay for it now, not on the first part.
     await asyncio.to_thread(predictor.predict, [np.zeros((32, 32, 3), dtype=np.uint8)])
     logger.info(
-        "model %s loaded from %s (classes: %s)",
+        "model %s loaded from %s, served by %s (classes: %s)",
         predictor.version,
         settings.weights,
+        predictor.runtime,
         ", ".join(predictor.class_names),
     )
     batcher = MicroBatcher(
@@ -253,6 +262,8 @@ def _rollout(
         batch_max_size=settings.batch_max_size,
         batch_max_wait_ms=settings.batch_max_wait_ms,
         metrics=metrics,
+        inference_runtime=settings.inference_runtime,
+        onnx_threads=settings.onnx_threads,
     )
     pool.add(predictor, batcher, profile, gate)
     return Rollout(

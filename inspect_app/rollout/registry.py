@@ -5,13 +5,19 @@ and the file is kept under the SHA-256 of its bytes in ``<data_dir>/models/``: w
 ran can always be loaded again, even after the file it was registered from is gone. The
 reference profile beside the checkpoint (`models.profile`) is copied with it.
 
+Registration also makes the version's ONNX graph, the serving runtime's
+(``models/onnx_export.py``): exported (or, for a file that brings its build's export, taken
+from beside it), then checked against torch on the parity images. An accepted graph is kept
+beside the checkpoint and in the database like the other files; the check's outcome, accepted
+or refused with its reason and figure, is the ``onnx`` entry of the version's model card
+(`ModelVersion.metrics`). A refused graph does not refuse the version: torch serves it.
+
 Registering the same file twice answers the existing version; a different file under a
 name already taken is refused. Rows are immutable: the ORM refuses an UPDATE of one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +33,18 @@ from sqlmodel import Session, col, select
 
 from inspect_app.events import record_event
 from inspect_app.storage.tables import ModelFile, ModelVersion
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_checkpoint
+from models.onnx_export import (
+    OnnxExportError,
+    OnnxRecord,
+    export_checked,
+    onnx_path,
+    read_export,
+    record_bytes,
+    record_path,
+    write_export,
+)
+from models.predictor import Predictor
 from models.profile import ProfileError, load_profile, profile_path
 
 logger = logging.getLogger(__name__)
@@ -64,14 +81,6 @@ class Registration:
     created: bool  # False: this very file was already registered
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def registry_dir(data_dir: Path) -> Path:
     return Path(data_dir) / REGISTRY_DIR
 
@@ -88,6 +97,9 @@ def materialize(session: Session, data_dir: Path, version: ModelVersion) -> Path
     wanted = [(path, version.sha256)]
     if version.profile_sha256 is not None:
         wanted.append((profile_path(path), version.profile_sha256))
+    record = _onnx_record(version)
+    if record is not None and record.onnx_sha256 is not None:
+        wanted.append((onnx_path(path), record.onnx_sha256))
     for target, sha256 in wanted:
         if target.is_file() and file_sha256(target) == sha256:
             continue
@@ -99,7 +111,40 @@ def materialize(session: Session, data_dir: Path, version: ModelVersion) -> Path
         tmp.write_bytes(stored.data)
         os.replace(tmp, target)
         logger.info("model %s: %s written from the registry", version.version, target.name)
+    if record is not None:
+        target, data = record_path(path), record_bytes(record)
+        if not (target.is_file() and target.read_bytes() == data):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
     return path
+
+
+def _onnx_record(version: ModelVersion) -> OnnxRecord | None:
+    """The version's ONNX export record (its model card's ``onnx``); None for a version
+    registered before exports existed, or whose record this code cannot read (then the
+    loader exports it again, in memory)."""
+    raw = (version.metrics or {}).get("onnx")
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return OnnxRecord.from_dict(raw)
+    except OnnxExportError as exc:
+        logger.warning("model %s: its ONNX record is unusable (%s)", version.version, exc)
+        return None
+
+
+def _serving_export(checkpoint: Path, loaded: LoadedCheckpoint) -> tuple[bytes | None, OnnxRecord]:
+    """The version's checked ONNX graph: the export beside the file (the bundled weights'
+    is made at build) checked again here, or a new one. Never raises for a bad graph."""
+    try:
+        found = read_export(checkpoint)
+    except OnnxExportError as exc:
+        logger.warning("%s: %s; exporting it again", checkpoint, exc)
+        found = None
+    prior = found[0] if found is not None else None
+    return export_checked(checkpoint, reference=Predictor(loaded), onnx_model=prior)
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
@@ -148,12 +193,19 @@ def register_model(
     if parent is not None and session.get(ModelVersion, str(parent)) is None:
         raise RegistryError(f"parent version {parent} is not registered")
 
+    onnx_model, onnx_record = _serving_export(checkpoint, loaded)
+
     target_dir = registry_dir(data_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{sha256}.pt"
     _copy_atomically(checkpoint, target)
     profile_sha = None
     session.add(ModelFile(sha256=sha256, data=target.read_bytes()))
+    write_export(target, onnx_model, onnx_record)
+    onnx_sha = onnx_record.onnx_sha256
+    # the same weights under another model card export to the same graph: stored once
+    if onnx_model is not None and onnx_sha is not None and session.get(ModelFile, onnx_sha) is None:
+        session.add(ModelFile(sha256=onnx_sha, data=onnx_model))
     if profile is not None:
         source_profile = profile_path(checkpoint)
         _copy_atomically(source_profile, profile_path(target))
@@ -167,7 +219,7 @@ def register_model(
         architecture=loaded.config.to_dict(),
         class_names=list(loaded.class_names),
         temperature=loaded.temperature,
-        metrics=_plain(loaded.metrics),
+        metrics=_plain({**loaded.metrics, "onnx": onnx_record.to_dict()}),
         data_seed=loaded.data_seed,
         parent_version=None if parent is None else str(parent),
         lineage=_plain(
@@ -192,6 +244,9 @@ def register_model(
             "sha256": sha256,
             "parent_version": row.parent_version,
             "has_profile": profile is not None,
+            # the serving runtime: ONNX Runtime, or torch when the parity check refused it
+            "onnx_accepted": onnx_record.accepted,
+            "onnx_parity": onnx_record.reason,
             # the model card's figures: under "validation", or at the top for older cards
             "validation": row.metrics.get("validation")
             or {k: row.metrics[k] for k in CARD_FIGURES if k in row.metrics},
@@ -206,7 +261,8 @@ def register_model(
             raise
         return Registration(existing, created=False)
     session.refresh(row)
-    logger.info("registered model %s (sha256 %s) by %s", row.version, sha256[:12], registered_by)
+    logger.info("registered model %s (sha256 %s) by %s; %s",
+                row.version, sha256[:12], registered_by, onnx_record.summary())  # fmt: skip
     return Registration(row, created=True)
 
 

@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING
@@ -39,7 +40,7 @@ from inspect_app.rollout.registry import get_version, materialize
 from models.profile import ReferenceProfile, load_profile
 
 if TYPE_CHECKING:
-    from models.predictor import Predictor
+    from models.runtime import ServingPredictor as Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,14 @@ class LoadedVersion:
     gate: ImageGate | None
 
 
-def _load_predictor(path: Path) -> Predictor:
-    from models.predictor import Predictor
+def _load_predictor(
+    path: Path, *, runtime: str = "onnx", intra_op_threads: int | None = None
+) -> Predictor:
+    """A registered version as the settings serve it: ONNX Runtime when its checked export
+    allows (``models/runtime.py``), else torch, which is also what ``runtime="torch"`` asks."""
+    from models.runtime import load_predictor
 
-    return Predictor.from_checkpoint(path)
+    return load_predictor(path, runtime=runtime, intra_op_threads=intra_op_threads)
 
 
 class ModelPool:
@@ -73,8 +78,12 @@ class ModelPool:
         batch_max_size: int = 16,
         batch_max_wait_ms: float = 5.0,
         metrics: ServiceMetrics | None = None,
-        loader: Callable[[Path], Predictor] = _load_predictor,
+        loader: Callable[[Path], Predictor] | None = None,
+        inference_runtime: str = "onnx",
+        onnx_threads: int | None = None,
     ) -> None:
+        """`loader` loads a version's checkpoint file; the default is `_load_predictor` with
+        the runtime and ONNX Runtime threads given here (the settings')."""
         if max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
         self.engine = engine
@@ -83,7 +92,9 @@ class ModelPool:
         self.batch_max_size = batch_max_size
         self.batch_max_wait_ms = batch_max_wait_ms
         self.metrics = metrics
-        self.loader = loader
+        self.loader = loader or partial(
+            _load_predictor, runtime=inference_runtime, intra_op_threads=onnx_threads
+        )
         self._lock = threading.RLock()  # one load at a time; lookups are dict reads
         self._loaded: OrderedDict[str, LoadedVersion] = OrderedDict()
 
@@ -142,9 +153,10 @@ class ModelPool:
             )
             self._loaded[version] = loaded
             logger.info(
-                "model %s loaded and warmed from %s (%d versions loaded)%s",
+                "model %s loaded and warmed from %s, served by %s (%d versions loaded)%s",
                 version,
                 path,
+                getattr(predictor, "runtime", "torch"),
                 len(self._loaded),
                 "" if profile is not None else "; it has no reference profile, so no image gate",
             )

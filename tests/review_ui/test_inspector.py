@@ -16,7 +16,7 @@ from sqlmodel import Session
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection
-from models.predictor import Predictor
+from models.runtime import load_predictor
 from review_ui.context import ReviewContext
 from review_ui.desk import InspectorDesk
 from review_ui.inspector import heatmap_source, render
@@ -38,7 +38,7 @@ def context(engine: Engine, tmp_path: Path, tiny_checkpoint: Path) -> ReviewCont
     app = FastAPI()
     app.state.settings = Settings(data_dir=tmp_path, weights=tiny_checkpoint)
     app.state.engine = engine
-    app.state.predictor = Predictor.from_checkpoint(tiny_checkpoint)
+    app.state.predictor = load_predictor(tiny_checkpoint)  # the service default: ONNX Runtime
     add_people(engine, ("ines", "inspector"))
     add_lines(engine, ("line-1", "assist"))
     return ReviewContext(app)

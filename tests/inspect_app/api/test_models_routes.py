@@ -69,7 +69,11 @@ def test_register_list_and_show_round_trip(
     assert body["registered_by"].startswith("supervisor-")
     assert body["notes"] == "wider augmentations"
     assert body["class_names"][0] == "ok" and body["temperature"] == 1.0
-    assert body["metrics"] == {"note": "tiny random candidate"}
+    # the checkpoint's card, plus the serving runtime's parity check made at registration
+    assert body["metrics"]["onnx"]["accepted"] is True
+    assert {k: v for k, v in body["metrics"].items() if k != "onnx"} == {
+        "note": "tiny random candidate"
+    }
     assert body["architecture"]["width_mult"] == 0.1
     assert body["lineage"]["source_file"] == str(tiny_candidate.resolve())
     assert body["has_profile"] is False and body["lines"] == []

@@ -3,6 +3,7 @@ card and lineage, and never changed; foreign files are refused with the reason."
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
+import inspect_app.rollout.registry as registry
 from inspect_app.rollout.registry import (
     InvalidCheckpoint,
     RegistryError,
@@ -22,6 +24,8 @@ from inspect_app.rollout.registry import (
 )
 from inspect_app.storage.tables import Event, ModelFile, ModelVersion
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.onnx_export import PARITY_TOLERANCE, export_checked, onnx_path
+from models.runtime import load_predictor
 
 
 def test_a_registered_version_round_trips_with_its_card_and_lineage(
@@ -34,7 +38,10 @@ def test_a_registered_version_round_trips_with_its_card_and_lineage(
     copy = tmp_path / row.path
     assert copy.name == f"{row.sha256}.pt" and file_sha256(copy) == row.sha256
     assert row.class_names == list(load_checkpoint(tiny_checkpoint).class_names)
-    assert row.metrics == {"note": "tiny random test model"}
+    # the checkpoint's card, plus the serving runtime's parity check made at registration
+    card = dict(row.metrics)
+    assert card.pop("onnx")["accepted"] is True
+    assert card == {"note": "tiny random test model"}
     assert row.registered_by == "ana" and row.notes == "first"
     assert row.lineage["source_file"] == str(tiny_checkpoint.resolve())
     assert [v.version for v in list_versions(session)] == ["defect-cnn-tiny-test"]
@@ -116,3 +123,43 @@ def test_another_process_gets_the_bytes_from_the_database(
     with pytest.raises(RegistryError, match="no bytes"):
         materialize(session, tmp_path / "process-c", row)
     assert session.exec(select(ModelVersion)).one().version == row.version
+
+
+def test_registration_stores_the_checked_onnx_graph_beside_the_checkpoint(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    register_model(session, tiny_checkpoint, tmp_path / "process-a", registered_by="ana")
+    row = get_version(session, "defect-cnn-tiny-test")
+    card = row.metrics["onnx"]
+    assert card["accepted"] is True and card["checkpoint_sha256"] == row.sha256
+    assert card["parity"]["max_abs_diff"] <= PARITY_TOLERANCE
+    assert card["parity"]["n_images"] > 0 and card["runtime"]["onnxruntime"]
+    copy = tmp_path / "process-a" / row.path
+    assert file_sha256(onnx_path(copy)) == card["onnx_sha256"]
+    assert session.get(ModelFile, card["onnx_sha256"]) is not None
+    event = session.exec(select(Event).where(Event.kind == "model_registered")).one()
+    assert (
+        event.details["onnx_accepted"] is True
+        and "within the limit" in event.details["onnx_parity"]
+    )
+    # another process writes the graph and its record from the database, and serves it
+    path = materialize(session, tmp_path / "process-b", row)
+    assert file_sha256(onnx_path(path)) == card["onnx_sha256"]
+    assert load_predictor(path).runtime == "onnxruntime"
+
+
+def test_a_refused_export_registers_the_version_for_torch_with_the_reason(
+    session: Session, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an injected tolerance no graph meets: the parity check refuses it
+    monkeypatch.setattr(registry, "export_checked", partial(export_checked, tolerance=-1.0))
+    made = register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
+    assert made.created
+    card = made.version.metrics["onnx"]
+    assert card["accepted"] is False and card["onnx_sha256"] is None
+    assert "above the limit" in card["reason"]
+    copy = tmp_path / made.version.path
+    assert not onnx_path(copy).exists()
+    event = session.exec(select(Event).where(Event.kind == "model_registered")).one()
+    assert event.details["onnx_accepted"] is False
+    assert load_predictor(copy).runtime == "torch"  # served, by torch

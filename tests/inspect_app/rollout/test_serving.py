@@ -239,3 +239,28 @@ def test_a_candidate_that_keeps_failing_is_rolled_back_and_the_line_keeps_its_an
     assert set(decided) == {CHAMPION}  # the champion answered every image
     assert event.actor == "system" and "errors" in event.reason
     assert event.details["automatic"] is True
+
+
+def test_versions_are_served_by_onnx_runtime_by_default_and_by_torch_by_setting(
+    service: dict[str, Any], app_settings: Settings
+) -> None:
+    configured = service["client"].app.state.predictor
+    assert configured.runtime == "onnxruntime"
+    assert service["rollout"].pool.warm(CANDIDATE).predictor.runtime == "onnxruntime"
+    # the heatmap (the review UI's) still works under the ONNX default, through torch
+    image = cv2.imdecode(np.frombuffer(_png(7), np.uint8), cv2.IMREAD_COLOR)
+    (prediction,) = configured.predict([image], heatmap=True)
+    assert prediction.heatmap is not None and prediction.heatmap.shape == image.shape[:2]
+    torch_pool = serving.ModelPool(
+        service["engine"], app_settings.data_dir / "torch", inference_runtime="torch"
+    )
+    try:
+        assert torch_pool.warm(CANDIDATE).predictor.runtime == "torch"
+    finally:
+        torch_pool.stop()
+
+
+def test_the_service_serves_torch_when_the_setting_asks(app_settings: Settings) -> None:
+    settings = app_settings.model_copy(update={"inference_runtime": "torch"})
+    with TestClient(create_app(settings)) as client:
+        assert client.app.state.predictor.runtime == "torch"  # type: ignore[attr-defined]
