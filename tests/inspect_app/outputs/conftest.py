@@ -4,6 +4,7 @@ loopback port with persistence, restartable, plus an MQTT subscriber that dedupl
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import socket
@@ -38,6 +39,12 @@ def wait_for(condition: Callable[[], bool], what: str, guard_s: float = GUARD_S)
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(0.05)
+
+
+@pytest.fixture(name="wait_for")
+def wait_for_fixture() -> Callable[..., None]:
+    """`wait_for(condition, what)`: poll until true; fail (with `what`) past the guard."""
+    return wait_for
 
 
 @dataclass
@@ -151,6 +158,8 @@ class Broker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # as root it would drop to the mosquitto user, who cannot write the test's folder
+            f"user {getpass.getuser()}\n"
             "persistence true\n"
             f"persistence_location {folder}/\n"
             "autosave_interval 1\n"
