@@ -56,19 +56,20 @@ def check_destination(kind: str, url: str, secret: str | None) -> DestinationKin
     except ValueError:
         kinds = ", ".join(k.value for k in DestinationKind)
         raise DestinationError(f"unknown destination kind {kind!r}: one of {kinds}") from None
-    parts = urlsplit(url)
+    if any(c in url for c in "\x00\r\n") or (secret is not None and "\x00" in secret):
+        raise DestinationError("a URL or secret may not contain NUL or line breaks")
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # each raises on a malformed URL
+    except ValueError as exc:
+        raise DestinationError(f"malformed URL {url!r}: {exc}") from None
     if parsed_kind is DestinationKind.WEBHOOK:
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in ("http", "https") or not host:
             raise DestinationError(f"a webhook needs an http:// or https:// URL, got {url!r}")
         if not secret or len(secret) < 16:
             raise DestinationError("a webhook needs a shared secret of at least 16 characters")
-    else:
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise DestinationError(f"an MQTT destination needs mqtt://host[:port], got {url!r}")
-        try:
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError as exc:
-            raise DestinationError(f"bad port in {url!r}: {exc}") from None
+    elif parts.scheme != "mqtt" or not host:
+        raise DestinationError(f"an MQTT destination needs mqtt://host[:port], got {url!r}")
     return parsed_kind
 
 

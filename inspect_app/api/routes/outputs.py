@@ -152,7 +152,7 @@ def _out(view: outbox.DestinationView) -> DestinationOut:
 def _refused(exc: Exception) -> HTTPException:
     if isinstance(exc, LineNotFound | outbox.OutputNotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=str(exc))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
 
 @router.get("/destinations", response_model=list[DestinationOut], responses=_READ)

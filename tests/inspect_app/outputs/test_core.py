@@ -69,7 +69,9 @@ def test_topics_per_line_and_kind() -> None:
         ("webhook", "http://mes/hook", "short", "secret"),
         ("webhook", "http://mes/hook", None, "secret"),
         ("mqtt", "http://broker:1883", None, "mqtt://"),
-        ("mqtt", "mqtt://broker:port", None, "port"),
+        ("mqtt", "mqtt://broker:port", None, "malformed"),
+        ("webhook", "http://[::1/hook", "x" * 16, "malformed"),
+        ("webhook", "http://mes/hook\x00", "x" * 16, "NUL"),
         ("fax", "http://mes", None, "kind"),
     ],
 )
