@@ -273,8 +273,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _export_onnx_beside(checkpoint: Path) -> None:
     """The checked ONNX export beside a session's test checkpoint, made once as the bundled
-    weights' is at build: every service start then loads it, and a registration checks it
-    again instead of exporting anew (``models/onnx_export.py``)."""
+    weights' is at build: every service start loads it, and every registration takes it with
+    its parity figure instead of exporting anew (``models/onnx_export.py``)."""
     from models.onnx_export import export_checked, write_export
 
     graph, record = export_checked(checkpoint)

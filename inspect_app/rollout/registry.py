@@ -6,11 +6,12 @@ ran can always be loaded again, even after the file it was registered from is go
 reference profile beside the checkpoint (`models.profile`) is copied with it.
 
 Registration also makes the version's ONNX graph, the serving runtime's
-(``models/onnx_export.py``): exported (or, for a file that brings its build's export, taken
-from beside it), then checked against torch on the parity images. An accepted graph is kept
-beside the checkpoint and in the database like the other files; the check's outcome, accepted
-or refused with its reason and figure, is the ``onnx`` entry of the version's model card
-(`ModelVersion.metrics`). A refused graph does not refuse the version: torch serves it.
+(``models/onnx_export.py``): exported and checked against torch on the parity images (a file
+that brings its build's checked export, as the bundled weights do, brings its figure too).
+An accepted graph is kept beside the checkpoint and in the database like the other files; the
+check's outcome, accepted or refused with its reason and figure, is the ``onnx`` entry of the
+version's model card (`ModelVersion.metrics`). A refused graph does not refuse the version:
+torch serves it.
 
 Registering the same file twice answers the existing version; a different file under a
 name already taken is refused. Rows are immutable: the ORM refuses an UPDATE of one.
@@ -42,6 +43,7 @@ from models.onnx_export import (
     read_export,
     record_bytes,
     record_path,
+    runtime_versions,
     write_export,
 )
 from models.predictor import Predictor
@@ -136,13 +138,20 @@ def _onnx_record(version: ModelVersion) -> OnnxRecord | None:
 
 
 def _serving_export(checkpoint: Path, loaded: LoadedCheckpoint) -> tuple[bytes | None, OnnxRecord]:
-    """The version's checked ONNX graph: the export beside the file (the bundled weights'
-    is made at build) checked again here, or a new one. Never raises for a bad graph."""
+    """The version's checked ONNX graph. An accepted export beside the file (the bundled
+    weights' is made at build), whose record names these very bytes and this ONNX Runtime
+    version, is taken with its figure: checking it again would measure the same numbers.
+    Otherwise the graph is exported (or the one beside it checked again) here. Never raises
+    for a bad graph: a refusal is recorded and torch serves the version."""
     try:
         found = read_export(checkpoint)
     except OnnxExportError as exc:
         logger.warning("%s: %s; exporting it again", checkpoint, exc)
         found = None
+    if found is not None and found[0] is not None and found[1].runtime == runtime_versions():
+        logger.info("%s: its export beside it, checked at build: %s",
+                    checkpoint.name, found[1].summary())  # fmt: skip
+        return found
     prior = found[0] if found is not None else None
     return export_checked(checkpoint, reference=Predictor(loaded), onnx_model=prior)
 

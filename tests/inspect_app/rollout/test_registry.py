@@ -3,6 +3,7 @@ card and lineage, and never changed; foreign files are refused with the reason."
 
 from __future__ import annotations
 
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -151,9 +152,13 @@ def test_registration_stores_the_checked_onnx_graph_beside_the_checkpoint(
 def test_a_refused_export_registers_the_version_for_torch_with_the_reason(
     session: Session, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # an injected tolerance no graph meets: the parity check refuses it
+    # a checkpoint without a build's export beside it is exported at registration; an
+    # injected tolerance no graph meets makes its parity check refuse it
+    bare = tmp_path / "bare" / "tiny.pt"
+    bare.parent.mkdir()
+    shutil.copyfile(tiny_checkpoint, bare)
     monkeypatch.setattr(registry, "export_checked", partial(export_checked, tolerance=-1.0))
-    made = register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
+    made = register_model(session, bare, tmp_path, registered_by="ana")
     assert made.created
     card = made.version.metrics["onnx"]
     assert card["accepted"] is False and card["onnx_sha256"] is None
