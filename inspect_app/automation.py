@@ -57,7 +57,9 @@ from inspect_app.evidence import (
     what_if,
 )
 from inspect_app.rollout.deployments import quarantine
-from inspect_app.storage.tables import Inspection, Line
+from inspect_app.rollout.evidence import version_evidence, weighted_what_if
+from inspect_app.rollout.policy import Mode
+from inspect_app.storage.tables import Deployment, Inspection, Line
 from inspect_app.timeutil import utcnow
 
 logger = logging.getLogger(__name__)
@@ -138,10 +140,51 @@ def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerd
         evidence.model_version,
         "passed" if result.passed else "refused",
     )
-    return GateVerdict(
+    verdict = GateVerdict(
         allowed=result.passed,
         reason=result.reason,
         evidence=plain({**figures, **gate_figures(result)}),
+    )
+    return _with_deciding_candidate(session, line, target, verdict) if result.passed else verdict
+
+
+def _with_deciding_candidate(
+    session: Session, line: Line, target: LinePolicy, verdict: GateVerdict
+) -> GateVerdict:
+    """A candidate that takes a share of the line's decisions (canary, blue/green, A/B,
+    bandit) decides at the new level too, so it must pass the same gate on its own
+    evidence: the champion's figures say nothing of the parts the candidate decides."""
+    row = session.get(Deployment, line.id)
+    if row is None or row.candidate is None or row.quarantined:
+        return verdict
+    if not Mode(row.mode).candidate_decides:
+        return verdict
+    evidence = version_evidence(session, line, row.candidate, since=line.evidence_since)
+    result = check_gate(
+        weighted_what_if(
+            evidence,
+            level=target.level,
+            pass_threshold=target.pass_threshold,
+            fail_threshold=target.fail_threshold,
+        ),
+        gate_targets(line),
+    )
+    figures = {"model_version": row.candidate, "mode": row.mode, **gate_figures(result)}
+    logger.info(
+        "line %s: gate for %s of candidate %s (%s) on %d labels: %s",
+        line.id, target.level, row.candidate, row.mode, evidence.n,
+        "passed" if result.passed else "refused",
+    )  # fmt: skip
+    reason = (
+        verdict.reason
+        if result.passed
+        else f"Candidate {row.candidate} decides parts on line {line.id} ({row.mode}) and "
+        f"has not passed the gate for {target.level} on its own evidence. {result.reason}"
+    )
+    return GateVerdict(
+        allowed=result.passed,
+        reason=reason,
+        evidence=plain({**verdict.evidence, "candidate": figures}),
     )
 
 

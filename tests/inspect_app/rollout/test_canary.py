@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from inspect_app.domain import AutomationLevel
-from inspect_app.lines import change_automation
+from inspect_app.lines import AutomationRefused, change_automation
 from inspect_app.rollout import deployments
 from inspect_app.rollout.deployments import DeploymentRequest, RolloutRefused
 from inspect_app.rollout.policy import Mode
@@ -147,3 +147,40 @@ def test_a_step_holds_while_it_has_too_few_labels(engine: Engine) -> None:
     assert "Holding on 4 of 10 labels" in verdict.reason
     assert world.row().step == 0 and not world.row().quarantined
     assert world.events("rollout_promote") == [] and world.events("rollout_rollback") == []
+
+
+@pytest.mark.parametrize("candidate_mode", [Mode.CANARY, Mode.AB, Mode.SHADOW])
+def test_raising_a_line_whose_candidate_decides_needs_the_candidates_gate_too(
+    engine: Engine, candidate_mode: Mode
+) -> None:
+    """At shadow a canary or A/B candidate already takes decisions (as the line's level
+    allows: none automatic). Raising the line to partial lets it auto-decide its share,
+    so the raise is judged on the candidate's own evidence as well as the champion's; a
+    candidate only in shadow decides nothing and is not asked."""
+    world = build_world(engine, ALWAYS_RIGHT, PASSES_EVERYTHING, **TARGETS)
+    world.deploy(DeploymentRequest(candidate=CANDIDATE, mode=Mode.SHADOW))
+    world.parts(80)
+    assert world.label_open_tasks_directly() == 80
+    if candidate_mode is not Mode.SHADOW:
+        world.deploy(DeploymentRequest(candidate=CANDIDATE, mode=candidate_mode, share=0.5))
+    with Session(world.engine, expire_on_commit=False) as session:
+        attempt = lambda: change_automation(  # noqa: E731
+            session, LINE, level=AutomationLevel.PARTIAL, reason="champion passed",
+            actor=world.supervisor,
+        )  # fmt: skip
+        if candidate_mode is Mode.SHADOW:
+            assert attempt().level == "partial"
+            return
+        with pytest.raises(AutomationRefused) as refused:
+            attempt()
+        verdict = refused.value.verdict
+        assert f"Candidate {CANDIDATE} decides parts" in verdict.reason
+        assert verdict.evidence["passed"]  # the champion's own gate passed
+        candidate = verdict.evidence["candidate"]
+        assert candidate["model_version"] == CANDIDATE and not candidate["passed"]
+        assert candidate["escape"]["n"] > 0 and not candidate["escape"]["passed"]
+        assert session.get(Line, LINE).level == "shadow"  # type: ignore[union-attr]
+
+        # rolled back (quarantined), the candidate decides nothing: the raise goes through
+        deployments.rollback_by(session, LINE, actor=world.supervisor, reason="escapes")
+        assert attempt().level == "partial"
