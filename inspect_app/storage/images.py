@@ -13,7 +13,8 @@ and `open_image_store` picks the implementation from the settings (``INSPECT_IMA
   PostgreSQL, ``BLOB`` on SQLite), written in the same transaction as the inspection row, so
   a row and its image commit or vanish together and every process on the database reads
   them. The default when the database is PostgreSQL (several processes): it needs no shared
-  mount and cannot leave an orphan or a row without its image.
+  mount and cannot leave an orphan or a row without its image. Images a process stored in
+  its folder before (a deployment upgraded from ``local``) are still read from there.
 
 Local store: a write is durable before it returns (temp file, fsync, atomic rename, fsync of
 the directory), so an image whose inspection was acknowledged survives a crash of the process
@@ -291,8 +292,11 @@ class DatabaseImageStore(ImageStore):
 
     kind = "database"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, earlier: LocalImageStore | None = None) -> None:
         self.engine = engine
+        # The folder this process stored images in before the database store (an upgraded
+        # deployment): read when an image is not in the table, never written or swept here.
+        self.earlier = earlier
 
     def put(self, data: bytes, session: Session | None = None) -> str:
         sha256 = sha256_of(data)
@@ -352,6 +356,8 @@ class DatabaseImageStore(ImageStore):
                 select(ImageBlob.data).where(ImageBlob.sha256 == _check_sha256(sha256))  # type: ignore[arg-type]
             ).scalar_one_or_none()
         if data is None:
+            if self.earlier is not None and self.earlier.exists(sha256):
+                return self.earlier.get(sha256)
             raise FileNotFoundError(f"image {sha256} is not in the database")
         return bytes(data)
 
@@ -399,5 +405,6 @@ def open_image_store(settings: Settings, engine: Engine | None = None) -> ImageS
     if settings.resolved_image_store == "database":
         if engine is None:
             raise ValueError("the database image store needs the database engine")
-        return DatabaseImageStore(engine)
+        earlier = LocalImageStore(settings.image_dir)
+        return DatabaseImageStore(engine, earlier=earlier if earlier.root.is_dir() else None)
     return LocalImageStore(settings.image_dir)

@@ -148,3 +148,17 @@ def test_the_settings_choose_the_store(tmp_path: Path, engine: Engine) -> None:
     assert isinstance(store, LocalImageStore) and store.root == tmp_path / "nfs" / "images"
     with pytest.raises(ValueError, match="engine"):
         open_image_store(postgres)
+
+
+def test_the_database_store_still_reads_what_the_folder_held_before(
+    tmp_path: Path, engine: Engine
+) -> None:
+    """A deployment upgraded to the database store loses no image stored before it."""
+    before = LocalImageStore(tmp_path / "images")
+    old = before.put(b"stored by the local store last week")
+    store = open_image_store(Settings(data_dir=tmp_path, image_store="database"), engine)
+    assert isinstance(store, DatabaseImageStore)
+    assert store.get(old) == b"stored by the local store last week"
+    new = store.put(b"stored in the database")
+    assert store.stored() == [new]  # the folder is read, never listed or swept from here
+    assert not before.exists(new)
