@@ -66,6 +66,17 @@ class InvalidDeployment(DeploymentError, ValueError):
     pass
 
 
+class DeploymentConflict(InvalidDeployment):
+    """A well-formed request the deployment's present state does not allow (no candidate to
+    roll back, one already rolled back, a canary at its last step): the same request may be
+    right later, so the API answers 409 with the state, not 422. `state` holds the
+    deployment's figures at the refusal."""
+
+    def __init__(self, reason: str, state: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.state = state or {}
+
+
 class DeploymentNotPermitted(DeploymentError, PermissionError):
     pass
 
@@ -446,7 +457,7 @@ def _reset_arms(session: Session, line_id: str, versions: Sequence[str]) -> None
 def _candidate_row(session: Session, line_id: str, default_version: str) -> Deployment:
     row = _locked(session, line_id, default_version)
     if row.candidate is None:
-        raise InvalidDeployment(f"line {line_id} has no candidate")
+        raise DeploymentConflict(f"line {line_id} has no candidate", _figures_of(row))
     return row
 
 
@@ -515,11 +526,14 @@ def promote(
                 evidence,
             )
         if row.step + 1 >= len(row.steps):
-            raise InvalidDeployment("the canary is at its last step: finalize it")
+            raise DeploymentConflict(
+                "the canary is at its last step: finalize it", _figures_of(row)
+            )
         row.step += 1
     else:
-        raise InvalidDeployment(
-            f"promote moves shadow -> canary -> next step; in mode {mode} use finalize or rollback"
+        raise DeploymentConflict(
+            f"promote moves shadow -> canary -> next step; in mode {mode} use finalize or rollback",
+            _figures_of(row),
         )
     row.share = float(row.steps[row.step])
     row.step_started_at = utcnow()
@@ -587,10 +601,14 @@ def rollback_by(session: Session, line_id: str, *, actor: User, reason: str) -> 
     _line(session, line_id)
     row = session.get(Deployment, line_id)
     if row is None or row.candidate is None:
-        raise InvalidDeployment(f"line {line_id} has no candidate to roll back")
+        raise DeploymentConflict(
+            f"line {line_id} has no candidate to roll back",
+            None if row is None else _figures_of(row),
+        )
     if row.quarantined:
-        raise InvalidDeployment(
-            f"candidate {row.candidate} is already rolled back ({row.quarantine_reason})"
+        raise DeploymentConflict(
+            f"candidate {row.candidate} is already rolled back ({row.quarantine_reason})",
+            _figures_of(row),
         )
     rolled = rollback(session, line_id, actor=actor.name, reason=reason)
     assert rolled is not None
@@ -605,7 +623,7 @@ def rearm(
     reason = _reason(reason)
     row = _candidate_row(session, line_id, default_version)
     if not row.quarantined:
-        raise InvalidDeployment(f"candidate {row.candidate} is not quarantined")
+        raise DeploymentConflict(f"candidate {row.candidate} is not quarantined", _figures_of(row))
     before = _figures_of(row)
     row.quarantined = False
     row.quarantine_reason = None

@@ -154,7 +154,8 @@ _CHANGES = {
     409: {
         "model": RolloutRefusal,
         "description": "refused on the evidence (the figures that fell short), because the "
-        "candidate is quarantined, or because it failed to load",
+        "candidate is quarantined, because it failed to load, or because the deployment's "
+        "state does not allow the change now (`evidence.deployment`: its figures)",
     },
 }
 
@@ -199,6 +200,13 @@ def _changed(
         return JSONResponse(
             status_code=status.HTTP_409_CONFLICT,
             content=RolloutRefusal(detail=str(exc), evidence=exc.evidence).model_dump(mode="json"),
+        )
+    except rollout_service.DeploymentConflict as exc:
+        return JSONResponse(
+            status_code=status.HTTP_409_CONFLICT,
+            content=RolloutRefusal(detail=str(exc), evidence={"deployment": exc.state}).model_dump(
+                mode="json"
+            ),
         )
     except rollout_service.LineMissing as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc

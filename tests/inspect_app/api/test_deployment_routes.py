@@ -85,12 +85,13 @@ def test_shadow_rollback_rearm_promote_finalize(
     assert refused.status_code == 409
     assert "quarantined" in refused.json()["detail"] and "evidence" in refused.json()
     twice = client.post(f"{URL}/rollback", json={"reason": "again"}, headers=supervisor)
-    assert twice.status_code == 422 and "already rolled back" in twice.json()["detail"]
+    assert twice.status_code == 409 and "already rolled back" in twice.json()["detail"]
+    assert twice.json()["evidence"]["deployment"]["quarantined"] is True
 
     rearmed = client.post(f"{URL}/rearm", json={"reason": "fixed"}, headers=supervisor)
     assert rearmed.status_code == 200 and rearmed.json()["quarantined"] is False
     not_quarantined = client.post(f"{URL}/rearm", json={"reason": "x"}, headers=supervisor)
-    assert not_quarantined.status_code == 422
+    assert not_quarantined.status_code == 409
 
     promoted = client.post(
         f"{URL}/promote", json={"reason": "shadow looks fine"}, headers=supervisor
@@ -206,7 +207,7 @@ def test_settings_are_checked_and_kept(
     ended = put(mode="none")
     assert ended[0] == 200 and ended[1]["candidate"] is None and ended[1]["mode"] == "none"
     nothing = client.post(f"{URL}/promote", json={"reason": "go"}, headers=supervisor)
-    assert nothing.status_code == 422 and "has no candidate" in nothing.json()["detail"]
+    assert nothing.status_code == 409 and "has no candidate" in nothing.json()["detail"]
 
 
 def test_a_candidate_that_fails_to_load_is_refused(
