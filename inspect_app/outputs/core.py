@@ -184,7 +184,8 @@ def last_state_topic(prefix: str, line_id: str, kind: str) -> str:
     return f"{topic(prefix, line_id, kind)}/last"
 
 
-def delivery_state(delivered: bool, attempts: int) -> DeliveryState:
+def delivery_state(delivered: bool, last_error: str | None) -> DeliveryState:
+    """A replay clears the error, so a message asked for again is waiting, not failing."""
     if delivered:
         return DeliveryState.DELIVERED
-    return DeliveryState.FAILING if attempts > 0 else DeliveryState.WAITING
+    return DeliveryState.FAILING if last_error is not None else DeliveryState.WAITING

@@ -45,6 +45,7 @@ from inspect_app.timeutil import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 MAX_REPLAY = 10_000  # messages one replay may ask for again
+MAX_STATE_SCAN = 10_000  # newest messages a state filter looks through
 
 
 class OutputNotFound(LookupError):
@@ -184,7 +185,7 @@ def _view(session: Session, dest: OutputDestination) -> DestinationView:
         .where(
             OutputDelivery.destination_id == dest.id,
             col(OutputDelivery.delivered_at).is_(None),
-            col(OutputDelivery.attempts) > 0,
+            col(OutputDelivery.last_error).is_not(None),
         )
         .order_by(col(OutboxMessage.seq))
     ).first()
@@ -351,7 +352,8 @@ def list_messages(
     limit: int = 100,
 ) -> list[MessageView]:
     """Newest first, each with its state at each destination of its line that should get it
-    (a destination added later does not count messages before its start)."""
+    (a destination added later does not count messages before its start). A `state` filter
+    looks through the newest `MAX_STATE_SCAN` messages."""
     dests = list(session.exec(select(OutputDestination)))
     if destination_id is not None:
         dests = [d for d in dests if d.id == destination_id]
@@ -363,40 +365,28 @@ def list_messages(
     if destination_id is not None:
         query = query.where(col(OutboxMessage.line_id).in_([d.line_id for d in dests]))
     query = query.order_by(col(OutboxMessage.id).desc())
-    if state is None:
-        query = query.limit(limit)
-    views: list[MessageView] = []
-    for message in session.exec(query):
-        assert message.id is not None
-        rows = {
-            r.destination_id: r
-            for r in session.exec(
-                select(OutputDelivery).where(OutputDelivery.message_id == message.id)
+    messages = list(session.exec(query.limit(limit if state is None else MAX_STATE_SCAN)))
+    rows: dict[tuple[int, int], OutputDelivery] = {}
+    ids = [m.id for m in messages]
+    for start in range(0, len(ids), 500):  # one query per 500 messages, not one each
+        for r in session.exec(
+            select(OutputDelivery).where(
+                col(OutputDelivery.message_id).in_(ids[start : start + 500])
             )
-        }
+        ):
+            rows[(r.message_id, r.destination_id)] = r
+    views: list[MessageView] = []
+    for message in messages:
+        assert message.id is not None
         deliveries = []
         for dest in dests:
             if dest.line_id != message.line_id:
                 continue
             assert dest.id is not None
-            row = rows.get(dest.id)
+            row = rows.get((message.id, dest.id))
             if row is None and message.seq < dest.pending_from_seq:
                 continue  # before the destination existed
-            deliveries.append(
-                DeliveryView(
-                    destination_id=dest.id,
-                    state=delivery_state(
-                        row is not None and row.delivered_at is not None,
-                        row.attempts if row is not None else 0,
-                    ),
-                    attempts=row.attempts if row is not None else 0,
-                    last_error=row.last_error if row is not None else None,
-                    last_attempt_at=as_utc(row.last_attempt_at) if row is not None else None,
-                    next_attempt_at=as_utc(row.next_attempt_at) if row is not None else None,
-                    delivered_at=as_utc(row.delivered_at) if row is not None else None,
-                    replays=row.replays if row is not None else 0,
-                )
-            )
+            deliveries.append(_delivery_view(dest.id, row))
         if state is not None and not any(d.state is state for d in deliveries):
             continue
         views.append(
@@ -414,6 +404,21 @@ def list_messages(
         if len(views) >= limit:
             break
     return views
+
+
+def _delivery_view(destination_id: int, row: OutputDelivery | None) -> DeliveryView:
+    if row is None:
+        return DeliveryView(destination_id, DeliveryState.WAITING, 0, None, None, None, None, 0)
+    return DeliveryView(
+        destination_id=destination_id,
+        state=delivery_state(row.delivered_at is not None, row.last_error),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        last_attempt_at=as_utc(row.last_attempt_at),
+        next_attempt_at=as_utc(row.next_attempt_at),
+        delivered_at=as_utc(row.delivered_at),
+        replays=row.replays,
+    )
 
 
 def replay(
@@ -469,6 +474,7 @@ def replay(
             )
             row.delivered_at = None
             row.next_attempt_at = None
+            row.last_error = None
             row.replays += 1
             session.add(row)
             queued += 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from inspect_app.agreement import gate_evidence
 from inspect_app.automation import evaluate_raise
@@ -23,7 +23,14 @@ from inspect_app.monitoring.service import (
     line_rules,
     set_line_rule,
 )
-from inspect_app.storage.tables import Event, Inspection, Line, MonitorSample, User
+from inspect_app.storage.tables import (
+    Event,
+    Inspection,
+    Line,
+    MonitorSample,
+    OutboxMessage,
+    User,
+)
 from inspect_app.timeutil import utcnow
 from models.profile import ReferenceProfile, profile_from_outputs
 
@@ -155,6 +162,13 @@ def test_a_lighting_drop_stops_auto_decisions_within_fifty_parts(
         assert line is not None and line.evidence_since is not None
         samples = db.exec(select(MonitorSample).where(MonitorSample.metric == "input_drift")).all()
     assert samples and min(s.value for s in samples if s.value is not None) < 1e-4
+    # each change of the alarm's state went to the line's outputs, in the same transaction
+    with Session(engine) as db:
+        told = db.exec(select(OutboxMessage).order_by(col(OutboxMessage.seq))).all()
+    changes = [e.details for e in events(engine) if e.kind in ("alarm_pending", "alarm_firing")]
+    assert [(m.kind, m.payload["alarm"], m.payload["to_status"]) for m in told] == [
+        ("alarm", d["alarm"], d["to_status"]) for d in changes if d is not None
+    ]
 
 
 def test_a_clean_stream_raises_no_alarm(

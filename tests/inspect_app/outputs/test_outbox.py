@@ -157,6 +157,9 @@ def test_the_worker_delivers_in_order_signed_and_retries_after_a_500(
     # replay 3..4: sent again with their own delivery ids, which the receiver drops
     assert outbox.replay(session, "line-1", from_seq=3, to_seq=4, actor="sam",
                          reason="MES restored a backup") == 2  # fmt: skip
+    waiting = outbox.list_messages(session, line_id="line-1", state=DeliveryState.WAITING)
+    assert [v.seq for v in waiting] == [4, 3]
+    assert not outbox.list_messages(session, line_id="line-1", state=DeliveryState.FAILING)
     _drain(worker, lambda: webhook_receiver.duplicates == 2)
     assert [p["seq"] for p in webhook_receiver.requests[-2:]] == [3, 4]
     assert len(webhook_receiver.accepted) == 4
