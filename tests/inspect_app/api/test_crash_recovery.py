@@ -1,4 +1,6 @@
-"""An acknowledged image survives SIGKILL: the real server, real HTTP, a real crash."""
+"""An acknowledged image survives SIGKILL: the real server, real HTTP, a real crash; on
+SQLite with the image in a file, and on PostgreSQL with the image in the database (read back
+through a process with another, empty data folder)."""
 
 from __future__ import annotations
 
@@ -22,11 +24,26 @@ from inspect_app.storage.db import make_engine, upgrade_database
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(
+    params=["sqlite, local files", pytest.param("postgresql, database", marks=pytest.mark.postgres)]
+)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None: the data folder's SQLite (images in files); else PostgreSQL (images in it)."""
+    return (
+        None
+        if request.param.startswith("sqlite")
+        else request.getfixturevalue("fresh_postgres_url")
+    )
+
+
 def test_an_acknowledged_image_survives_sigkill(
-    tmp_path: Path, tiny_checkpoint: Path, running_service: Callable[..., Any]
+    tmp_path: Path,
+    tiny_checkpoint: Path,
+    running_service: Callable[..., Any],
+    database_url: str | None,
 ) -> None:
     data_dir = tmp_path / "service"
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
     data_dir.mkdir()
     engine = make_engine(settings.resolved_database_url)
     upgrade_database(engine)
@@ -43,7 +60,9 @@ def test_an_acknowledged_image_survives_sigkill(
     data = buf.tobytes()
     log = tmp_path / "service.log"
 
-    with running_service(data_dir, weights=tiny_checkpoint, log=log) as service:
+    with running_service(
+        data_dir, weights=tiny_checkpoint, log=log, database_url=database_url
+    ) as service:
         process = service.process
         response = httpx.post(
             f"{service.url}/api/v1/lines/line-1/images",
@@ -58,7 +77,12 @@ def test_an_acknowledged_image_survives_sigkill(
         process.wait(30)
         assert process.returncode == -signal.SIGKILL
 
-    with running_service(data_dir, weights=tiny_checkpoint, log=log) as service:
+    # On PostgreSQL the process after the crash has a data folder of its own: the image
+    # must come from the database, as it would for any other process.
+    after = data_dir if database_url is None else tmp_path / "another-process"
+    with running_service(
+        after, weights=tiny_checkpoint, log=log, database_url=database_url
+    ) as service:
         base = f"{service.url}/api/v1/inspections/{acknowledged['inspection_id']}"
         state = httpx.get(base, headers={"X-Api-Key": camera_key}, timeout=30)
         assert state.status_code == 200, state.text
