@@ -205,3 +205,39 @@ def test_a_destination_change_is_an_event_and_pausing_stops_delivery(
         ("sam", "MES maintenance", False),
     ]
     worker.stop()
+
+
+@pytest.mark.postgres
+def test_two_processes_workers_share_destinations_without_reordering(
+    fresh_postgres_url: str, webhook_receiver: Any
+) -> None:
+    """Two workers on one PostgreSQL (separate engines, as two `serve` processes), both
+    running, while decisions keep committing: each message once, in order."""
+    from inspect_app.storage.db import make_engine, upgrade_database
+
+    engines = [make_engine(fresh_postgres_url) for _ in range(2)]
+    upgrade_database(engines[0])
+    with Session(engines[0], expire_on_commit=False) as db:
+        add_line(db, "line-1", "shadow")
+        outbox.add_destination(
+            db, "line-1", kind="webhook", url=webhook_receiver.url, secret=SECRET,
+            actor="sam", reason="test",
+        )  # fmt: skip
+    timings = {"poll_seconds": 0.01, "timeout_seconds": 2, "lease_seconds": 10}
+    workers = [OutputWorker(e, backoff=Backoff(0.01, 0.05), **timings) for e in engines]  # type: ignore[arg-type]
+    for worker in workers:
+        worker.start()
+    try:
+        with Session(engines[1]) as db:
+            for i in range(30):
+                _model_decision(db, "line-1", "pass" if i % 2 else "fail")
+        deadline = time.monotonic() + 60
+        while len(webhook_receiver.accepted) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for e in engines:
+            e.dispose()
+    assert [p["seq"] for p in webhook_receiver.accepted] == list(range(1, 31))
+    assert webhook_receiver.duplicates == 0
