@@ -16,10 +16,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from inspect_app import accounts
+from inspect_app.security import hash_secret
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.tables import LoginThrottle
-from review_ui.auth import SessionTokens
+from inspect_app.storage.tables import LoginThrottle, UiSession
+from review_ui.auth import COOKIE_ID, SessionTokens
 from review_ui.context import ReviewContext
 from tests.review_ui.conftest import PASSWORD, LiveService, add_lines, add_people
 
@@ -90,6 +91,53 @@ def test_a_password_change_ends_the_sessions_that_logged_in_before_it(
 def test_a_session_of_a_removed_user_ends(tokens: SessionTokens) -> None:
     tokens["cookie"] = "nobody"
     assert tokens.get("cookie") is None
+
+
+def test_a_login_through_one_process_holds_in_another_until_it_ends(
+    tokens: SessionTokens, engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    """Two processes are two token maps on one database: no sticky sessions needed."""
+    other_app = FastAPI()
+    other_app.state.settings = Settings(data_dir=tmp_path / "other", ui_session_hours=8)
+    other_app.state.engine = engine
+    other_app.state.clock = clock
+    other = SessionTokens(ReviewContext(other_app))
+    tokens["cookie-1"] = "ines"  # logged in through the first process
+    tokens["cookie-2"] = "ines"  # a second tab
+    assert other.get("cookie-1") == "ines" and "cookie-2" in other
+    with Session(engine) as db:
+        row = db.exec(
+            select(UiSession).where(UiSession.session_hash == hash_secret("cookie-1"))
+        ).one()
+        assert row.session_hash != "cookie-1"  # only the hash is kept
+    del other["cookie-1"]  # a logout through the other process
+    assert tokens.get("cookie-1") is None and tokens.get("cookie-2") == "ines"
+    clock.now = T0 + timedelta(hours=12)  # the first process's sessions last 12 h
+    assert other.get("cookie-2") is None
+
+
+def test_a_logout_ends_the_session_in_every_process(tmp_path: Path) -> None:
+    """Gradio's logout route, through the middleware: the database rows end, not only the
+    answering process's memory."""
+    from fastapi.testclient import TestClient
+
+    from inspect_app.api.app import create_app
+
+    settings = Settings(data_dir=tmp_path / "service", cameras=[], demo=False)
+    with TestClient(create_app(settings)) as client:
+        engine = client.app.state.engine  # type: ignore[attr-defined]
+        add_people(engine, ("ines", "inspector"))
+        login = client.post("/review/login", data={"username": "ines", "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        cookie = login.cookies[f"access-token-unsecure-{COOKIE_ID}"]
+        client.cookies.clear()
+        headers = {"Cookie": f"access-token-unsecure-{COOKIE_ID}={cookie}"}
+        assert client.get("/review/gradio_api/user", headers=headers).json() == "ines"
+        client.get("/review/logout", headers=headers, follow_redirects=False)
+        assert client.get("/review/gradio_api/user", headers=headers).json() is None
+        with Session(engine) as db:
+            ended = db.exec(select(UiSession)).one()
+            assert ended.revoked_at is not None and ended.revoked_reason == "logged out"
 
 
 # -- through the real service and Gradio's own API ------------------------------------------
