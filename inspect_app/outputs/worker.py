@@ -5,7 +5,8 @@ Lifecycle: `start()` -> `run_once()` every `poll_seconds` until stopped -> `stop
 
 Order. A destination is delivered by one worker at a time, under a lease on its row (a
 conditional UPDATE, the same on SQLite and PostgreSQL), renewed on every message; a process
-that dies loses the lease when it expires and another (or the restarted one) takes over. The
+that dies loses the lease when it expires and another (or the restarted one) takes over. An
+idle destination is only read each poll; its lease is taken when it has something due. The
 worker always sends the destination's oldest undelivered message: a failing one stalls the
 destination (newer messages wait behind it), retried after `Backoff.delay(attempts)`.
 
@@ -136,9 +137,21 @@ class OutputWorker:
             if self._stop.is_set():
                 break
             assert dest_id is not None
-            if self._claim(dest_id):
+            # an idle destination costs a read, not a lease write, every poll
+            if self._due(dest_id) and self._claim(dest_id):
                 delivered += self._deliver(dest_id)
         return delivered
+
+    def _due(self, dest_id: int) -> bool:
+        """The destination has a message to send now (its oldest is not backing off)."""
+        now = utcnow()
+        with Session(self.engine) as session:
+            dest = session.get(OutputDestination, dest_id)
+            head = _head(session, dest) if dest is not None else None
+        if head is None:
+            return False
+        due = as_utc(head[1].next_attempt_at) if head[1] is not None else None
+        return due is None or due <= now
 
     def _claim(self, dest_id: int) -> bool:
         now = utcnow()
@@ -192,17 +205,7 @@ class OutputWorker:
                 dest = session.get(OutputDestination, dest_id)
                 if dest is None or not dest.enabled or dest.lease_owner != self.owner:
                     return delivered
-                head = session.exec(
-                    select(OutboxMessage, OutputDelivery)
-                    .outerjoin(OutputDelivery, _delivery_of(dest_id))
-                    .where(
-                        OutboxMessage.line_id == dest.line_id,
-                        col(OutboxMessage.seq) >= dest.pending_from_seq,
-                        col(OutputDelivery.delivered_at).is_(None),
-                    )
-                    .order_by(col(OutboxMessage.seq))
-                    .limit(1)
-                ).first()
+                head = _head(session, dest)
             if head is None:
                 return delivered
             message, row = head
@@ -302,6 +305,25 @@ class OutputWorker:
             logger.debug("output %d: delivered seq %d (%s)", dest.id, message.seq,
                          message.delivery_id)  # fmt: skip
         return True
+
+
+def _head(
+    session: Session, dest: OutputDestination
+) -> tuple[OutboxMessage, OutputDelivery | None] | None:
+    """The destination's oldest undelivered message, with its delivery so far (or None)."""
+    assert dest.id is not None
+    row = session.exec(
+        select(OutboxMessage, OutputDelivery)
+        .outerjoin(OutputDelivery, _delivery_of(dest.id))
+        .where(
+            OutboxMessage.line_id == dest.line_id,
+            col(OutboxMessage.seq) >= dest.pending_from_seq,
+            col(OutputDelivery.delivered_at).is_(None),
+        )
+        .order_by(col(OutboxMessage.seq))
+        .limit(1)
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 def worker_of(settings: Settings, engine: Engine) -> OutputWorker | None:
