@@ -23,6 +23,7 @@ the caller reports (a claim, a saved label) is durable.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,8 +42,9 @@ from inspect_app.domain import (
 )
 from inspect_app.events import record_event
 from inspect_app.outputs.outbox import enqueue_decision
+from inspect_app.reference import serving as reference_serving
 from inspect_app.rollout import deployments
-from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
+from inspect_app.storage.tables import Inspection, Label, ReferenceAnswer, ReviewTask, User
 from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
@@ -178,6 +180,26 @@ def _claimed_task(session: Session, task_id: int) -> ClaimedTask:
     )
 
 
+def _reference_task(session: Session, served: ReferenceAnswer) -> ClaimedTask:
+    """A reference part as the inspector sees it: built like a live blind task (see
+    `inspect_app.reference.serving`), the model never shown."""
+    inspection = session.get(Inspection, served.inspection_id)
+    served_at, lease = as_utc(served.served_at), as_utc(served.lease_expires_at)
+    assert inspection is not None and served_at is not None and lease is not None
+    return ClaimedTask(
+        task_id=served.served_task_id,
+        inspection_id=served.inspection_id,
+        line_id=served.line_id,
+        reason=served.served_reason,
+        image_sha256=inspection.image_sha256,
+        image_format=inspection.image_format,
+        part_serial=inspection.part_serial,
+        captured_at=served_at if inspection.captured_at is not None else None,
+        received_at=served_at,
+        lease_expires_at=lease,
+    )
+
+
 def _renew_held_claim(
     session: Session, user: User, now: datetime, expires: datetime, line_id: str | None
 ) -> int | None:
@@ -224,9 +246,17 @@ def _take(session: Session, task_id: int, user: User, now: datetime, expires: da
 
 
 def claim_next_task(
-    session: Session, user: User, *, lease_seconds: float, line_id: str | None = None
+    session: Session,
+    user: User,
+    *,
+    lease_seconds: float,
+    line_id: str | None = None,
+    reference_rng: random.Random | None = None,
 ) -> ClaimedTask | None:
-    """Give `user` the next task (or the one they already hold), or None if the queue is empty."""
+    """Give `user` the next task (or the one they already hold), or None if the queue is empty.
+
+    At the line's reference rate the next task is a known-answer part in its place
+    (`inspect_app.reference.serving`; `reference_rng` makes that lottery repeatable)."""
     lease = _check_lease(lease_seconds)
     if user.id is None:
         raise ValueError("the user has not been saved yet")
@@ -234,6 +264,18 @@ def claim_next_task(
     expires = now + lease
 
     task_id = _renew_held_claim(session, user, now, expires, line_id)
+    if task_id is None:
+        served = reference_serving.renew_held(session, user, now, expires, line_id)
+        if served is None:
+            next_live = session.exec(_candidates(session, user, now, line_id).limit(1)).first()
+            if next_live is not None:
+                served = reference_serving.maybe_serve(
+                    session, user, now, expires, next_live, reference_rng
+                )
+        if served is not None:
+            reference = _reference_task(session, served)
+            session.commit()
+            return reference
     if task_id is None:
         if session.get_bind().dialect.name == "postgresql":
             candidate = session.exec(
@@ -298,11 +340,42 @@ def _explain_not_held(session: Session, task_id: int, user: User, now: datetime)
     return TaskNotClaimed(f"task {task_id} is {task.status}")
 
 
+def _reference_held(
+    session: Session, task_id: int, user: User, now: datetime
+) -> ReferenceAnswer | None:
+    """The reference part `user` holds as `task_id`, or None (a live task: the usual path);
+    an expired lease on it is refused in the words a live task's would be."""
+    served = reference_serving.held_for_task(session, task_id, user)
+    if served is None:
+        done = reference_serving.latest_for_task(session, task_id, user)
+        if done is not None and session.get(ReviewTask, task_id) is None:
+            if done.status == reference_serving.AnswerStatus.ANSWERED.value:
+                raise TaskNotClaimed(f"task {task_id} is already labeled")
+            raise TaskNotClaimed(
+                f"task {task_id} is not claimed by {user.name}; claim a task first"
+            )
+        return None
+    lease = as_utc(served.lease_expires_at)
+    if lease is None or lease <= now:
+        reference_serving.release(session, served)
+        session.commit()
+        raise TaskNotClaimed(
+            f"the lease of {user.name} on task {task_id} has expired; claim a task again"
+        )
+    return served
+
+
 def renew_lease(session: Session, task_id: int, user: User, *, lease_seconds: float) -> datetime:
     """Extend the caller's unexpired lease (an inspector still looking at the part)."""
     lease = _check_lease(lease_seconds)
     now = utcnow()
     expires = now + lease
+    served = _reference_held(session, task_id, user, now)
+    if served is not None:
+        served.lease_expires_at = expires
+        session.add(served)
+        session.commit()
+        return expires
     result = session.exec(
         update(ReviewTask)
         .where(col(ReviewTask.id) == task_id, _held_by(user, now))
@@ -319,6 +392,12 @@ def renew_lease(session: Session, task_id: int, user: User, *, lease_seconds: fl
 def release_task(session: Session, task_id: int, user: User) -> None:
     """Hand a claimed task back to the queue unlabeled (an escalated one back to supervisors)."""
     now = utcnow()
+    served = reference_serving.held_for_task(session, task_id, user)
+    if served is not None:
+        reference_serving.release(session, served)
+        session.commit()
+        logger.info("task %d released by %s", task_id, user.name)
+        return
     mine = and_(
         col(ReviewTask.id) == task_id,
         col(ReviewTask.claimed_by) == user.id,
@@ -358,6 +437,11 @@ def submit_label(
     if duration_ms is not None and duration_ms < 0:
         raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
     now = utcnow()
+    served = _reference_held(session, task_id, user, now)
+    if served is not None:  # a known-answer part: no Label, no decision, no evidence
+        reference_serving.record_answer(session, served, user, verdict.value, now, duration_ms)
+        session.commit()
+        return _reference_label(served, user, note)
     result = session.exec(
         update(ReviewTask)
         .where(col(ReviewTask.id) == task_id, _held_by(user, now))
@@ -404,6 +488,22 @@ def submit_label(
     return saved
 
 
+def _reference_label(served: ReferenceAnswer, user: User, note: str | None) -> Label:
+    """The verdict on a reference part in a live verdict's shape, for the caller's reply;
+    never added to the session."""
+    assert user.id is not None and served.label is not None
+    return Label(
+        id=served.id,
+        inspection_id=served.inspection_id,
+        task_id=served.served_task_id,
+        user_id=user.id,
+        label=served.label,
+        note=note or None,
+        duration_ms=served.duration_ms,
+        created_at=served.answered_at or utcnow(),
+    )
+
+
 def _after_label(session: Session, line_id: str, inspection_id: int) -> None:
     # The label is already committed: a failure here must not make the inspector's
     # verdict look lost, but the operator must see it.
@@ -441,6 +541,13 @@ def relabel(
     inspection = session.get(Inspection, inspection_id, populate_existing=True)
     if inspection is None:
         raise InspectionNotFound(f"no inspection {inspection_id}")
+    answered = reference_serving.correctable(session, user, inspection_id)
+    if answered is not None:  # undoing a verdict on a reference part corrects that answer
+        reference_serving.record_answer(
+            session, answered, user, verdict.value, utcnow(), answered.duration_ms
+        )
+        session.commit()
+        return _reference_label(answered, user, note)
     current = session.exec(
         select(Label)
         .where(Label.inspection_id == inspection_id, col(Label.superseded).is_(False))
@@ -500,6 +607,13 @@ def relabel(
 def escalate_task(session: Session, task_id: int, user: User, note: str) -> None:
     """Skip an unclear part to a supervisor: it leaves the inspectors' queue, unlabeled."""
     now = utcnow()
+    served = _reference_held(session, task_id, user, now)
+    if served is not None:
+        # a reference part skipped: no answer, and nothing for a supervisor to decide
+        reference_serving.release(session, served)
+        session.commit()
+        logger.info("reference answer %d skipped by %s: %s", served.id, user.name, note)
+        return
     result = session.exec(
         update(ReviewTask)
         .where(
@@ -552,8 +666,9 @@ def queue_depth(session: Session, line_id: str | None = None) -> int:
 
 def labels_given_since(session: Session, user: User, since: datetime) -> int:
     """Labels `user` has given since `since` that still stand (a replaced one no longer
-    counts): the inspector's own count for the shift."""
-    return session.exec(
+    counts): the inspector's own count for the shift. Verdicts on reference parts count
+    too, as the inspector cannot tell them from live ones."""
+    labels = session.exec(
         select(func.count())
         .select_from(Label)
         .where(
@@ -562,6 +677,7 @@ def labels_given_since(session: Session, user: User, since: datetime) -> int:
             col(Label.superseded).is_(False),
         )
     ).one()
+    return labels + reference_serving.answers_since(session, user, since)
 
 
 def oldest_waiting(session: Session, line_id: str | None = None) -> datetime | None:

@@ -45,6 +45,7 @@ from inspect_app.api.routes import (
     monitoring,
     ops,
     outputs,
+    reference,
     reviews,
     users,
 )
@@ -352,6 +353,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports,
         ops,
         outputs,
+        reference,
     ):
         app.include_router(module.router)
     app.add_exception_handler(IngestError, _ingest_error)

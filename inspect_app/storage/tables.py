@@ -36,6 +36,9 @@ class Line(SQLModel, table=True):
     # Set when a monitoring alarm stops auto-decisions: the gate for a raise reads only labels
     # of parts received after it, so a line is never raised back on pre-alarm evidence.
     evidence_since: datetime | None = None
+    # -- known-answer parts (revision 0012): the chance a claim on this line serves a reference
+    # part (inspect_app.reference) in place of the next live task; 0: never
+    reference_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
 
 
 class User(SQLModel, table=True):
@@ -503,3 +506,60 @@ class OutputDelivery(SQLModel, table=True):
     next_attempt_at: datetime | None = None  # backoff: not tried again before this
     delivered_at: datetime | None = None
     replays: int = 0  # times a supervisor asked for it again
+
+
+# -- known-answer parts (revision 0012) ------------------------------------------------------
+
+
+class ReferencePart(SQLModel, table=True):
+    """An inspection a supervisor verified: its label is the known answer inspectors are
+    measured against. Removing one keeps the row (its answers still point at it)."""
+
+    __tablename__ = "referencepart"
+
+    id: int | None = Field(default=None, primary_key=True)
+    inspection_id: int = Field(foreign_key="inspection.id", unique=True)
+    line_id: str = Field(foreign_key="line.id", index=True, max_length=64)
+    label: str = Field(max_length=32)  # domain.DefectClass value: the verified answer
+    reason: str = Field(max_length=1000)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    removed_at: datetime | None = None  # no longer served; its answers still count
+    removed_by: str | None = Field(default=None, max_length=64)
+
+
+class ReferenceAnswer(SQLModel, table=True):
+    """One serving of a reference part to one inspector, and their verdict on it.
+
+    Never a Label: a verdict here changes no decision and is evidence for nothing but the
+    inspector's own accuracy. ``served_task_id`` is the task id the inspector was shown."""
+
+    __tablename__ = "referenceanswer"
+    __table_args__ = (Index("ix_referenceanswer_user_served", "user_id", "served_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    reference_id: int = Field(foreign_key="referencepart.id", index=True)
+    inspection_id: int = Field(foreign_key="inspection.id")
+    line_id: str = Field(foreign_key="line.id", max_length=64)
+    user_id: int = Field(foreign_key="user.id")
+    served_task_id: int
+    served_reason: str = Field(max_length=16)  # the reason of the live task it stood in for
+    status: str = Field(default="held", max_length=16)  # reference.serving.AnswerStatus
+    served_at: datetime = Field(default_factory=utcnow)
+    lease_expires_at: datetime
+    expected: str = Field(max_length=32)  # the reference's label when it was served
+    label: str | None = Field(default=None, max_length=32)  # the inspector's verdict
+    answered_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class InspectorFlag(SQLModel, table=True):
+    """Whether an inspector's accuracy on reference parts is below the set level, so the
+    crossing is an event once (and labels of a flagged inspector can be left out)."""
+
+    __tablename__ = "inspectorflag"
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+    flagged: bool = False
+    changed_at: datetime = Field(default_factory=utcnow)
+    details: dict | None = Field(default=None, sa_column=Column(JSON))  # the figures then
