@@ -1,7 +1,8 @@
 """Several processes sharing everything: image bytes and review-UI logins in the database.
 
 - ``imageblob``: camera images' bytes by SHA-256, for ``INSPECT_IMAGE_STORE=database`` (the
-  default on PostgreSQL), written in the transaction of the inspection row.
+  default on PostgreSQL), written in the transaction of the inspection row; on PostgreSQL
+  stored out of line uncompressed (camera images do not compress).
 - ``uisession``: review-UI logins (the cookie's hash, user, created, last seen, expiry,
   revocation), so any process behind a load balancer knows the browser.
 
@@ -36,6 +37,10 @@ def upgrade() -> None:
         sa.Column("stored_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("sha256"),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # JPEG and PNG bytes do not compress: store them out of line without trying (TOAST's
+        # default would spend CPU on a compression attempt for every image).
+        op.execute("ALTER TABLE imageblob ALTER COLUMN data SET STORAGE EXTERNAL")
     op.create_table(
         "uisession",
         sa.Column("id", sa.Integer(), nullable=False),
