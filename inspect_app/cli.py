@@ -164,6 +164,11 @@ def export_line(
     labeled_only: bool = typer.Option(
         False, "--labeled-only", help="Leave out parts without a human label"
     ),
+    exclude_flagged: bool = typer.Option(
+        False,
+        "--exclude-flagged",
+        help="Leave out labels of inspectors flagged on reference parts (listed as excluded)",
+    ),
     data_dir: Path | None = typer.Option(None, help="Data folder (default: $INSPECT_DATA_DIR)"),
     database_url: str | None = typer.Option(None, help="Database URL (default: the data folder's)"),
 ) -> None:
@@ -177,7 +182,9 @@ def export_line(
 
     when = _option_time
 
-    request = ExportRequest(line, when("since", since), when("until", until), labeled_only)
+    request = ExportRequest(
+        line, when("since", since), when("until", until), labeled_only, exclude_flagged
+    )
     settings = _settings(data_dir, database_url)
     with _operator_session(data_dir, database_url) as session:
         try:
@@ -1745,6 +1752,116 @@ def outputs_replay(
             actor=_operator(), reason=reason,
         )  # fmt: skip
     typer.echo(f"{queued} deliveries queued again; a running service sends them next")
+
+
+# -- known-answer parts (inspect_app.reference) ------------------------------------------------
+
+reference_app = typer.Typer(
+    no_args_is_help=True, help="Reference parts: known answers served blind to inspectors."
+)
+app.add_typer(reference_app, name="reference")
+
+
+@contextmanager
+def _reference_session(
+    data_dir: Path | None, database_url: str | None
+) -> Iterator[tuple[Session, Any]]:
+    """A session and the reference service, its refusals turned into exit code 1."""
+    from inspect_app.reference import service
+
+    try:
+        with _operator_session(data_dir, database_url) as session:
+            yield session, service
+    except service.ReferenceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@reference_app.command("add")
+def reference_add(
+    inspection: int = typer.Argument(..., help="Inspection id"),
+    label: str = typer.Option(..., help="The verified class: ok, scratch, crack, pit, ..."),
+    reason: str = typer.Option(..., help="How it was verified (the audit trail)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Mark an inspection as a reference part with its verified label."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        part = service.add_reference(
+            session, inspection, label, reason=reason, actor=_acting_supervisor(session, act_as)
+        )
+    typer.echo(
+        f"reference part {part.id}: inspection {part.inspection_id} ({part.line_id}) "
+        f"is {part.label}"
+    )
+
+
+@reference_app.command("list")
+def reference_list(
+    line: str | None = typer.Option(None, help="Only this line"),
+    include_removed: bool = typer.Option(False, "--include-removed", help="Also removed ones"),
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Reference parts: id, inspection, line, verified label, by whom, removed."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        parts = service.list_references(session, line_id=line, include_removed=include_removed)
+        for p in parts:
+            removed = f"\tremoved {p.removed_at:%Y-%m-%d} by {p.removed_by}" if p.removed_at else ""
+            typer.echo(
+                f"{p.id}\t{p.inspection_id}\t{p.line_id}\t{p.label}\t{p.created_by}{removed}"
+            )
+
+
+@reference_app.command("remove")
+def reference_remove(
+    reference: int = typer.Argument(..., help="Reference part id (from `reference list`)"),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Stop serving a reference part; the answers already given still count."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        service.remove_reference(
+            session, reference, reason=reason, actor=_acting_supervisor(session, act_as)
+        )
+    typer.echo(f"reference part {reference} removed")
+
+
+@reference_app.command("rate")
+def reference_rate(
+    line: str = typer.Argument(..., help="Line id"),
+    rate: float = typer.Argument(..., help="Chance a claim serves a reference part, 0 to 0.5"),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Set how often a line's claims serve a reference part in place of the next task."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        changed = service.set_reference_rate(
+            session, line, rate, reason=reason, actor=_acting_supervisor(session, act_as)
+        )
+    typer.echo(f"{changed.id}: reference_rate {changed.reference_rate:g}")
+
+
+@reference_app.command("accuracy")
+def reference_accuracy(
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Each inspector's accuracy on reference parts with its 95% interval."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        flagged = set(service.flagged_users(session).values())
+        for f in service.inspector_accuracies(session):
+            b = f.binary
+            mark = "\tFLAGGED" if f.inspector in flagged else ""
+            typer.echo(
+                f"{f.inspector}\t{b.count}/{b.n}\t{100 * (b.rate or 0):.1f}% "
+                f"[{100 * b.lower:.1f}%-{100 * b.upper:.1f}%]{mark}"
+            )
 
 
 if __name__ == "__main__":

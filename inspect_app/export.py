@@ -44,6 +44,7 @@ from sqlmodel import Session, col, func, select
 from inspect_app.domain import CLASS_NAMES, Route, TaskReason
 from inspect_app.events import record_event
 from inspect_app.lines import get_line
+from inspect_app.reference.service import flagged_users
 from inspect_app.storage.images import ImageStore
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
 from inspect_app.timeutil import as_utc, utcnow
@@ -84,6 +85,9 @@ class ExportRequest:
     since: datetime | None = None  # received at or after
     until: datetime | None = None  # received before
     labeled_only: bool = False
+    # leave out the labels of inspectors flagged on reference parts (inspect_app.reference):
+    # their parts are listed in the summary as excluded, not written as a class or unlabeled
+    exclude_flagged: bool = False
 
     def check(self, session: Session) -> None:
         """Raises `lines.LineNotFound` or ExportError before any byte is written."""
@@ -97,6 +101,7 @@ class ExportRequest:
             "since": None if self.since is None else as_utc(self.since).isoformat(),
             "until": None if self.until is None else as_utc(self.until).isoformat(),
             "labeled_only": self.labeled_only,
+            "exclude_flagged": self.exclude_flagged,
         }
 
 
@@ -109,6 +114,7 @@ class ExportItem:
     image_format: str
     data: bytes | None  # None: the image is not in the store
     missing_reason: str | None = None
+    excluded_by: str | None = None  # a flagged inspector whose label was left out
 
 
 @dataclass
@@ -118,6 +124,7 @@ class ExportSummary:
     labelers: Counter[str] = field(default_factory=Counter)
     missing: list[dict[str, Any]] = field(default_factory=list)  # inspection id and reason
     unlabeled: int = 0
+    excluded: Counter[str] = field(default_factory=Counter)  # flagged inspector -> parts
     manifest_sha256: str = ""
     exported_at: str = field(default_factory=lambda: utcnow().isoformat(timespec="seconds"))
 
@@ -134,6 +141,7 @@ class ExportSummary:
             "unlabeled": self.unlabeled,
             "missing": self.missing,
             "labelers": dict(sorted(self.labelers.items())),
+            "excluded_flagged": dict(sorted(self.excluded.items())),
             "manifest_sha256": self.manifest_sha256,
         }
 
@@ -148,6 +156,14 @@ class ExportSummary:
             f"missing images: {len(self.missing)} ({removed} removed by retention, "
             f"{len(self.missing) - removed} lost)",
             f"labelers: {labelers or 'none'}",
+            *(
+                [
+                    "excluded (flagged inspectors): "
+                    + (", ".join(f"{n} {k}" for n, k in sorted(self.excluded.items())) or "none")
+                ]
+                if self.request.get("exclude_flagged")
+                else []
+            ),
             f"manifest sha256: {self.manifest_sha256}",
         ]
 
@@ -180,6 +196,7 @@ def iter_parts(session: Session, store: ImageStore, request: ExportRequest) -> I
     """The line's parts in the window, oldest id first, each with its standing label (or
     None) and its image bytes (or None with the reason)."""
     after = 0
+    flagged = flagged_users(session) if request.exclude_flagged else {}
     while True:
         query = select(Inspection).where(col(Inspection.id) > after)
         for condition in _conditions(request):
@@ -209,6 +226,15 @@ def iter_parts(session: Session, store: ImageStore, request: ExportRequest) -> I
         for row in page:
             found = standing.get(int(row.id or 0))
             if found is None and request.labeled_only:
+                continue
+            if found is not None and found[0].user_id in flagged:
+                yield ExportItem(
+                    row={"inspection_id": row.id, "line": row.line_id},
+                    label=None,
+                    image_format=row.image_format,
+                    data=None,
+                    excluded_by=flagged[found[0].user_id],
+                )
                 continue
             yield _item(row, found, int(given.get(int(row.id or 0), 0)), store)
 
@@ -305,7 +331,9 @@ def write_steps(
     unlabeled: list[dict[str, Any]] = []
     for item in items:
         stem = f"{item.row['line']}-{item.row['inspection_id']}.{item.image_format}"
-        if item.data is None:
+        if item.excluded_by is not None:
+            summary.excluded[item.excluded_by] += 1
+        elif item.data is None:
             missing.append({**item.row, "file": "", "missing_reason": item.missing_reason})
             summary.missing.append(
                 {"inspection_id": item.row["inspection_id"], "reason": item.missing_reason}

@@ -56,8 +56,19 @@ def export_line(
     since: ClientTime | None = time_query("received at or after"),
     until: ClientTime | None = time_query("received before (after since)"),
     labeled_only: bool = Query(default=False, description="leave out parts without a label"),
+    exclude_flagged: bool = Query(
+        default=False,
+        description="leave out labels of inspectors flagged on reference parts (listed as "
+        "excluded in export.json)",
+    ),
 ) -> StreamingResponse:
-    request = ExportRequest(line_id=line, since=since, until=until, labeled_only=labeled_only)
+    request = ExportRequest(
+        line_id=line,
+        since=since,
+        until=until,
+        labeled_only=labeled_only,
+        exclude_flagged=exclude_flagged,
+    )
     try:
         request.check(session)
     except LineNotFound as exc:
