@@ -32,7 +32,7 @@ import re
 from datetime import datetime, timedelta
 from functools import cache
 
-from sqlalchemy import update
+from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -61,6 +61,7 @@ KEY_PREFIX_SHOWN = 12  # "cam_" + 8 characters: enough to tell keys apart in a l
 MIN_KEY_PREFIX_CHARS = 8
 DEFAULT_TOKEN_TTL = timedelta(hours=DEFAULT_TOKEN_TTL_HOURS)
 DEFAULT_UI_SESSION_TTL = timedelta(hours=DEFAULT_UI_SESSION_HOURS)
+ENDED_UI_SESSIONS_KEPT = timedelta(days=30)
 # A token's last use is written at most this often: enough to see which tokens are in use,
 # without a database write on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -425,6 +426,14 @@ def open_ui_session(
     now = now or utcnow()
     user = get_user(session, name)
     assert user.id is not None
+    # The user's sessions that ended long ago go (the events keep the trail), so the table
+    # holds each user's live sessions and a month of ended ones, not every login ever.
+    gone = now - ENDED_UI_SESSIONS_KEPT
+    session.execute(
+        delete(UiSession)
+        .where(col(UiSession.user_id) == user.id)
+        .where(or_(col(UiSession.expires_at) < gone, col(UiSession.revoked_at) < gone))
+    )
     row = UiSession(
         session_hash=hash_secret(cookie),
         user_id=user.id,

@@ -114,6 +114,10 @@ def test_a_login_through_one_process_holds_in_another_until_it_ends(
     assert tokens.get("cookie-1") is None and tokens.get("cookie-2") == "ines"
     clock.now = T0 + timedelta(hours=12)  # the first process's sessions last 12 h
     assert other.get("cookie-2") is None
+    clock.now = T0 + timedelta(days=31)  # a month later, the next login clears ended rows
+    tokens["cookie-3"] = "ines"
+    with Session(engine) as db:
+        assert [r.session_hash for r in db.exec(select(UiSession))] == [hash_secret("cookie-3")]
 
 
 def test_a_logout_ends_the_session_in_every_process(tmp_path: Path) -> None:
