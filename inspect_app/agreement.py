@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -346,12 +346,15 @@ def gate_evidence(
     model_version: str | None = None,
     include_shown: bool = False,
     since: datetime | None = None,
+    exclude_labelers: Collection[str] = (),
 ) -> GateEvidence:
     """Blind labels of parts every one of which went to a human (see the module docstring).
 
     Frames the image gate refused are left out (the model would never decide them), and so
     is everything received before `since`: after a monitoring alarm stopped auto-decisions
-    (`Line.evidence_since`), only what the line shows since then can justify a raise."""
+    (`Line.evidence_since`), only what the line shows since then can justify a raise. Labels
+    by `exclude_labelers` (e.g. inspectors flagged on reference parts,
+    `reference.service.flagged_users`) are left out too."""
     version = (
         model_version if model_version is not None else current_model_version(session, line_id)
     )
@@ -369,13 +372,18 @@ def gate_evidence(
                 route=Route.REVIEW,
                 usable_only=True,
             )
-            if include_shown or not r.model_shown
+            if (include_shown or not r.model_shown) and r.labeler not in exclude_labelers
         ]
     source = (
         f"current labels of model {version or '-'} predictions at "
         + "/".join(levels)
         + (" (blind and shown labels)" if include_shown else " (blind labels only)")
         + (f", received since {as_utc(since):%Y-%m-%d %H:%M} UTC" if since is not None else "")
+        + (
+            f", without the labels of {', '.join(sorted(exclude_labelers))}"
+            if exclude_labelers
+            else ""
+        )
     )
     return GateEvidence(
         model_version=version,

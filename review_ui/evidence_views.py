@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from inspect_app.agreement import AgreementReport
 from inspect_app.domain import threshold_text
 from inspect_app.evidence import AgreementFigures, GateTargets, RateEstimate, Recommendation
+from inspect_app.reference.accuracy import InspectorAccuracy
 from inspect_app.storage.tables import Line
 from review_ui.views import CLASS_TITLES, esc, format_time, level_badge
 
@@ -159,6 +160,57 @@ def inspectors_table_html(report: AgreementReport) -> str:
         '<table class="ia-table"><thead><tr><th>Inspector</th><th>Labels</th>'
         "<th>Agrees with model (blind)</th><th>Kappa (blind)</th><th>Agrees (model shown)</th>"
         "<th>Redo rate</th><th>Median time</th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def reference_accuracy_html(
+    figures: Sequence[InspectorAccuracy],
+    missed_defects: RateEstimate,
+    false_rejects: RateEstimate,
+    model_escape: RateEstimate,
+    model_false_reject: RateEstimate,
+) -> str:
+    """Each inspector against known answers (reference parts), and the inspectors' measured
+    error rates beside the model's: the gate measures the model against these inspectors, so
+    it cannot certify an escape rate below the rate at which they miss defects themselves."""
+    side_by_side = (
+        '<table class="ia-table" id="error-rates"><thead><tr><th></th><th>Misses a defect</th>'
+        "<th>Rejects a good part</th></tr></thead><tbody>"
+        f"<tr><td>Inspectors, on reference parts</td><td>{rate_html(missed_defects)}</td>"
+        f"<td>{rate_html(false_rejects)}</td></tr>"
+        f"<tr><td>Model, against blind labels (escape, false-reject)</td>"
+        f"<td>{rate_html(model_escape)}</td><td>{rate_html(model_false_reject)}</td></tr>"
+        "</tbody></table>"
+        '<div class="hint">An escape bound below the inspectors\' own miss rate cannot be '
+        "certified: the labels it is measured against are no better than that.</div>"
+    )
+    if not figures:
+        return (
+            '<h3 class="panel-title">Inspectors on reference parts</h3>'
+            + side_by_side
+            + '<div class="empty-table">No answers on reference parts yet.</div>'
+        )
+    body = "".join(
+        f"<tr><td>{esc(f.inspector)}{' <b>flagged</b>' if f.flagged else ''}</td>"
+        f"<td>{f.answers:,}</td><td>{rate_html(f.binary)}</td>"
+        f"<td>{rate_html(f.exact, compact=True)}</td>"
+        f"<td>{rate_html(f.missed_defects, compact=True)}</td>"
+        f"<td>{rate_html(f.false_rejects, compact=True)}</td>"
+        "<td>"
+        + ", ".join(
+            f"{esc(CLASS_TITLES.get(c, c))} {rate_html(r, compact=True)}"
+            for c, r in f.per_class.items()
+        )
+        + "</td></tr>"
+        for f in figures
+    )
+    return (
+        '<h3 class="panel-title">Inspectors on reference parts</h3>'
+        + side_by_side
+        + '<table class="ia-table" id="reference-accuracy"><thead><tr><th>Inspector</th>'
+        "<th>Answers</th><th>Ok/defect right</th><th>Class right</th><th>Missed defects</th>"
+        "<th>False rejects</th><th>Per class</th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
     )
 

@@ -16,6 +16,7 @@ recommended thresholds, a side the evidence does not support yet as never.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import re
@@ -34,6 +35,7 @@ from inspect_app.automation import gate_targets, recommend_for_line
 from inspect_app.domain import NEVER, AutomationLevel, Role
 from inspect_app.events import list_events
 from inspect_app.evidence import recommend_thresholds
+from inspect_app.reference import service as reference_service
 from inspect_app.storage.tables import User, utcnow
 from inspect_app.timeutil import as_utc
 from review_ui import evidence_views, views
@@ -615,6 +617,20 @@ def _thumbnail(context: ReviewContext, sha: str) -> str | None:
     return encode_jpeg_uri(image, max_side=THUMBNAIL_SIDE, quality=85)
 
 
+def _reference_accuracy(db: Session, report: agreement.AgreementReport) -> str:
+    """The inspectors' accuracy on known answers, beside the model's error rates; flagged
+    as the stored flag says (the one the export and the events follow)."""
+    flagged = set(reference_service.flagged_users(db).values())
+    figures = [
+        dataclasses.replace(f, flagged=f.inspector in flagged)
+        for f in reference_service.inspector_accuracies(db)
+    ]
+    missed, false_rejects = reference_service.pooled_inspector_errors(db)
+    return evidence_views.reference_accuracy_html(
+        figures, missed, false_rejects, report.blind.escape_rate, report.blind.false_reject_rate
+    )
+
+
 def build_evidence_page(context: ReviewContext) -> EvidencePage:
     gr.HTML('<h2 class="page-title">Evidence</h2>', js_on_load=None)
     with gr.Row(elem_classes=["panel", "evidence-controls"]):
@@ -703,7 +719,7 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
                 else None,
                 evidence_views.recommendation_html(rec, gate.source, line_obj),
                 evidence_views.versions_table_html(per_version),
-                evidence_views.inspectors_table_html(report),
+                evidence_views.inspectors_table_html(report) + _reference_accuracy(db, report),
                 evidence_views.gallery_html(gallery_items),
             )
 

@@ -208,3 +208,21 @@ def test_an_inspector_below_the_level_is_flagged_once_per_crossing(
     figures = {f.inspector: f for f in service.inspector_accuracies(session)}
     assert figures["ann"].answers == 30 and figures["ann"].binary.count == 0
     assert figures["ann"].flagged
+
+
+def test_the_gate_can_leave_a_flagged_inspectors_labels_out(
+    session: Session, add_labeled_parts: AddParts, sue: User, ann: User
+) -> None:
+    add_line(session, "line-1")
+    assert sue.id is not None and ann.id is not None
+    add_labeled_parts(session, "line-1", [0.99, 0.2], ["ok", "pit"], user_id=sue.id)
+    add_labeled_parts(session, "line-1", [0.99, 0.99, 0.1], ["ok", "ok", "ok"], user_id=ann.id)
+    session.add(InspectorFlag(user_id=ann.id, flagged=True))
+    session.commit()
+    everyone = agreement.gate_evidence(session, "line-1", model_version="test")
+    assert everyone.n == 5
+    flagged = service.flagged_users(session).values()
+    trusted = agreement.gate_evidence(
+        session, "line-1", model_version="test", exclude_labelers=flagged
+    )
+    assert trusted.n == 2 and "without the labels of ann" in trusted.source
