@@ -35,6 +35,7 @@ from review_ui.errors import RefusalStatus
 from review_ui.inspector import build_inspect_page
 from review_ui.models_page import build_models_page
 from review_ui.monitoring_page import build_monitoring_page
+from review_ui.outputs_page import build_outputs_page
 from review_ui.queue_owner import QueueOwner
 from review_ui.supervisor import build_evidence_page, build_lines_page
 
@@ -89,6 +90,10 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 "Monitoring", id="monitoring", visible=False, elem_id="tab-monitoring"
             ) as monitoring_tab:
                 monitoring = build_monitoring_page(context)
+            with gr.Tab(
+                "Outputs", id="outputs", visible=False, elem_id="tab-outputs"
+            ) as outputs_tab:
+                line_outputs = build_outputs_page(context)
             with gr.Tab("Models", id="models", visible=False, elem_id="tab-models") as models_tab:
                 models = build_models_page(context)
 
@@ -99,6 +104,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
             logger.info("review UI: %s (%s) opened a page", user.name, user.role)
             return (
                 views.header_html(user.name, user.role, f"{MOUNT_PATH}/logout"),
+                gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
                 gr.Tab(visible=supervisor),
@@ -115,6 +121,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
                 lines_tab,
                 evidence_tab,
                 monitoring_tab,
+                outputs_tab,
                 models_tab,
                 inspect.timer,
                 lines.timer,
@@ -128,6 +135,7 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
         )
         evidence_tab.select(evidence.load, None, evidence.outputs, api_visibility="private")
         monitoring_tab.select(monitoring.load, None, monitoring.outputs, api_visibility="private")
+        outputs_tab.select(line_outputs.load, None, line_outputs.outputs, api_visibility="private")
         models_tab.select(models.load, None, models.outputs, api_visibility="private")
 
         def leave(request: gr.Request) -> None:
