@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -131,3 +132,19 @@ def serve(settings: Settings) -> Iterator[LiveService]:
 @pytest.fixture
 def live_service(app_settings: Settings) -> Iterator[LiveService]:
     yield from serve(app_settings)
+
+
+def review_client(review_url: str, name: str, password: str = PASSWORD) -> Any:
+    """A `gradio_client` session logged in as `name`. Its HTTP timeout is a hang guard for
+    a cold service on a busy machine (the first login hashes with scrypt while the process
+    still warms up), not a limit the test measures."""
+    from gradio_client import Client
+
+    return Client(
+        review_url,
+        auth=(name, password),
+        verbose=False,
+        download_files=False,
+        analytics_enabled=False,
+        httpx_kwargs={"timeout": 120.0},
+    )

@@ -15,19 +15,13 @@ from sqlmodel import Session, col, select
 
 from inspect_app.settings import Settings
 from inspect_app.storage.tables import Event, Label, Line, ReviewTask, User, utcnow
-from tests.review_ui.conftest import PASSWORD, LiveService, add_lines, add_people, serve
+from tests.review_ui.conftest import LiveService, add_lines, add_people, review_client, serve
 
 pytestmark = pytest.mark.slow
 
 
 def login(service: LiveService, name: str) -> Client:
-    return Client(
-        service.review_url,
-        auth=(name, PASSWORD),
-        verbose=False,
-        download_files=False,
-        analytics_enabled=False,
-    )
+    return review_client(service.review_url, name)
 
 
 def state(outputs: tuple[Any, ...]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import LoginThrottle, UiSession
 from review_ui.auth import COOKIE_ID, SessionTokens
 from review_ui.context import ReviewContext
-from tests.review_ui.conftest import PASSWORD, LiveService, add_lines, add_people
+from tests.review_ui.conftest import PASSWORD, LiveService, add_lines, add_people, review_client
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
@@ -148,13 +148,7 @@ def test_a_logout_ends_the_session_in_every_process(tmp_path: Path) -> None:
 
 
 def _client(service: LiveService, name: str, password: str = PASSWORD) -> Client:
-    return Client(
-        service.review_url,
-        auth=(name, password),
-        verbose=False,
-        download_files=False,
-        analytics_enabled=False,
-    )
+    return review_client(service.review_url, name, password)
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from gradio_client import Client
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
@@ -26,6 +25,7 @@ from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import ApiToken
 from inspect_app.timeutil import utcnow
+from tests.review_ui.conftest import review_client
 
 pytestmark = pytest.mark.slow
 
@@ -86,13 +86,7 @@ def test_credentials_ended_elsewhere_are_refused_by_the_live_service_at_once(
 
         assert [me(t).status_code for t in (to_revoke, to_expire, bobs)] == [200, 200, 200]
         assert post_image().status_code == 201
-        review = Client(
-            f"{service.url}/review/",
-            auth=("ines", PASSWORD),
-            verbose=False,
-            download_files=False,
-            analytics_enabled=False,
-        )
+        review = review_client(f"{service.url}/review/", "ines", PASSWORD)
         assert review.predict(api_name="/resume")[-1]["mode"] == "task"  # the part just posted
 
         operator("tokens", "revoke", str(revoke_id), "--reason", "left on a shared screen")
