@@ -56,6 +56,7 @@ from inspect_app.evidence import (
     recommend_thresholds,
     what_if,
 )
+from inspect_app.reference.service import gate_excluded_labelers
 from inspect_app.rollout.deployments import quarantine
 from inspect_app.rollout.evidence import version_evidence, weighted_what_if
 from inspect_app.rollout.policy import Mode
@@ -103,7 +104,12 @@ def evaluate_raise(session: Session, line: Line, target: LinePolicy) -> GateVerd
             allowed=True,
             reason=f"{target.level} lets the model decide nothing: no evidence is needed",
         )
-    evidence = gate_evidence(session, line.id, since=line.evidence_since)
+    evidence = gate_evidence(
+        session,
+        line.id,
+        since=line.evidence_since,
+        exclude_labelers=gate_excluded_labelers(session, line),
+    )
     targets = gate_targets(line)
     figures = {
         "model_version": evidence.model_version,
@@ -248,7 +254,11 @@ def recommend_for_line(
     session: Session, line: Line, *, include_shown: bool = False
 ) -> LineRecommendation:
     evidence = gate_evidence(
-        session, line.id, include_shown=include_shown, since=line.evidence_since
+        session,
+        line.id,
+        include_shown=include_shown,
+        since=line.evidence_since,
+        exclude_labelers=gate_excluded_labelers(session, line),
     )
     targets = gate_targets(line)
     level = AutomationLevel(line.level)
@@ -299,7 +309,11 @@ def what_if_for_line(
 ) -> LineWhatIf:
     """`pass_threshold`/`fail_threshold` None: never on that side (one-sided partial)."""
     evidence = gate_evidence(
-        session, line.id, include_shown=include_shown, since=line.evidence_since
+        session,
+        line.id,
+        include_shown=include_shown,
+        since=line.evidence_since,
+        exclude_labelers=gate_excluded_labelers(session, line),
     )
     gate = check_gate(
         what_if(

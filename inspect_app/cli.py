@@ -1841,10 +1841,40 @@ def reference_rate(
 ) -> None:
     """Set how often a line's claims serve a reference part in place of the next task."""
     with _reference_session(data_dir, database_url) as (session, service):
-        changed = service.set_reference_rate(
-            session, line, rate, reason=reason, actor=_acting_supervisor(session, act_as)
+        changed = service.set_reference_settings(
+            session,
+            line,
+            reference_rate=rate,
+            reason=reason,
+            actor=_acting_supervisor(session, act_as),
         )
     typer.echo(f"{changed.id}: reference_rate {changed.reference_rate:g}")
+
+
+@reference_app.command("gate")
+def reference_gate(
+    line: str = typer.Argument(..., help="Line id"),
+    exclude_flagged: bool = typer.Option(
+        ...,
+        "--exclude-flagged/--include-flagged",
+        help="Leave flagged inspectors' labels out of the line's evidence gate, or count them",
+    ),
+    reason: str = typer.Option(..., help="Why (the audit trail)"),
+    act_as: str | None = ACT_AS_OPTION,
+    data_dir: Path | None = DATA_DIR_OPTION,
+    database_url: str | None = DATABASE_URL_OPTION,
+) -> None:
+    """Whether the line's evidence gate counts the labels of flagged inspectors."""
+    with _reference_session(data_dir, database_url) as (session, service):
+        changed = service.set_reference_settings(
+            session,
+            line,
+            gate_excludes_flagged=exclude_flagged,
+            reason=reason,
+            actor=_acting_supervisor(session, act_as),
+        )
+    words = "leaves out" if changed.gate_excludes_flagged else "counts"
+    typer.echo(f"{changed.id}: the evidence gate {words} flagged inspectors' labels")
 
 
 @reference_app.command("accuracy")

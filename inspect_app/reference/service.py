@@ -162,27 +162,50 @@ def remove_reference(session: Session, reference_id: int, *, reason: str, actor:
     session.commit()
 
 
-def set_reference_rate(
-    session: Session, line_id: str, rate: float, *, reason: str, actor: User
+def set_reference_settings(
+    session: Session,
+    line_id: str,
+    *,
+    reference_rate: float | None = None,
+    gate_excludes_flagged: bool | None = None,
+    reason: str,
+    actor: User,
 ) -> Line:
-    """The chance a claim on the line serves a reference part in place of the next task."""
-    _supervisor(actor, "change a line's reference rate")
+    """A line's known-answer settings (None keeps one): the chance a claim serves a reference
+    part in place of the next task, and whether the gate leaves flagged inspectors out."""
+    _supervisor(actor, "change a line's reference settings")
     reason = _reason(reason)
-    if not 0.0 <= rate <= MAX_REFERENCE_RATE:
-        raise InvalidReference(f"reference_rate must lie in [0, {MAX_REFERENCE_RATE}], got {rate}")
+    if reference_rate is None and gate_excludes_flagged is None:
+        raise InvalidReference("nothing to change: give reference_rate or gate_excludes_flagged")
+    if reference_rate is not None and not 0.0 <= reference_rate <= MAX_REFERENCE_RATE:
+        raise InvalidReference(
+            f"reference_rate must lie in [0, {MAX_REFERENCE_RATE}], got {reference_rate}"
+        )
     line = session.get(Line, line_id, with_for_update=True)
     if line is None:
         raise ReferenceNotFound(f"no line {line_id!r}")
-    old = line.reference_rate
-    line.reference_rate = rate
+    old = {
+        "reference_rate": line.reference_rate,
+        "gate_excludes_flagged": line.gate_excludes_flagged,
+    }
+    if reference_rate is not None:
+        line.reference_rate = reference_rate
+    if gate_excludes_flagged is not None:
+        line.gate_excludes_flagged = gate_excludes_flagged
     session.add(line)
     record_event(
         session,
-        kind="reference_rate_change",
+        kind="reference_settings_change",
         actor=actor.name,
         reason=reason,
         line_id=line_id,
-        details={"old": old, "new": rate},
+        details={
+            "old": old,
+            "new": {
+                "reference_rate": line.reference_rate,
+                "gate_excludes_flagged": line.gate_excludes_flagged,
+            },
+        },
     )
     session.commit()
     session.refresh(line)
@@ -256,6 +279,11 @@ def update_flag(session: Session, user: User) -> bool:
     )
     logger.warning("inspector %s %s", user.name, "flagged" if figures.flagged else "unflagged")
     return figures.flagged
+
+
+def gate_excluded_labelers(session: Session, line: Line) -> list[str]:
+    """Whose labels the line's gate leaves out: the flagged inspectors, if the line says so."""
+    return sorted(flagged_users(session).values()) if line.gate_excludes_flagged else []
 
 
 def flagged_users(session: Session) -> dict[int, str]:

@@ -39,6 +39,10 @@ class Line(SQLModel, table=True):
     # -- known-answer parts (revision 0012): the chance a claim on this line serves a reference
     # part (inspect_app.reference) in place of the next live task; 0: never
     reference_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    # the evidence gate leaves out labels of inspectors flagged on reference parts
+    gate_excludes_flagged: bool = Field(
+        default=False, sa_column_kwargs={"server_default": text("false")}
+    )
 
 
 class User(SQLModel, table=True):

@@ -83,19 +83,26 @@ class ReferencePartPublic(BaseModel):
         )
 
 
-class ReferenceRateIn(BaseModel):
-    reference_rate: float = Field(
+class ReferenceSettingsIn(BaseModel):
+    reference_rate: float | None = Field(
+        default=None,
         ge=0.0,
         le=service.MAX_REFERENCE_RATE,
         strict=True,
-        description="the chance a claim on the line serves a reference part instead",
+        description="the chance a claim on the line serves a reference part instead; omit to keep",
+    )
+    gate_excludes_flagged: bool | None = Field(
+        default=None,
+        strict=True,
+        description="the evidence gate leaves flagged inspectors' labels out; omit to keep",
     )
     reason: Reason
 
 
-class ReferenceRatePublic(BaseModel):
+class ReferenceSettingsPublic(BaseModel):
     line_id: str
     reference_rate: float
+    gate_excludes_flagged: bool
 
 
 class AccuracyPublic(BaseModel):
@@ -183,20 +190,33 @@ def remove_reference_part(
 
 
 @router.put(
-    "/lines/{line}/reference-rate",
-    response_model=ReferenceRatePublic,
-    responses=error_responses(401, 403, 404, 422, _404="no such line"),
+    "/lines/{line}/reference-settings",
+    response_model=ReferenceSettingsPublic,
+    responses=error_responses(
+        401, 403, 404, 422, _404="no such line", _422="invalid input, or nothing to change"
+    ),
 )
-def set_reference_rate(
-    line: LineIdPath, body: ReferenceRateIn, session: SessionDep, user: SupervisorUser
-) -> ReferenceRatePublic:
+def set_reference_settings(
+    line: LineIdPath, body: ReferenceSettingsIn, session: SessionDep, user: SupervisorUser
+) -> ReferenceSettingsPublic:
+    """A line's known-answer settings: the serving rate and whether the gate leaves flagged
+    inspectors out."""
     try:
-        changed = service.set_reference_rate(
-            session, line, body.reference_rate, reason=body.reason, actor=user
+        changed = service.set_reference_settings(
+            session,
+            line,
+            reference_rate=body.reference_rate,
+            gate_excludes_flagged=body.gate_excludes_flagged,
+            reason=body.reason,
+            actor=user,
         )
     except service.ReferenceError as exc:
         raise _http(exc) from exc
-    return ReferenceRatePublic(line_id=changed.id, reference_rate=changed.reference_rate)
+    return ReferenceSettingsPublic(
+        line_id=changed.id,
+        reference_rate=changed.reference_rate,
+        gate_excludes_flagged=changed.gate_excludes_flagged,
+    )
 
 
 @router.get(

@@ -52,13 +52,13 @@ def test_mark_serve_blind_and_read_accuracy(
     assert [p["inspection_id"] for p in listed] == ref_ids
 
     bad_rate = client.put(
-        "/api/v1/lines/line-1/reference-rate",
+        "/api/v1/lines/line-1/reference-settings",
         json={"reference_rate": 0.9, "reason": "x"},
         headers=supervisor,
     )
     assert bad_rate.status_code == 422
     rate = client.put(
-        "/api/v1/lines/line-1/reference-rate",
+        "/api/v1/lines/line-1/reference-settings",
         json={"reference_rate": 0.5, "reason": "measure the shift"},
         headers=supervisor,
     )

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from sqlmodel import Session, func, select
 
-from inspect_app import agreement
+from inspect_app import agreement, automation
 from inspect_app import review_queue as rq
 from inspect_app.accounts import add_user
 from inspect_app.domain import Role
@@ -21,6 +21,7 @@ from inspect_app.storage.tables import (
     Inspection,
     InspectorFlag,
     Label,
+    Line,
     ReferenceAnswer,
     ReviewTask,
     User,
@@ -56,7 +57,9 @@ def _world(
     live_ids = add_labeled_parts(
         session, "line-1", [0.99] * live, [None] * live, user_id=sue.id, route="audit"
     )
-    service.set_reference_rate(session, "line-1", rate, reason="measure inspectors", actor=sue)
+    service.set_reference_settings(
+        session, "line-1", reference_rate=rate, reason="measure inspectors", actor=sue
+    )
     return ref_ids, live_ids
 
 
@@ -103,7 +106,7 @@ def test_no_reference_when_the_rate_is_zero_or_the_queue_is_empty(
     assert rq.claim_next_task(session, ann, lease_seconds=LEASE) is None
     assert sue.id is not None
     add_labeled_parts(session, "line-1", [0.99] * 5, [None] * 5, user_id=sue.id, route="audit")
-    service.set_reference_rate(session, "line-1", 0.0, reason="off", actor=sue)
+    service.set_reference_settings(session, "line-1", reference_rate=0.0, reason="off", actor=sue)
     for _ in range(5):
         task = rq.claim_next_task(session, ann, lease_seconds=LEASE, reference_rng=random.Random(1))
         assert task is not None
@@ -226,3 +229,12 @@ def test_the_gate_can_leave_a_flagged_inspectors_labels_out(
         session, "line-1", model_version="test", exclude_labelers=flagged
     )
     assert trusted.n == 2 and "without the labels of ann" in trusted.source
+    # ... and the line's setting makes the gate (raise, recommendation, what-if) do so
+    line = session.get(Line, "line-1")
+    assert line is not None
+    assert "without" not in automation.recommend_for_line(session, line).source
+    service.set_reference_settings(
+        session, "line-1", gate_excludes_flagged=True, reason="ann is under review", actor=sue
+    )
+    session.refresh(line)
+    assert "without the labels of ann" in automation.recommend_for_line(session, line).source

@@ -2,6 +2,8 @@
 
 - ``line.reference_rate``: the chance a claim on the line serves a reference part (default 0:
   existing lines serve none until a supervisor sets a rate).
+- ``line.gate_excludes_flagged``: the evidence gate leaves flagged inspectors' labels out
+  (default false: the gate as before).
 - ``referencepart``: inspections a supervisor verified, with the known label.
 - ``referenceanswer``: each serving of a reference part to an inspector and the verdict.
 - ``inspectorflag``: whether an inspector is below the set accuracy (one event per crossing).
@@ -30,6 +32,14 @@ def upgrade() -> None:
     with op.batch_alter_table("line") as batch:
         batch.add_column(
             sa.Column("reference_rate", sa.Float(), nullable=False, server_default="0")
+        )
+        batch.add_column(
+            sa.Column(
+                "gate_excludes_flagged",
+                sa.Boolean(),
+                nullable=False,
+                server_default=sa.text("false"),
+            )
         )
     op.create_table(
         "referencepart",
@@ -91,4 +101,5 @@ def downgrade() -> None:
     op.drop_index("ix_referencepart_line_id", table_name="referencepart")
     op.drop_table("referencepart")
     with op.batch_alter_table("line") as batch:
+        batch.drop_column("gate_excludes_flagged")
         batch.drop_column("reference_rate")
