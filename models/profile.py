@@ -42,8 +42,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.model_selection import KFold
 
 from inspect_app.domain import CLASS_NAMES, DefectClass
 
@@ -104,6 +102,8 @@ class EmbeddingModel:
     def fit(cls, embeddings: np.ndarray, components: int) -> EmbeddingModel:
         """Fit on (N, D) embeddings; `components` is capped where N or D are too small to
         leave any direction for the isotropic rest."""
+        from sklearn.decomposition import PCA  # fitting only: reading a profile needs numpy
+
         x = np.asarray(embeddings, dtype=np.float64)
         k = max(1, min(components, x.shape[0] - 1, x.shape[1] - 1))
         pca = PCA(n_components=k, svd_solver="full").fit(x)
@@ -266,6 +266,8 @@ class ReferenceProfile:
 
 def cross_fitted_distances(embeddings: np.ndarray, config: ProfileConfig) -> np.ndarray:
     """(N,) OOD distance of each embedding under a PPCA fitted on the other folds."""
+    from sklearn.model_selection import KFold
+
     out = np.empty(embeddings.shape[0])
     folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     for fit_idx, score_idx in folds.split(embeddings):

@@ -26,7 +26,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
@@ -34,20 +34,11 @@ from sqlmodel import Session, col, select
 
 from inspect_app.events import record_event
 from inspect_app.storage.tables import ModelFile, ModelVersion
-from models.checkpoint import CheckpointError, LoadedCheckpoint, file_sha256, load_checkpoint
-from models.onnx_export import (
-    OnnxExportError,
-    OnnxRecord,
-    export_checked,
-    onnx_path,
-    read_export,
-    record_bytes,
-    record_path,
-    runtime_versions,
-    write_export,
-)
-from models.predictor import Predictor
 from models.profile import ProfileError, load_profile, profile_path
+
+if TYPE_CHECKING:  # torch and ONNX Runtime load on first use: `lines list` needs neither
+    from models.checkpoint import LoadedCheckpoint
+    from models.onnx_export import OnnxRecord
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +86,9 @@ def checkpoint_path(data_dir: Path, version: ModelVersion) -> Path:
 def materialize(session: Session, data_dir: Path, version: ModelVersion) -> Path:
     """The version's checkpoint (and profile) in this process's data folder, written from the
     database when this process has not got it (registered through another process)."""
+    from models.checkpoint import file_sha256
+    from models.onnx_export import onnx_path, record_bytes, record_path
+
     path = checkpoint_path(data_dir, version)
     wanted = [(path, version.sha256)]
     if version.profile_sha256 is not None:
@@ -127,6 +121,8 @@ def _onnx_record(version: ModelVersion) -> OnnxRecord | None:
     """The version's ONNX export record (its model card's ``onnx``); None for a version
     registered before exports existed, or whose record this code cannot read (then the
     loader exports it again, in memory)."""
+    from models.onnx_export import OnnxExportError, OnnxRecord
+
     raw = (version.metrics or {}).get("onnx")
     if not isinstance(raw, Mapping):
         return None
@@ -143,6 +139,9 @@ def _serving_export(checkpoint: Path, loaded: LoadedCheckpoint) -> tuple[bytes |
     version, is taken with its figure: checking it again would measure the same numbers.
     Otherwise the graph is exported (or the one beside it checked again) here. Never raises
     for a bad graph: a refusal is recorded and torch serves the version."""
+    from models.onnx_export import OnnxExportError, export_checked, read_export, runtime_versions
+    from models.predictor import Predictor
+
     try:
         found = read_export(checkpoint)
     except OnnxExportError as exc:
@@ -178,6 +177,9 @@ def register_model(
 
     Raises InvalidCheckpoint for a file the service could not serve (the reason is the
     loader's), VersionConflict for a name already held by other bytes."""
+    from models.checkpoint import CheckpointError, file_sha256, load_checkpoint
+    from models.onnx_export import write_export
+
     checkpoint = Path(checkpoint)
     if len(notes) > MAX_NOTES:
         raise RegistryError(f"notes must be at most {MAX_NOTES} characters")

@@ -12,19 +12,18 @@ import torch
 from sqlalchemy import delete
 from sqlmodel import Session, select
 
-import inspect_app.rollout.registry as registry
 from inspect_app.rollout.registry import (
     InvalidCheckpoint,
     RegistryError,
     VersionConflict,
-    file_sha256,
     get_version,
     list_versions,
     materialize,
     register_model,
 )
 from inspect_app.storage.tables import Event, ModelFile, ModelVersion
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models import onnx_export
+from models.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from models.onnx_export import PARITY_TOLERANCE, export_checked, onnx_path
 from models.runtime import load_predictor
 
@@ -157,7 +156,8 @@ def test_a_refused_export_registers_the_version_for_torch_with_the_reason(
     bare = tmp_path / "bare" / "tiny.pt"
     bare.parent.mkdir()
     shutil.copyfile(tiny_checkpoint, bare)
-    monkeypatch.setattr(registry, "export_checked", partial(export_checked, tolerance=-1.0))
+    # the registry imports the exporter when it first registers (torch loads on first use)
+    monkeypatch.setattr(onnx_export, "export_checked", partial(export_checked, tolerance=-1.0))
     made = register_model(session, bare, tmp_path, registered_by="ana")
     assert made.created
     card = made.version.metrics["onnx"]
