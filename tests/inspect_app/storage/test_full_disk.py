@@ -2,7 +2,7 @@
 half-written file, no row without its image; and the service takes images again as soon as
 there is room.
 
-The disk is real: a 2 MB tmpfs mounted as the service's image folder, or as its whole data
+The disk is real: a 4 MB tmpfs mounted as the service's image folder, or as its whole data
 folder so that SQLite's commits fail too (needs root, as the test machines run; skipped with
 the reason otherwise).
 """
@@ -28,8 +28,10 @@ from inspect_app.storage.tables import Inspection
 from inspect_app.timeutil import utcnow
 from tests.inspect_app.api.test_images import post_raw
 
-DISK_BYTES = 2 * 1024 * 1024
-FILLER_BYTES = 1024 * 1024  # takes half the disk; deleting it is "space returns"
+# The service's own start takes ~1.2 MB of a data folder (the registered model's checkpoint
+# and ONNX graph, as files and as rows in SQLite's WAL); the filler leaves well under 1 MB.
+DISK_BYTES = 4 * 1024 * 1024
+FILLER_BYTES = 2 * 1024 * 1024  # takes half the disk; deleting it is "space returns"
 
 
 def noisy_png(seed: int) -> bytes:
@@ -42,7 +44,7 @@ def noisy_png(seed: int) -> bytes:
 
 @pytest.fixture(params=["images", "data dir"])
 def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    """A 2 MB filesystem of its own, mounted where the service keeps its images: its image
+    """A 4 MB filesystem of its own, mounted where the service keeps its images: its image
     folder only (the database elsewhere), or its whole data folder (SQLite's file too)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs as the image folder needs root")
@@ -100,12 +102,13 @@ def test_a_full_disk_is_503_and_the_service_recovers_when_space_returns(
     assert rows == accepted  # a row for every 201, none for a 503
     assert all(store.get(sha) for sha in rows.values())  # every row has its image
     assert not list(small_disk.rglob(".tmp-*"))  # no half-written file left
-    # A refused commit (the database's disk full) leaves its image an orphan: the sweep's.
+
+    filler.unlink()  # space returns
+    # A refused commit (the database's disk full) leaves its image an orphan: the sweep's
+    # (which records what it removed, so it needs room itself).
     later = utcnow() + timedelta(hours=2)
     sweep_images(engine, store, RetentionPolicy.from_settings(Settings()), now=later)
     assert sorted(store.stored()) == sorted(accepted.values())
-
-    filler.unlink()
     again = post_raw(client, key, noisy_png(1000), content_type="image/png")
     assert again.status_code == 201, again.text
     assert store.exists(again.json()["image_sha256"])
