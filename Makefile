@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= var
 HOST ?= 127.0.0.1
 PORT ?= 8000
+TEST_WORKERS ?= 2
 LOCK := requirements.lock
 
 .PHONY: run test setup lock system-deps lint format weights bench clean
@@ -37,10 +38,13 @@ system-deps:
 run: setup
 	$(BIN)/inspect-app serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
+# Two workers (pytest-xdist), a module whole to each: most of the suite waits on service
+# processes, browsers and databases it starts, so two keep both cores busy.
+# TEST_WORKERS=0 runs it in this one process.
 test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

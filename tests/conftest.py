@@ -28,6 +28,23 @@ if TYPE_CHECKING:
 
     from inspect_app.settings import Settings
 
+# -- the suite on two workers (`make test`: pytest -n 2 --dist loadfile) ---------------------
+
+# Modules that run for minutes, dealt out first: a worker takes a module whole, and one that
+# started last would run alone at the end while the other worker idles.
+LONG_MODULES = (
+    "tests/test_readme.py",
+    "tests/inspect_app/outputs/test_restarts.py",
+    "tests/inspect_app/rollout/test_rollout_multiprocess.py",
+    "tests/inspect_app/api/test_openapi_contract.py",
+    "tests/review_ui/test_browser.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_MODULES))  # stable: order kept
+
+
 # -- databases (core engineer): SQLite in memory and a real PostgreSQL server ---------------
 
 
