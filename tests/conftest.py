@@ -37,6 +37,7 @@ LONG_MODULES = (
     "tests/inspect_app/outputs/test_restarts.py",
     "tests/inspect_app/rollout/test_rollout_multiprocess.py",
     "tests/inspect_app/api/test_openapi_contract.py",
+    "tests/inspect_app/test_several_processes.py",
     "tests/review_ui/test_browser.py",
 )
 
