@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -176,13 +175,20 @@ def test_a_verdict_on_a_part_lost_meanwhile_is_not_saved_and_the_next_one_shows(
 
 
 def test_tick_renews_an_active_inspectors_lease_once_half_of_it_is_gone(
-    desk: InspectorDesk, engine: Engine, tmp_path: Path, tasks: Callable[..., list[int]]
+    desk: InspectorDesk,
+    engine: Engine,
+    tmp_path: Path,
+    tasks: Callable[..., list[int]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import review_ui.desk as desk_module
+
     (first,) = tasks(1)
-    short = make_desk(engine, tmp_path, lease_seconds=1.0)
+    short = make_desk(engine, tmp_path, lease_seconds=30.0)
     short.open("tab-1", "ines")
     granted = _aware(task_row(engine, first).lease_expires_at)
-    time.sleep(0.6)  # past half of the 1 s lease
+    # the desk sees 20 s of the 30 s lease gone (past half); the lease itself still holds
+    monkeypatch.setattr(desk_module, "utcnow", lambda: utcnow() + timedelta(seconds=20))
     view = short.tick("tab-1", "ines", idle_ms=2_000)
     assert not view.changed and view.part is not None and view.part.task_id == first
     assert _aware(task_row(engine, first).lease_expires_at) > granted
