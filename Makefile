@@ -39,12 +39,13 @@ run: setup
 	$(BIN)/inspect-app serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
 # Two workers (pytest-xdist), a module whole to each: most of the suite waits on service
-# processes, browsers and databases it starts, so two keep both cores busy.
+# processes, browsers and databases it starts, so two keep both cores busy. Modules go out in
+# the order tests/conftest.py gives (the long ones first), not xdist's most-tests-first.
 # TEST_WORKERS=0 runs it in this one process.
 test: setup system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

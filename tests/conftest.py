@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from inspect_app.settings import Settings
 
-# -- the suite on two workers (`make test`: pytest -n 2 --dist loadfile) ---------------------
+# -- the suite on two workers (`make test`: pytest -n 2 --dist loadfile --no-loadscope-reorder)
 
 # Modules that run for minutes, dealt out first: a worker takes a module whole, and one that
 # started last would run alone at the end while the other worker idles.

@@ -112,9 +112,13 @@ def serve(settings: Settings) -> Iterator[LiveService]:
 
     app = create_app(settings)
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+    # A gradio_client session keeps its heartbeat stream open: at the end the server closes
+    # what is still open after 2 s instead of waiting for clients that will never hang up.
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+        timeout_graceful_shutdown=2,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="review-ui-test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
