@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     # failed) is removed only once it is this old, so a write whose row is about to commit is
     # never removed under it. An hour is far beyond any request's write-to-commit time.
     retention_orphan_grace_minutes: float = Field(default=60.0, gt=0)
+    # The same sweep deletes line-output messages (inspect_app.outputs) older than this that
+    # every destination of their line has delivered; an undelivered one stays however old.
+    # A month covers a receiver that lost its store and asks for a replay; the receivers
+    # hold what they were sent, and the events keep who decided what.
+    outbox_retention_days: float = Field(default=30.0, gt=0)
 
     @field_validator("batch_max_size")
     @classmethod

@@ -31,6 +31,14 @@ closes the race with an upload that is about to commit a row for a file being re
 A removal marks the rows first (committed), then removes the file: a sweep killed between
 the two leaves a file only marked rows point at, which the next sweep removes as an orphan;
 the reverse order would leave live rows without their image.
+
+The same sweep clears the line outputs' outbox (`purge_outbox`): a message older than
+``outbox_retention_days`` (default 30) goes, with its delivery rows, once every destination
+of its line has it delivered (a line without destinations has nobody to wait for; a
+destination added after the message never gets it). An undelivered message stays however
+old it is, for a destination that is failing or switched off as much as for a working one:
+it is what that destination still owes the line. The line's sequence counter stays, so the
+numbers go on where they were, and the events keep the trail of what the sweep removed.
 """
 
 from __future__ import annotations
@@ -43,14 +51,22 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, update
+from sqlalchemy import and_, delete, func, or_, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from inspect_app.domain import Route, TaskStatus
 from inspect_app.events import record_event
 from inspect_app.storage.images import ImageStore
-from inspect_app.storage.tables import Inspection, Label, ReviewTask
+from inspect_app.storage.tables import (
+    Inspection,
+    Label,
+    OutboxMessage,
+    OutputDelivery,
+    OutputDestination,
+    ReviewTask,
+)
 from inspect_app.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -76,6 +92,7 @@ class RetentionPolicy:
     days: float = 30.0  # every image
     labeled_days: float = 365.0  # labeled, disagreement, audited
     orphan_grace: timedelta = timedelta(hours=1)  # files no row points at, and temp files
+    outbox_days: float = 30.0  # outbox messages delivered everywhere (see purge_outbox)
 
     def __post_init__(self) -> None:
         if not 0 < self.days <= self.labeled_days:
@@ -84,6 +101,8 @@ class RetentionPolicy:
             )
         if self.orphan_grace <= timedelta(0):
             raise ValueError("the orphan grace period must be positive")
+        if not self.outbox_days > 0:
+            raise ValueError(f"outbox_days must be positive, got {self.outbox_days:g}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetentionPolicy:
@@ -91,13 +110,15 @@ class RetentionPolicy:
             days=settings.retention_days,
             labeled_days=settings.retention_labeled_days,
             orphan_grace=timedelta(minutes=settings.retention_orphan_grace_minutes),
+            outbox_days=settings.outbox_retention_days,
         )
 
     def describe(self) -> str:
         minutes = self.orphan_grace.total_seconds() / 60
         return (
             f"images {self.days:g} days; labeled, disagreement and audited "
-            f"{self.labeled_days:g} days; orphan files after {minutes:g} minutes"
+            f"{self.labeled_days:g} days; orphan files after {minutes:g} minutes; "
+            f"delivered outbox messages {self.outbox_days:g} days"
         )
 
 
@@ -180,6 +201,9 @@ class SweepReport:
     recent: int = 0  # inspections younger than retention_days (not examined one by one)
     shared: int = 0  # past their time, but their file is another inspection's too
     busy: int = 0  # files written again during the sweep: left for the next sweep
+    outbox_removed: int = 0  # outbox messages delivered everywhere, past outbox_days
+    outbox_removed_by_line: dict[str, int] = field(default_factory=dict)
+    outbox_undelivered: int = 0  # past outbox_days but owed to a destination: kept
 
     @property
     def bytes_freed(self) -> int:
@@ -192,6 +216,7 @@ class SweepReport:
                 "days": self.policy.days,
                 "labeled_days": self.policy.labeled_days,
                 "orphan_grace_minutes": self.policy.orphan_grace.total_seconds() / 60,
+                "outbox_days": self.policy.outbox_days,
             },
             "removed_images": self.removed_images,
             "removed_inspections": self.removed_inspections,
@@ -208,6 +233,9 @@ class SweepReport:
             "shared": self.shared,
             "busy": self.busy,
             "bytes_freed": self.bytes_freed,
+            "outbox_removed": self.outbox_removed,
+            "outbox_removed_by_line": dict(sorted(self.outbox_removed_by_line.items())),
+            "outbox_undelivered": self.outbox_undelivered,
         }
 
     def summary(self) -> list[str]:
@@ -230,6 +258,17 @@ class SweepReport:
             + (f"; {self.shared} more share a kept file" if self.shared else "")
             + (f"; {self.busy} files written during the sweep left" if self.busy else ""),
             f"{'would free' if self.dry_run else 'freed'} {_size(self.bytes_freed)}",
+            f"{would} {self.outbox_removed} outbox messages delivered everywhere"
+            + (
+                " ("
+                + ", ".join(
+                    f"{n} of {line}" for line, n in sorted(self.outbox_removed_by_line.items())
+                )
+                + ")"
+                if self.outbox_removed_by_line
+                else ""
+            )
+            + f"; kept {self.outbox_undelivered} older ones still owed to a destination",
         ]
         return lines
 
@@ -353,12 +392,13 @@ def sweep_images(
             _remove_planned(session, store, plan, report, now, idle_since, dry_run)
         _remove_orphans(session, store, report, idle_since, dry_run)
         _remove_leftovers(session, store, report, idle_since, dry_run)
+        purge_outbox(session, policy, report, now, dry_run)
         if not dry_run:
             record_event(
                 session,
                 kind=SWEEP_EVENT,
                 actor=actor,
-                reason="image retention: " + policy.describe(),
+                reason="retention: " + policy.describe(),
                 details=report.to_dict(),
             )
             session.commit()
@@ -464,3 +504,98 @@ def _remove_leftovers(
         report.leftover_bytes += leftover.size
         if not dry_run:
             leftover.path.unlink(missing_ok=True)
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+
+def _owed():  # type: ignore[no-untyped-def]
+    """SQL, correlated to an `OutboxMessage` row: some destination of its line still has
+    it to deliver (a delivery row not delivered, or none yet from its pending mark on)."""
+    dest = aliased(OutputDestination)
+    row = aliased(OutputDelivery)
+    of_message = and_(
+        col(row.destination_id) == col(dest.id), col(row.message_id) == col(OutboxMessage.id)
+    )
+    pending_row = select(row.id).where(of_message, col(row.delivered_at).is_(None))
+    any_row = select(row.id).where(of_message)
+    return (
+        select(dest.id)
+        .where(
+            col(dest.line_id) == col(OutboxMessage.line_id),
+            or_(
+                pending_row.correlate_except(row).exists(),
+                and_(
+                    ~any_row.correlate_except(row).exists(),
+                    col(OutboxMessage.seq) >= col(dest.pending_from_seq),
+                ),
+            ),
+        )
+        .correlate_except(dest)
+        .exists()
+    )
+
+
+def purge_outbox(
+    session: Session, policy: RetentionPolicy, report: SweepReport, now: datetime, dry_run: bool
+) -> None:
+    """Delete outbox messages older than ``policy.outbox_days`` that every destination of
+    their line has delivered, with their delivery rows; count the old ones still owed.
+
+    A chunk at a time, each in its own transaction that locks the line's destinations first
+    (as a replay does) and checks delivery again in the DELETE itself, so a replay asking
+    for an old message again keeps it."""
+    cutoff = now - timedelta(days=policy.outbox_days)
+    old = col(OutboxMessage.created_at) < cutoff
+    report.outbox_undelivered = session.exec(
+        select(func.count()).select_from(OutboxMessage).where(old, _owed())
+    ).one()
+    after = 0
+    while True:
+        chunk = list(
+            session.exec(
+                select(OutboxMessage.id, OutboxMessage.line_id)
+                .where(old, col(OutboxMessage.id) > after, ~_owed())
+                .order_by(col(OutboxMessage.id))
+                .limit(_CHUNK)
+            )
+        )
+        if not chunk:
+            break
+        after = chunk[-1][0]
+        if dry_run:
+            _count_lines(report, [line for _, line in chunk])
+            continue
+        lines = sorted({line for _, line in chunk})
+        session.exec(
+            select(OutputDestination.id)
+            .where(col(OutputDestination.line_id).in_(lines))
+            .with_for_update()
+        ).all()
+        ids = [message_id for message_id, _ in chunk]
+        gone = list(
+            session.exec(
+                select(OutboxMessage.id, OutboxMessage.line_id).where(
+                    col(OutboxMessage.id).in_(ids), ~_owed()
+                )
+            )
+        )
+        gone_ids = [message_id for message_id, _ in gone]
+        session.exec(delete(OutputDelivery).where(col(OutputDelivery.message_id).in_(gone_ids)))
+        session.exec(delete(OutboxMessage).where(col(OutboxMessage.id).in_(gone_ids)))
+        session.commit()
+        _count_lines(report, [line for _, line in gone])
+    if report.outbox_removed or report.outbox_undelivered:
+        logger.info(
+            "outbox: %s %d messages delivered everywhere before %s; %d older still owed",
+            "would remove" if dry_run else "removed",
+            report.outbox_removed,
+            cutoff.isoformat(),
+            report.outbox_undelivered,
+        )
+
+
+def _count_lines(report: SweepReport, lines: Iterable[str]) -> None:
+    for line in lines:
+        report.outbox_removed += 1
+        report.outbox_removed_by_line[line] = report.outbox_removed_by_line.get(line, 0) + 1
