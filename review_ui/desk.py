@@ -14,6 +14,11 @@ person at a keyboard:
   part is handed back (`release_task`) after `idle_seconds` without any, or when the tab
   closes (`leave`, Gradio's unload event).
 
+A tab's desk is a database row (`ReviewDesk`, by the tab's Gradio session hash), not process
+memory: a load balancer may send each of a tab's events to another process, and every one
+of them reads the desk the last one wrote (`DeskStore`). The row answers only the user who
+opened it: another login naming the tab's session hash is refused, in every process.
+
 Nothing here is Gradio-specific, so the tests drive it directly.
 """
 
@@ -21,20 +26,25 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import delete, func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from inspect_app import review_queue
 from inspect_app.api.params import MAX_NOTE_CHARS
 from inspect_app.domain import Role
 from inspect_app.review_queue import ClaimedTask
-from inspect_app.storage.tables import User, utcnow
-from review_ui.auth import current_user, require_role
+from inspect_app.storage.tables import ReviewDesk, User, utcnow
+from review_ui.auth import AccessDenied, current_user, require_role
 from review_ui.context import ReviewContext
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,10 @@ logger = logging.getLogger(__name__)
 # Local hours at which a shift starts; "my labels this shift" counts from the latest one.
 SHIFT_STARTS: tuple[int, ...] = (6, 14, 22)
 STALE_AFTER_S = 12 * 3600.0
+# A quiet tick changes nothing on the desk; its row's last-seen time is still refreshed this
+# often, so a tab that only ticks is not taken for stale.
+TOUCH_AFTER = timedelta(minutes=1)
+TAB_LOCKS = 64  # a tab's actions in this process take one of these, chosen by its hash
 
 
 class BadInput(ValueError):
@@ -78,14 +92,209 @@ class Verdict:
 class DeskSession:
     user_name: str
     task: ClaimedTask | None = None  # the part this tab holds a lease on
-    shown_at: float = 0.0  # time.monotonic() when the part was put on screen
+    shown_at: datetime | None = None  # when the part was put on screen
     last: Verdict | None = None
     correcting: bool = False  # showing `last` again; the next verdict relabels it
     paused: bool = False
     counters: Counters | None = None  # counted on open and each tick, kept up to date between
     overlay_key: str | None = None  # the part whose heatmap the tab holds (it holds one)
-    last_seen: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def to_state(self) -> dict[str, Any]:
+        """The desk as the JSON its `ReviewDesk` row keeps (the user is the row's own)."""
+        return {
+            "task": _task_state(self.task),
+            "shown_at": _time_state(self.shown_at),
+            "last": (
+                {"task": _task_state(self.last.task), "label": self.last.label}
+                if self.last is not None
+                else None
+            ),
+            "correcting": self.correcting,
+            "paused": self.paused,
+            "counters": (
+                {
+                    **asdict(self.counters),
+                    "shift_started": _time_state(self.counters.shift_started),
+                }
+                if self.counters is not None
+                else None
+            ),
+            "overlay_key": self.overlay_key,
+        }
+
+    @classmethod
+    def from_state(cls, user_name: str, state: dict[str, Any]) -> DeskSession:
+        last, counters = state.get("last"), state.get("counters")
+        last_task = _task_from_state(last["task"]) if last else None
+        return cls(
+            user_name=user_name,
+            task=_task_from_state(state.get("task")),
+            shown_at=_time_from_state(state.get("shown_at")),
+            last=Verdict(task=last_task, label=last["label"]) if last and last_task else None,
+            correcting=bool(state.get("correcting")),
+            paused=bool(state.get("paused")),
+            counters=(
+                Counters(
+                    waiting=int(counters["waiting"]),
+                    oldest_wait_s=counters["oldest_wait_s"],
+                    my_labels=int(counters["my_labels"]),
+                    shift_started=_time_from_state(counters["shift_started"]) or utcnow(),
+                )
+                if counters
+                else None
+            ),
+            overlay_key=state.get("overlay_key"),
+        )
+
+
+_TASK_TIMES = frozenset({"captured_at", "received_at", "lease_expires_at"})
+
+
+def _time_state(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _time_from_state(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _task_state(task: ClaimedTask | None) -> dict[str, Any] | None:
+    if task is None:
+        return None
+    return {
+        f.name: _time_state(getattr(task, f.name))
+        if f.name in _TASK_TIMES
+        else getattr(task, f.name)
+        for f in fields(ClaimedTask)
+    }
+
+
+def _task_from_state(state: dict[str, Any] | None) -> ClaimedTask | None:
+    if not state:
+        return None
+    known = {f.name for f in fields(ClaimedTask)}
+    values = {k: _time_from_state(v) if k in _TASK_TIMES else v for k, v in state.items()}
+    return ClaimedTask(**{k: v for k, v in values.items() if k in known})
+
+
+class DeskStore:
+    """The `ReviewDesk` rows: one tab's desk is read, changed by one action and written back,
+    with no other action of that tab in between, whichever process runs them.
+
+    On PostgreSQL the row stays locked (``SELECT ... FOR UPDATE``, on a connection of its
+    own) from the read to the write, so two processes never interleave one tab's actions;
+    the action's own queue work runs on another connection and commits as it always did.
+    SQLite serves one process, where the tab's lock in `InspectorDesk` does the same: there
+    the row is read and written in two short transactions, so that it never holds SQLite's
+    single writer lock while the action writes.
+    """
+
+    def __init__(self, engine_of: ReviewContext) -> None:
+        self._context = engine_of
+
+    @property
+    def _engine(self) -> Engine:
+        return self._context.engine
+
+    def _locking(self) -> bool:
+        return self._engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def hold(self, session_hash: str, user: User) -> Iterator[DeskSession]:
+        """The tab's desk for one action (a fresh one for a new tab), saved when it ends,
+        also when it raises (as the desk in memory used to keep what an action changed)."""
+        assert user.id is not None
+        now = utcnow()
+        with Session(self._engine, expire_on_commit=False) as db:
+            created = self._create(db, session_hash, user.id, now)
+            query = select(ReviewDesk).where(ReviewDesk.session_hash == session_hash)
+            row = db.exec(query.with_for_update() if self._locking() else query).one()
+            if row.user_id != user.id:
+                db.rollback()
+                logger.warning(
+                    "review UI: %s refused the desk of a tab opened by user #%d",
+                    user.name,
+                    row.user_id,
+                )
+                raise AccessDenied("This session belongs to another user: reload the page.")
+            if created:
+                self._forget_stale(db, now)
+            if not self._locking():
+                db.commit()  # SQLite: never hold the writer lock across the action
+            desk = DeskSession.from_state(user.name, row.state)
+            before = row.state
+            try:
+                yield desk
+            finally:
+                state = desk.to_state()
+                if state != before or now - _aware(row.last_seen_at) >= TOUCH_AFTER:
+                    row.state = state
+                    row.last_seen_at = utcnow()
+                    db.add(row)
+                db.commit()
+
+    def _create(self, db: Session, session_hash: str, user_id: int, now: datetime) -> bool:
+        """Insert the tab's row unless one is there (two processes may race on a new tab)."""
+        insert = pg_insert if self._locking() else sqlite_insert
+        values = {
+            "session_hash": session_hash,
+            "user_id": user_id,
+            "state": DeskSession(user_name="").to_state(),
+            "created_at": now,
+            "last_seen_at": now,
+        }
+        done = db.execute(  # type: ignore[call-overload]
+            insert(ReviewDesk.__table__)  # type: ignore[arg-type]
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["session_hash"])
+        )
+        return bool(done.rowcount)
+
+    def _forget_stale(self, db: Session, now: datetime) -> None:
+        """Drop desks not heard from in `STALE_AFTER_S` (API clients have no unload event);
+        their leases have long expired."""
+        cutoff = now - timedelta(seconds=STALE_AFTER_S)
+        gone = db.execute(  # type: ignore[call-overload]
+            delete(ReviewDesk).where(col(ReviewDesk.last_seen_at) < cutoff)
+        )
+        if gone.rowcount:
+            logger.info("review UI: %d desk(s) not seen for 12 h forgotten", gone.rowcount)
+
+    def take(self, session_hash: str, user_name: str | None) -> DeskSession | None:
+        """Remove the tab's desk (the tab closed) and return it, if it is `user_name`'s;
+        another user's closing of it changes nothing."""
+        with Session(self._engine, expire_on_commit=False) as db:
+            query = (
+                select(ReviewDesk, User).join(User).where(ReviewDesk.session_hash == session_hash)
+            )
+            if self._locking():
+                query = query.with_for_update(of=ReviewDesk)  # type: ignore[arg-type]
+            found = db.exec(query).first()
+            if found is None:
+                return None
+            row, owner = found
+            if owner.name != user_name:
+                return None
+            db.delete(row)
+            db.commit()
+            return DeskSession.from_state(owner.name, row.state)
+
+    def shown_elsewhere(self, user_name: str, task_id: int) -> bool:
+        """Whether another open tab of `user_name` shows the part `task_id`."""
+        with Session(self._engine) as db:
+            states = db.exec(
+                select(ReviewDesk.state).join(User).where(User.name == user_name)
+            ).all()
+        return any(((state or {}).get("task") or {}).get("task_id") == task_id for state in states)
+
+    def count(self) -> int:
+        with Session(self._engine) as db:
+            return int(db.exec(select(func.count()).select_from(ReviewDesk)).one())
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands timezone-aware columns back naive (in UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=utcnow().tzinfo)
 
 
 @dataclass(frozen=True)
@@ -108,7 +317,7 @@ class DeskView:
         return {
             "mode": self.mode,
             "task_id": part.task_id if part else None,
-            "inspection_id": part.inspection_id if part else None,
+            "inspection_id": part.shown_id if part else None,
             "line_id": part.line_id if part else None,
             "reason": part.reason if part else None,
             "model_shown": bool(part and part.predicted_class is not None),
@@ -124,8 +333,8 @@ class InspectorDesk:
             raise ValueError(f"idle_seconds must be positive, got {idle_seconds}")
         self.context = context
         self.idle_seconds = idle_seconds
-        self._sessions: dict[str, DeskSession] = {}
-        self._sessions_lock = threading.Lock()
+        self._desks = DeskStore(context)
+        self._tab_locks = [threading.Lock() for _ in range(TAB_LOCKS)]
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -152,7 +361,8 @@ class InspectorDesk:
             if desk.task is None:
                 return self._show_next(db, user, desk, "No part on screen to label.", "warn")
             task = desk.task
-            duration_ms = int(1000 * (time.monotonic() - desk.shown_at))
+            shown = desk.shown_at or utcnow()
+            duration_ms = max(0, int(1000 * (utcnow() - shown).total_seconds()))
             try:
                 review_queue.submit_label(
                     db, task.task_id, user, label, note=note, duration_ms=duration_ms
@@ -170,7 +380,7 @@ class InspectorDesk:
                 db,
                 user,
                 desk,
-                f"Saved part #{task.inspection_id} as {label.upper()}. u to undo.",
+                f"Saved part #{task.shown_id} as {label.upper()}. u to undo.",
                 "ok",
                 clear_note=True,
             )
@@ -185,7 +395,7 @@ class InspectorDesk:
             desk.correcting = True
             return self._current(
                 desk,
-                f"Correcting part #{desk.last.task.inspection_id} (you said "
+                f"Correcting part #{desk.last.task.shown_id} (you said "
                 f"{desk.last.label.upper()}): press the right key, or Esc to cancel.",
                 "warn",
             )
@@ -216,7 +426,7 @@ class InspectorDesk:
                 db,
                 user,
                 desk,
-                f"Part #{task.inspection_id} sent to a supervisor.",
+                f"Part #{task.shown_id} sent to a supervisor.",
                 "ok",
                 clear_note=True,
             )
@@ -254,7 +464,7 @@ class InspectorDesk:
                     db,
                     user,
                     desk,
-                    f"Part #{held.inspection_id} went back to the queue: {exc}.",
+                    f"Part #{held.shown_id} went back to the queue: {exc}.",
                     "warn",
                 )
             desk.task = replace(held, lease_expires_at=expires)
@@ -263,18 +473,14 @@ class InspectorDesk:
     def leave(self, session_hash: str | None, username: str | None) -> None:
         """The tab closed: hand its part back at once, unless another tab of the same user
         shows the same part (a reload opens the new tab before the old one is gone)."""
-        with self._sessions_lock:
-            desk = self._sessions.pop(session_hash or "", None)
-            if desk is None or desk.task is None:
-                return
-            held = desk.task
-            shared = any(
-                other.user_name == desk.user_name
-                and other.task is not None
-                and other.task.task_id == held.task_id
-                for other in self._sessions.values()
-            )
-        if shared or username != desk.user_name:
+        if not session_hash:
+            return
+        with self._tab_lock(session_hash):
+            desk = self._desks.take(session_hash, username)
+        if desk is None or desk.task is None:
+            return
+        held = desk.task
+        if self._desks.shown_elsewhere(desk.user_name, held.task_id):
             return
         try:
             with self.context.session() as db:
@@ -298,8 +504,8 @@ class InspectorDesk:
             return view
 
     def open_tabs(self) -> int:
-        with self._sessions_lock:
-            return len(self._sessions)
+        """Desks of open tabs, in every process."""
+        return self._desks.count()
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -307,29 +513,20 @@ class InspectorDesk:
     def _action(
         self, session_hash: str | None, username: str | None
     ) -> Iterator[tuple[Session, User, DeskSession]]:
-        """One action: a database session, the checked user, and the tab's desk, locked so
-        a tab's actions never interleave. A tab whose user changed starts afresh."""
+        """One action: a database session, the checked user, and the tab's desk, held so a
+        tab's actions never interleave (`DeskStore.hold`) and saved when it ends."""
         if not session_hash:
             raise BadInput("a Gradio session is required")
         with self.context.session() as db:
             user = current_user(db, _Named(username))
             require_role(user, Role.INSPECTOR, "label parts")
-            with self._sessions_lock:
-                desk = self._sessions.get(session_hash)
-                if desk is None or desk.user_name != user.name:
-                    self._forget_stale()
-                    desk = DeskSession(user_name=user.name)
-                    self._sessions[session_hash] = desk
-                desk.last_seen = time.monotonic()
-            with desk.lock:
+            with self._tab_lock(session_hash), self._desks.hold(session_hash, user) as desk:
                 yield db, user, desk
 
-    def _forget_stale(self) -> None:
-        """Drop desks not heard from in `STALE_AFTER_S` (API clients have no unload event);
-        their leases have long expired. Called with the sessions lock held."""
-        cutoff = time.monotonic() - STALE_AFTER_S
-        for key in [k for k, d in self._sessions.items() if d.last_seen < cutoff]:
-            del self._sessions[key]
+    @contextmanager
+    def _tab_lock(self, session_hash: str) -> Iterator[None]:
+        with self._tab_locks[zlib.crc32(session_hash.encode()) % TAB_LOCKS]:
+            yield
 
     def _show_next(
         self,
@@ -345,7 +542,7 @@ class InspectorDesk:
         desk.correcting = False
         task = review_queue.claim_next_task(db, user, lease_seconds=self.context.lease_seconds)
         if task is not None and (desk.task is None or desk.task.task_id != task.task_id):
-            desk.shown_at = time.monotonic()
+            desk.shown_at = utcnow()
         desk.task = task
         return DeskView(
             mode="task" if task is not None else "empty",
@@ -361,7 +558,7 @@ class InspectorDesk:
     ) -> DeskView:
         assert desk.last is not None
         corrected = desk.last
-        inspection_id = corrected.task.inspection_id
+        inspection_id = corrected.task.shown_id
         try:
             review_queue.relabel(db, inspection_id, user, label, note=note)
         except review_queue.ReviewError as exc:
@@ -433,7 +630,7 @@ class InspectorDesk:
 
 def view_key(view: DeskView) -> str:
     """Names the part on screen, so its heatmap finds its way to it and to no other."""
-    return f"{view.mode}-{view.part.inspection_id}" if view.part is not None else ""
+    return f"{view.mode}-{view.part.shown_id}" if view.part is not None else ""
 
 
 @dataclass(frozen=True)

@@ -359,6 +359,21 @@ class UiSession(SQLModel, table=True):
     revoked_reason: str | None = Field(default=None, max_length=200)
 
 
+class ReviewDesk(SQLModel, table=True):
+    """One browser tab's inspector desk (`review_ui.desk`): the part it shows, the verdict
+    ``u`` can undo, a correction or pause under way. In the database, not in a process's
+    memory, so whichever process a load balancer picks answers the tab's next event.
+    Keyed by the tab's Gradio session hash; the row answers only the user who opened it."""
+
+    __tablename__ = "reviewdesk"
+
+    session_hash: str = Field(primary_key=True, max_length=128)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    state: dict = Field(sa_column=Column(JSON, nullable=False))  # desk.DeskSession, as JSON
+    created_at: datetime = Field(default_factory=utcnow)
+    last_seen_at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Deployment(SQLModel, table=True):
     """What runs on a line: a champion and at most one candidate with its rollout mode.
 
