@@ -9,16 +9,22 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_WORKERS ?= 2
 LOCK := requirements.lock
+UV_LOCK := requirements-uv.lock
+UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 .PHONY: run test setup lock system-deps lint format weights bench clean
 
 # Installs exactly what requirements.lock names (every package, direct and transitive, at one
 # version with its hashes), so two fresh clones on different days get the same packages.
-# pyproject.toml keeps the ranges; `make lock` turns them into a new lock.
-$(STAMP): $(LOCK) pyproject.toml
+# pyproject.toml keeps the ranges; `make lock` turns them into a new lock. pip installs only uv
+# (itself locked with hashes in requirements-uv.lock); uv installs the lock, about five times
+# faster than pip on this machine (92 s against 493 s, fresh venv, no cache, one run), and
+# checks the same hashes.
+$(STAMP): $(LOCK) $(UV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(UV_LOCK)
+	$(UV) --require-hashes --no-deps -r $(LOCK)
+	$(UV) --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
 
@@ -31,6 +37,8 @@ lock:
 	.venv-lock/bin/pip install --quiet pip-tools
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --extra dev --strip-extras \
 		--allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links -o $(UV_LOCK) requirements-uv.in
 
 system-deps:
 	./scripts/system-deps.sh
