@@ -10,7 +10,8 @@ its own.
 Gradio settings that matter on a plant floor: no analytics or other outside requests
 (the theme's font ships with Gradio), no API/"built with" footer, no run history kept in
 the browser, events run concurrently (Gradio's default is one at a time per event, which
-would queue eight inspectors behind each other).
+would queue eight inspectors behind each other), and none goes through Gradio's queue
+(`unqueue`), so a load balancer needs no sticky sessions.
 """
 
 from __future__ import annotations
@@ -142,7 +143,26 @@ def build_review_blocks(context: ReviewContext, desk: InspectorDesk) -> gr.Block
             desk.leave(request.session_hash, request.username)
 
         blocks.unload(leave)
+    unqueue(blocks)
     return blocks
+
+
+def unqueue(blocks: gr.Blocks) -> None:
+    """Every event of the review UI is one plain HTTP request, answered whole by whichever
+    process receives it: the page posts it to ``/gradio_api/run/...`` instead of joining
+    Gradio's queue.
+
+    Gradio's queue keeps a tab's events in the memory of one process: ``queue/join`` puts
+    the event there and the tab's ``queue/data`` stream must reach that same process to
+    get the answer, so a load balancer without sticky sessions loses about every other
+    answer. Unqueued, an event needs nothing of the process but the database: the desk
+    (`review_ui.desk.DeskStore`), the login (`review_ui.auth.SessionTokens`), the images
+    (the shared store). No handler streams or reports progress, which only the queue
+    carries. gradio_client still joins the queue (it always does): there the queue's owner
+    check (`review_ui.queue_owner`) applies.
+    """
+    for fn in blocks.fns.values():
+        fn.queue = False
 
 
 # Gradio's routes that store a file the client sends. The review UI has no upload

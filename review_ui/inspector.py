@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,10 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 5.0  # the page's heartbeat: lease renewal, idle check, new parts, counters
 # How the page script reports inactivity to the tick (milliseconds since the last input).
 IDLE_JS = "(idle) => [Date.now() - (window.inspectLastActivity || Date.now())]"
+# Heatmaps computed at once in a process: each runs the model on a part, so a burst of
+# verdicts must not take every core from ingestion. (The events are not queued, see
+# `review_ui.app`, so Gradio's concurrency_limit would not apply.)
+HEATMAP_SLOTS = 2
 
 
 @dataclass
@@ -78,14 +83,14 @@ def _viewer(view: DeskView, context: ReviewContext) -> str:
         )
         return views.empty_viewer_html(
             "Image missing",
-            f"The stored image of part #{part.inspection_id} cannot be read. "
+            f"The stored image of part #{part.shown_id} cannot be read. "
             "Press s to send it to a supervisor.",
             kind="error",
         )
     banner = None
     if view.mode == "correcting":
         banner = (
-            f"CORRECTING part #{part.inspection_id}: you said "
+            f"CORRECTING part #{part.shown_id}: you said "
             f"{(view.verdict_given or '').upper()}. Press the right key, Esc to cancel."
         )
     return views.viewer_html(views.PartView(key=view_key(view), image_uri=uri, banner=banner))
@@ -97,7 +102,7 @@ def _card(view: DeskView) -> str:
         return '<div class="part-card part-card-empty">No part claimed.</div>'
     return views.part_card_html(
         task_id=part.task_id,
-        inspection_id=part.inspection_id,
+        inspection_id=part.shown_id,
         line_id=part.line_id,
         reason=part.reason,
         part_serial=part.part_serial,
@@ -226,6 +231,7 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
     timer = gr.Timer(TICK_SECONDS, active=False)
 
     outputs: list[gr.components.Component] = [viewer, card, model, feedback, counters, note, state]
+    heatmap_slots = threading.BoundedSemaphore(HEATMAP_SLOTS)
 
     def _run(action: Callable[[], DeskView]) -> tuple[Any, ...]:
         try:
@@ -261,7 +267,10 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
         # The part comes from the server's desk, never from the page: a forged request
         # cannot get the model's view of a blind part.
         view = desk.heatmap_due(request.session_hash, request.username)
-        return gr.skip() if view is None else heatmap_source(context, view)
+        if view is None:
+            return gr.skip()
+        with heatmap_slots:
+            return heatmap_source(context, view)
 
     def with_heatmap(event: Any) -> None:
         event.then(
@@ -270,11 +279,11 @@ def build_inspect_page(context: ReviewContext, desk: InspectorDesk) -> InspectPa
             outputs=[heat],
             api_visibility="private",
             show_progress="hidden",
-            concurrency_limit=2,
-            concurrency_id="heatmap",
+            queue=False,
         )
 
-    # Straight to the handler, not through the queue: ~30 ms less per key on a plant LAN.
+    # Straight to the handler, not through the queue: ~30 ms less per key on a plant LAN,
+    # and any process behind a load balancer may answer (`review_ui.app`).
     quick = {"show_progress": "hidden", "queue": False}
     for label, button in verdict_buttons.items():
         with_heatmap(

@@ -111,7 +111,12 @@ class OutputsPage:
 def build_outputs_page(context: ReviewContext) -> OutputsPage:
     gr.HTML('<h2 class="page-title">Outputs</h2>', js_on_load=None)
     with gr.Row(elem_classes=["panel", "evidence-controls"]):
-        line = gr.Dropdown(label="Line", choices=[], elem_id="outputs-line", scale=1)
+        # Any value is passed on (the handlers check it against the lines): the choices are
+        # filled in when the page loads, through whichever process answered that, and
+        # Gradio would hold the next request's value against the choices it knows itself.
+        line = gr.Dropdown(
+            label="Line", choices=[], elem_id="outputs-line", scale=1, allow_custom_value=True
+        )
         state = gr.Radio(STATES, value="all", label="Messages", elem_id="outputs-state", scale=2)
         show = gr.Button("Show", variant="primary", elem_id="outputs-show", scale=0)
     table = gr.HTML(js_on_load=None, elem_id="outputs-table", elem_classes=["panel"])

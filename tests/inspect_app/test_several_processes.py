@@ -5,11 +5,9 @@ in both (logout, deactivation), and an inspector's claim, image and label work w
 process answers each request. No sticky sessions: the proxy sends each request to the next
 process in turn.
 
-The review UI's own events (Gradio's ``queue/join`` and the ``queue/data`` stream of the
-same tab) are not driven through the proxy: Gradio keeps a tab's event queue in the memory
-of the process that opened it, so those two requests must reach one process (see
-docs/operations.md, "Several processes"). The test drives the review queue with the HTTP
-calls the API offers for it, the login with the UI's own login and user routes.
+This test drives the review queue with the HTTP calls the API offers for it, the login with
+the UI's own login and user routes; the review UI's pages themselves, in a browser through
+the same proxy, are tests/review_ui/test_browser_several_processes.py.
 """
 
 from __future__ import annotations
@@ -54,6 +52,7 @@ class RoundRobinProxy:
         self._turn = itertools.count()
         self._lock = threading.Lock()
         self.answered: list[int] = []
+        self.requests: list[tuple[str, str, int]] = []  # method, path, upstream: in turn
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,7 +62,7 @@ class RoundRobinProxy:
                 return
 
             def _forward(self) -> None:
-                index = proxy._next()
+                index = proxy._next(self.command, self.path)
                 upstream = proxy.upstreams[index]
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
@@ -92,10 +91,11 @@ class RoundRobinProxy:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _next(self) -> int:
+    def _next(self, method: str, path: str) -> int:
         with self._lock:
             index = next(self._turn) % len(self.upstreams)
             self.answered.append(index)
+            self.requests.append((method, path, index))
             return index
 
     def __enter__(self) -> RoundRobinProxy:
