@@ -8,8 +8,7 @@ for settings that cannot work (the message names what to change).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -90,45 +89,6 @@ class DestinationChange(BaseModel):
     _reason = field_validator("reason")(_given)
 
 
-class DestinationOut(BaseModel):
-    id: int
-    line_id: str
-    kind: str
-    url: str
-    has_secret: bool
-    topic_prefix: str
-    enabled: bool
-    pending_from_seq: int
-    undelivered: int
-    failing_since: datetime | None
-    last_error: str | None
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-
-
-class DeliveryOut(BaseModel):
-    destination_id: int
-    state: DeliveryState
-    attempts: int
-    last_error: str | None
-    last_attempt_at: datetime | None
-    next_attempt_at: datetime | None
-    delivered_at: datetime | None
-    replays: int
-
-
-class MessageOut(BaseModel):
-    id: int
-    line_id: str
-    seq: int
-    delivery_id: str
-    kind: str
-    created_at: datetime
-    payload: dict[str, Any]
-    deliveries: list[DeliveryOut]
-
-
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -145,36 +105,32 @@ class ReplayOut(BaseModel):
     queued: int = Field(description="deliveries queued again (messages x destinations)")
 
 
-def _out(view: outbox.DestinationView) -> DestinationOut:
-    return DestinationOut(**view.__dict__)
-
-
 def _refused(exc: Exception) -> HTTPException:
     if isinstance(exc, LineNotFound | outbox.OutputNotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
 
-@router.get("/destinations", response_model=list[DestinationOut], responses=_READ)
+@router.get("/destinations", response_model=list[outbox.DestinationView], responses=_READ)
 def read_destinations(
     session: SessionDep,
     user: SupervisorUser,
     line: str | None = Query(default=None, pattern=LINE_ID_PATTERN, description="one line"),
-) -> list[DestinationOut]:
+) -> list[outbox.DestinationView]:
     """Each destination with how many messages it has not received yet and, when it is
     failing, since when and why (its secret is never shown)."""
-    return [_out(v) for v in outbox.list_destinations(session, line)]
+    return outbox.list_destinations(session, line)
 
 
 @router.post(
     "/destinations",
-    response_model=DestinationOut,
+    response_model=outbox.DestinationView,
     status_code=status.HTTP_201_CREATED,
     responses=_WRITE,
 )
 def create_destination(
     body: DestinationIn, session: SessionDep, user: SupervisorUser
-) -> DestinationOut:
+) -> outbox.DestinationView:
     """Deliver a line's final decisions and alarm changes to a webhook or an MQTT broker."""
     try:
         view = outbox.add_destination(
@@ -190,13 +146,15 @@ def create_destination(
         )
     except (LineNotFound, DestinationError) as exc:
         raise _refused(exc) from exc
-    return _out(view)
+    return view
 
 
-@router.patch("/destinations/{destination_id}", response_model=DestinationOut, responses=_WRITE)
+@router.patch(
+    "/destinations/{destination_id}", response_model=outbox.DestinationView, responses=_WRITE
+)
 def change_destination(
     destination_id: RowId, body: DestinationChange, session: SessionDep, user: SupervisorUser
-) -> DestinationOut:
+) -> outbox.DestinationView:
     """Pause or resume a destination, or give it a new URL, secret or topic prefix."""
     try:
         view = outbox.update_destination(
@@ -211,10 +169,10 @@ def change_destination(
         )
     except (outbox.OutputNotFound, DestinationError) as exc:
         raise _refused(exc) from exc
-    return _out(view)
+    return view
 
 
-@router.get("/messages", response_model=list[MessageOut], responses=_READ)
+@router.get("/messages", response_model=list[outbox.MessageView], responses=_READ)
 def read_messages(
     session: SessionDep,
     user: SupervisorUser,
@@ -225,10 +183,10 @@ def read_messages(
     destination: int | None = Query(default=None, ge=1, le=DB_ID_MAX),
     from_seq: int | None = Query(default=None, ge=1, le=SEQ_MAX),
     limit: int = Query(default=100, ge=1, le=1000),
-) -> list[MessageOut]:
+) -> list[outbox.MessageView]:
     """Newest first, each with its delivery at each destination: attempts, the last error,
     when it was delivered."""
-    views = outbox.list_messages(
+    return outbox.list_messages(
         session,
         line_id=line,
         state=DeliveryState(state) if state is not None else None,
@@ -236,13 +194,6 @@ def read_messages(
         from_seq=from_seq,
         limit=limit,
     )
-    return [
-        MessageOut(
-            **{k: v for k, v in m.__dict__.items() if k != "deliveries"},
-            deliveries=[DeliveryOut(**d.__dict__) for d in m.deliveries],
-        )
-        for m in views
-    ]
 
 
 @router.post("/replay", response_model=ReplayOut, responses=_WRITE)
