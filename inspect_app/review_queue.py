@@ -104,6 +104,14 @@ class ClaimedTask:
     # why the image gate kept the model from deciding this frame (None: it did not); shown
     # even where the model's output is hidden: it says what is wrong with the picture
     gate_reason: str | None = None
+    # the number the inspector knows the part by (the claim's inspection_id, image URL,
+    # "part #", undo): a live part's inspection id; for a reference part a fresh number,
+    # never its source's `inspection_id` (inspect_app.reference.serving)
+    part_id: int | None = None
+
+    @property
+    def shown_id(self) -> int:
+        return self.part_id if self.part_id is not None else self.inspection_id
 
 
 def _check_lease(lease_seconds: float) -> timedelta:
@@ -177,6 +185,7 @@ def _claimed_task(session: Session, task_id: int) -> ClaimedTask:
         escalated=task.status == TaskStatus.ESCALATED.value,
         note=task.note,
         gate_reason=inspection.gate_reason,
+        part_id=inspection.id,
     )
 
 
@@ -197,6 +206,7 @@ def _reference_task(session: Session, served: ReferenceAnswer) -> ClaimedTask:
         captured_at=served_at if inspection.captured_at is not None else None,
         received_at=served_at,
         lease_expires_at=lease,
+        part_id=served.served_part_id,
     )
 
 
@@ -493,8 +503,10 @@ def _reference_label(served: ReferenceAnswer, user: User, note: str | None) -> L
     never added to the session."""
     assert user.id is not None and served.label is not None
     return Label(
-        id=served.id,
-        inspection_id=served.inspection_id,
+        id=served.served_label_id,
+        inspection_id=(
+            served.served_part_id if served.served_part_id is not None else served.inspection_id
+        ),
         task_id=served.served_task_id,
         user_id=user.id,
         label=served.label,
@@ -538,16 +550,18 @@ def relabel(
     verdict = as_label(label)
     if user.id is None:
         raise ValueError("the user has not been saved yet")
-    inspection = session.get(Inspection, inspection_id, populate_existing=True)
-    if inspection is None:
-        raise InspectionNotFound(f"no inspection {inspection_id}")
+    # undoing a verdict on a reference part (by the number it was shown with, which no
+    # inspection may have) corrects that answer
     answered = reference_serving.correctable(session, user, inspection_id)
-    if answered is not None:  # undoing a verdict on a reference part corrects that answer
+    if answered is not None:
         reference_serving.record_answer(
             session, answered, user, verdict.value, utcnow(), answered.duration_ms
         )
         session.commit()
         return _reference_label(answered, user, note)
+    inspection = session.get(Inspection, inspection_id, populate_existing=True)
+    if inspection is None:
+        raise InspectionNotFound(f"no inspection {inspection_id}")
     current = session.exec(
         select(Label)
         .where(Label.inspection_id == inspection_id, col(Label.superseded).is_(False))

@@ -7,14 +7,23 @@ line's reference parts that this inspector has not been served within ``REPEAT_W
 served instead. The live task stays open for the next claim.
 
 What the inspector sees is built like a live task's (`review_queue._reference_task`): the
-reason of the task it stands in for, the model never shown, a task id taken as the next one
-the queue would hand out, received "now". The verdict goes into ``ReferenceAnswer``, never
-into ``Label``: it changes no decision, is no evidence for the gate, the agreement figures,
-the monitoring audits or a rollout, and reaches no output; only the inspector's accuracy.
+reason of the task it stands in for, the model never shown, received "now", and numbers of
+its own from the id spaces of live parts, never the source inspection's: a task id, a part
+id (the inspection id of the API's claim, its image URL, the desk's "part #", the undo) and,
+once answered, a label id. On PostgreSQL each is taken from the table's own sequence, so no
+live row ever gets it (a gap like a rolled-back insert's); SQLite has no sequence, so each
+is one past the largest in use, and a later live row may get the same number: where the two
+meet, the image route and the undo give the inspector's held reference first, then the live
+row (`for_part`, `correctable`). The verdict goes into ``ReferenceAnswer``, never into
+``Label``: it changes no decision, is no evidence for the gate, the agreement figures, the
+monitoring audits or a rollout, and reaches no output; only the inspector's accuracy. The
+reply to it states the decision a live part of that reason would show (`reply_decision`).
 
-Known limits: the inspection id (in the image URL) and the part serial are the reference
-inspection's own, so an inspector who looks the id up through the API sees an older part;
-a task id seen on a reference may be handed out again later to a live part.
+Known limits: the part serial and the image bytes (and so the image's ETag, its SHA-256)
+are the reference inspection's own: an inspector who remembers a serial or compares image
+hashes can tell a part seen before; the part id is a new one, so it is a little ahead of
+the live parts waiting in the queue; ``GET /inspections/{id}`` with a reference's part id
+finds no inspection (reading parts by id is not the inspector's work, but it can be done).
 """
 
 from __future__ import annotations
@@ -24,9 +33,10 @@ import random
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import func, or_, update
+from sqlmodel import Session, SQLModel, col, select
 
+from inspect_app.domain import TaskReason, decision_for_class
 from inspect_app.reference import service
 from inspect_app.storage.tables import (
     Inspection,
@@ -128,14 +138,13 @@ def maybe_serve(
         return None
     chosen = (rng or _rng).choice(eligible)
     assert chosen.id is not None and user.id is not None
-    # the id the queue would hand out next, so the number looks like a live task's
-    last = session.exec(select(func.max(ReviewTask.id))).one() or 0
     served = ReferenceAnswer(
         reference_id=chosen.id,
         inspection_id=chosen.inspection_id,
         line_id=chosen.line_id,
         user_id=user.id,
-        served_task_id=last + 1,
+        served_task_id=_fresh_id(session, ReviewTask, col(ReferenceAnswer.served_task_id)),
+        served_part_id=_fresh_id(session, Inspection, col(ReferenceAnswer.served_part_id)),
         served_reason=live.reason,
         status=AnswerStatus.HELD.value,
         served_at=now,
@@ -145,15 +154,77 @@ def maybe_serve(
     session.add(served)
     session.flush()
     logger.info(
-        "reference part %d (inspection %d, line %s) served to %s as task %d (answer %d)",
+        "reference part %d (inspection %d, line %s) served to %s as task %d, part %d (answer %d)",
         chosen.id,
         chosen.inspection_id,
         chosen.line_id,
         user.name,
         served.served_task_id,
+        served.served_part_id,
         served.id,
     )
     return served
+
+
+def _fresh_id(session: Session, table: type[SQLModel], shown: object) -> int:
+    """A number from `table`'s id space for a reference part to be shown with.
+
+    PostgreSQL: the next value of the table's own sequence, so no row of it ever gets the
+    number. SQLite (no sequence): one past the largest id of the table and of the numbers
+    already shown (`shown`); a later row may get it (the module's docstring says how that
+    is resolved)."""
+    name = table.__tablename__  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "postgresql":
+        return int(
+            session.exec(select(func.nextval(func.pg_get_serial_sequence(name, "id")))).one()
+        )
+    largest = session.exec(select(func.max(table.id))).one() or 0  # type: ignore[attr-defined]
+    given = session.exec(select(func.max(shown))).one() or 0  # type: ignore[call-overload]
+    return max(int(largest), int(given)) + 1
+
+
+def for_part(session: Session, user: User, part_id: int) -> ReferenceAnswer | None:
+    """The reference part `user` was shown as `part_id`, for its image; None: a live part.
+
+    A reference `user` holds comes first; one they answered or handed back only while no
+    inspection has that id (on SQLite a later live part may get the number)."""
+    served = session.exec(
+        select(ReferenceAnswer)
+        .where(ReferenceAnswer.user_id == user.id, ReferenceAnswer.served_part_id == part_id)
+        .order_by(col(ReferenceAnswer.served_at).desc())
+    ).first()
+    if served is None:
+        return None
+    if served.status == AnswerStatus.HELD.value or session.get(Inspection, part_id) is None:
+        return served
+    return None
+
+
+def reply_decision(session: Session, user: User, label: Label) -> str | None:
+    """The decision the reply to a verdict on a reference part states: what a live part of
+    the same reason would show (the verdict's on a part the line waits for, the model's on
+    an audit). None: `label` is a live label (its inspection's decision stands)."""
+    stored = session.get(Label, label.id) if label.id is not None else None
+    if stored is not None and (stored.inspection_id, stored.user_id, stored.task_id) == (
+        label.inspection_id,
+        label.user_id,
+        label.task_id,
+    ):
+        return None
+    served = session.exec(
+        select(ReferenceAnswer).where(
+            ReferenceAnswer.user_id == user.id,
+            ReferenceAnswer.served_label_id == label.id,
+            ReferenceAnswer.served_part_id == label.inspection_id,
+        )
+    ).first()
+    if served is None or served.label is None:
+        return None
+    if served.served_reason == TaskReason.DECIDE.value:
+        return decision_for_class(served.label).value
+    source = session.get(Inspection, served.inspection_id)
+    model_call = source.predicted_class if source is not None else None
+    return decision_for_class(model_call or served.expected).value
 
 
 def held_for_task(session: Session, task_id: int, user: User) -> ReferenceAnswer | None:
@@ -192,6 +263,8 @@ def record_answer(
     served.status = AnswerStatus.ANSWERED.value
     served.answered_at = now
     served.duration_ms = duration_ms
+    # a correction is a new label on a live part, with a new id: so here
+    served.served_label_id = _fresh_id(session, Label, col(ReferenceAnswer.served_label_id))
     session.add(served)
     session.flush()
     logger.info(
@@ -207,13 +280,17 @@ def release(session: Session, served: ReferenceAnswer) -> None:
 
 
 def correctable(session: Session, user: User, inspection_id: int) -> ReferenceAnswer | None:
-    """The answer `user` gave on this inspection as a reference, if that is their latest
-    verdict on it: the desk's undo corrects it there, never the inspection's real label."""
+    """The answer `user` gave on a reference part shown as `inspection_id` (its part id; or
+    its source inspection's id, as the queue's own callers know it), if that is their latest
+    verdict on that number: the undo corrects it there, never a real label."""
     answer = session.exec(
         select(ReferenceAnswer)
         .where(
             ReferenceAnswer.user_id == user.id,
-            ReferenceAnswer.inspection_id == inspection_id,
+            or_(
+                col(ReferenceAnswer.served_part_id) == inspection_id,
+                col(ReferenceAnswer.inspection_id) == inspection_id,
+            ),
             ReferenceAnswer.status == AnswerStatus.ANSWERED.value,
         )
         .order_by(col(ReferenceAnswer.answered_at).desc())

@@ -551,10 +551,16 @@ class ReferenceAnswer(SQLModel, table=True):
     """One serving of a reference part to one inspector, and their verdict on it.
 
     Never a Label: a verdict here changes no decision and is evidence for nothing but the
-    inspector's own accuracy. ``served_task_id`` is the task id the inspector was shown."""
+    inspector's own accuracy. What the inspector was shown are fresh numbers from the id
+    spaces of live parts (reference.serving), never the source inspection's: the task id
+    (``served_task_id``), the part's id (``served_part_id``, in its image URL and "part #")
+    and the id of the saved verdict (``served_label_id``)."""
 
     __tablename__ = "referenceanswer"
-    __table_args__ = (Index("ix_referenceanswer_user_served", "user_id", "served_at"),)
+    __table_args__ = (
+        Index("ix_referenceanswer_user_served", "user_id", "served_at"),
+        Index("ix_referenceanswer_user_part", "user_id", "served_part_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     reference_id: int = Field(foreign_key="referencepart.id", index=True)
@@ -570,6 +576,9 @@ class ReferenceAnswer(SQLModel, table=True):
     label: str | None = Field(default=None, max_length=32)  # the inspector's verdict
     answered_at: datetime | None = None
     duration_ms: int | None = None
+    # revision 0015; NULL on rows from before it, which showed the source inspection's id
+    served_part_id: int | None = None
+    served_label_id: int | None = None
 
 
 class InspectorFlag(SQLModel, table=True):

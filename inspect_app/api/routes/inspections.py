@@ -45,6 +45,7 @@ from inspect_app.api.params import (
 from inspect_app.api.pipeline_deps import ImageStoreDep
 from inspect_app.domain import AutomationLevel, DecidedBy, Decision, Route
 from inspect_app.imaging import MEDIA_TYPES
+from inspect_app.reference import serving as reference_serving
 from inspect_app.storage.tables import Inspection
 from inspect_app.timeutil import as_utc
 
@@ -282,7 +283,15 @@ def read_inspection(
 def read_inspection_image(
     inspection_id: RowId, session: SessionDep, user: InspectorUser, store: ImageStoreDep
 ) -> Response:
-    row = _inspection(session, inspection_id)
+    # a reference part is shown by a number of its own (inspect_app.reference.serving): to
+    # the inspector it was served to, that number is its image, as a live part's id is
+    served = reference_serving.for_part(session, user, inspection_id)
+    row = (
+        session.get(Inspection, served.inspection_id)
+        if served is not None
+        else _inspection(session, inspection_id)
+    )
+    assert row is not None
     try:
         data = store.get(row.image_sha256)
     except FileNotFoundError:

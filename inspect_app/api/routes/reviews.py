@@ -25,8 +25,9 @@ from inspect_app.api.params import (
     RowId,
 )
 from inspect_app.domain import DefectClass
+from inspect_app.reference import serving as reference_serving
 from inspect_app.review_queue import ClaimedTask
-from inspect_app.storage.tables import Inspection, Label
+from inspect_app.storage.tables import Inspection, Label, User
 
 router = APIRouter(prefix="/api/v1", tags=["reviews"])
 
@@ -52,10 +53,10 @@ class ClaimedTaskPublic(BaseModel):
     def of(cls, task: ClaimedTask) -> ClaimedTaskPublic:
         return cls(
             task_id=task.task_id,
-            inspection_id=task.inspection_id,
+            inspection_id=task.shown_id,  # a reference part's own number, not its source's
             line_id=task.line_id,
             reason=task.reason,
-            image_url=f"/api/v1/inspections/{task.inspection_id}/image",
+            image_url=f"/api/v1/inspections/{task.shown_id}/image",
             image_format=task.image_format,
             part_serial=task.part_serial,
             captured_at=task.captured_at,
@@ -134,15 +135,20 @@ def _http_error(exc: review_queue.ReviewError) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
 
 
-def _label_public(session: Session, label: Label) -> LabelPublic:
-    inspection = session.get(Inspection, label.inspection_id, populate_existing=True)
-    assert inspection is not None and label.id is not None
+def _label_public(session: Session, label: Label, user: User) -> LabelPublic:
+    assert label.id is not None
+    # a verdict on a reference part: the decision a live part would show, no inspection read
+    decision = reference_serving.reply_decision(session, user, label)
+    if decision is None:
+        inspection = session.get(Inspection, label.inspection_id, populate_existing=True)
+        assert inspection is not None
+        decision = inspection.decision
     return LabelPublic(
         label_id=label.id,
         inspection_id=label.inspection_id,
         task_id=label.task_id,
         label=DefectClass(label.label),
-        decision=inspection.decision,
+        decision=decision,
     )
 
 
@@ -187,7 +193,7 @@ def label_task(
         )
     except review_queue.ReviewError as exc:
         raise _http_error(exc) from exc
-    return _label_public(session, label)
+    return _label_public(session, label, user)
 
 
 @router.post("/reviews/{task_id}/renew", response_model=LeasePublic, responses=_TASK_ERRORS)
@@ -241,4 +247,4 @@ def relabel_inspection(
         label = review_queue.relabel(session, inspection_id, user, body.label, note=body.note)
     except review_queue.ReviewError as exc:
         raise _http_error(exc) from exc
-    return _label_public(session, label)
+    return _label_public(session, label, user)
