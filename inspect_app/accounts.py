@@ -31,6 +31,7 @@ import logging
 import re
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, or_, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -51,6 +52,8 @@ from inspect_app.storage.tables import ApiToken, CameraKey, UiSession, User
 from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
+
+_Credential = TypeVar("_Credential", ApiToken, UiSession)
 
 MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "iat"  # inspect-app token
@@ -281,15 +284,7 @@ def check_token(
     every `LAST_USED_RESOLUTION`).
     """
     now = now or utcnow()
-    found = (
-        session.exec(
-            select(ApiToken, User)
-            .join(User, col(ApiToken.user_id) == col(User.id))
-            .where(ApiToken.token_hash == hash_secret(token))
-        ).first()
-        if token
-        else None
-    )
+    found = _credential_and_user(session, ApiToken, col(ApiToken.token_hash), token)
     if found is None:
         raise TokenUnknown("the bearer token is unknown: log in (POST /api/v1/auth/token)")
     row, user = found
@@ -307,21 +302,46 @@ def check_token(
         )
     if not user.active:
         raise UserDeactivated(f"the account {user.name!r} is deactivated")
-    last_used = as_utc(row.last_used_at)
-    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
-        _touch(session, row, now)
+    if _record_use(session, ApiToken, row.id, "last_used_at", as_utc(row.last_used_at), now):
+        row.last_used_at = now
     return user, row
 
 
-def _touch(session: Session, row: ApiToken, now: datetime) -> None:
-    """Write the token's last use; a busy database costs the record, not the request."""
+def _credential_and_user(
+    session: Session, table: type[_Credential], hash_column: Any, secret: str
+) -> tuple[_Credential, User] | None:
+    """The credential row whose stored hash is the secret's, with its user; None when the
+    secret is empty or unknown. Bearer tokens and review-UI sessions are both looked up so."""
+    if not secret:
+        return None
+    found = session.exec(
+        select(table, User)
+        .join(User, col(table.user_id) == col(User.id))
+        .where(hash_column == hash_secret(secret))
+    ).first()
+    return (found[0], found[1]) if found is not None else None
+
+
+def _record_use(
+    session: Session,
+    table: type[ApiToken] | type[UiSession],
+    row_id: int | None,
+    column: str,
+    last: datetime | None,
+    now: datetime,
+) -> bool:
+    """Write a credential's last use, at most every `LAST_USED_RESOLUTION`; a busy database
+    costs the record, not the request. True when it was written."""
+    if last is not None and now - last < LAST_USED_RESOLUTION:
+        return False
     try:
-        session.execute(update(ApiToken).where(col(ApiToken.id) == row.id).values(last_used_at=now))
+        session.execute(update(table).where(col(table.id) == row_id).values({column: now}))
         session.commit()
-        row.last_used_at = now
+        return True
     except SQLAlchemyError as exc:
         session.rollback()
-        logger.warning("could not record the use of token %s: %s", row.id, exc)
+        logger.warning("could not record the use of %s %s: %s", table.__tablename__, row_id, exc)
+        return False
 
 
 def user_for_token(
@@ -460,15 +480,7 @@ def ui_session_user(session: Session, cookie: str, *, now: datetime | None = Non
     Looked up on every request, so an end holds in every process from the next one.
     Records the last use at most every `LAST_USED_RESOLUTION`."""
     now = now or utcnow()
-    found = (
-        session.exec(
-            select(UiSession, User)
-            .join(User, col(UiSession.user_id) == col(User.id))
-            .where(UiSession.session_hash == hash_secret(cookie))
-        ).first()
-        if cookie
-        else None
-    )
+    found = _credential_and_user(session, UiSession, col(UiSession.session_hash), cookie)
     if found is None:
         raise UiSessionEnded("no such session: log in")
     row, user = found
@@ -485,16 +497,7 @@ def ui_session_user(session: Session, cookie: str, *, now: datetime | None = Non
     assert created is not None
     if changed is not None and changed > created:
         raise UiSessionEnded("the password was changed after this session logged in")
-    last_seen = as_utc(row.last_seen_at)
-    if last_seen is None or now - last_seen >= LAST_USED_RESOLUTION:
-        try:
-            session.execute(
-                update(UiSession).where(col(UiSession.id) == row.id).values(last_seen_at=now)
-            )
-            session.commit()
-        except SQLAlchemyError as exc:  # a busy database costs the record, not the request
-            session.rollback()
-            logger.warning("could not record the use of UI session %s: %s", row.id, exc)
+    _record_use(session, UiSession, row.id, "last_seen_at", as_utc(row.last_seen_at), now)
     return user
 
 
