@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,6 +54,23 @@ logger = logging.getLogger(__name__)
 
 # On SQLite a loser of a claim race retries on the next candidates; this many per round.
 _CANDIDATES_PER_ROUND = 16
+
+# A task in one of these is still waiting for a verdict; `tables.ReviewTask`'s partial
+# index ``ix_task_waiting`` is on exactly these.
+WAITING_STATUSES: tuple[str, ...] = (
+    TaskStatus.OPEN.value,
+    TaskStatus.CLAIMED.value,
+    TaskStatus.ESCALATED.value,
+)
+
+# SQLite has one writer at a time. Writers that find it taken wait in SQLite's busy handler,
+# which sleeps in growing steps (up to 100 ms) between tries, so under 8 inspectors labeling
+# back to back a verdict could wait far longer than the writes before it took. The queue's
+# write transactions in one process therefore queue on this lock instead (handed over the
+# moment the writer before commits); other processes and other writers still meet SQLite's
+# own lock, which alone keeps the data correct.
+_sqlite_writers: dict[str, threading.RLock] = {}
+_sqlite_writers_guard = threading.Lock()
 
 
 class ReviewError(Exception):
@@ -229,7 +249,13 @@ def _renew_held_claim(
 
 
 def _candidates(session: Session, user: User, now: datetime, line_id: str | None):  # type: ignore[no-untyped-def]
-    query = select(ReviewTask.id).where(_claimable_by(user, now))
+    # The first term is implied by the second; it is written out, in the words of the
+    # partial index ``ix_task_waiting``'s WHERE, because SQLite uses a partial index only
+    # for a query that states its condition: then the claim reads the waiting tasks in
+    # serving order and stops at the limit (1M done tasks: 0.1 ms, not a scan of them all).
+    query = select(ReviewTask.id).where(
+        col(ReviewTask.status).in_(WAITING_STATUSES), _claimable_by(user, now)
+    )
     if line_id is not None:
         query = query.where(ReviewTask.line_id == line_id)
     return query.order_by(col(ReviewTask.priority), col(ReviewTask.created_at), col(ReviewTask.id))
@@ -255,6 +281,21 @@ def _take(session: Session, task_id: int, user: User, now: datetime, expires: da
     return result.rowcount == 1
 
 
+@contextmanager
+def _queue_writes(session: Session) -> Iterator[None]:
+    """Hold this process's turn at the SQLite writer lock for one of the queue's write
+    transactions (see `_sqlite_writers`); nothing on PostgreSQL, whose row locks do it."""
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite":
+        yield
+        return
+    key = str(bind.url)
+    with _sqlite_writers_guard:
+        lock = _sqlite_writers.setdefault(key, threading.RLock())
+    with lock:
+        yield
+
+
 def claim_next_task(
     session: Session,
     user: User,
@@ -270,38 +311,58 @@ def claim_next_task(
     lease = _check_lease(lease_seconds)
     if user.id is None:
         raise ValueError("the user has not been saved yet")
-    now = utcnow()
-    expires = now + lease
+    with _queue_writes(session):
+        now = utcnow()
+        claimed = _claim(session, user, now, now + lease, line_id, reference_rng)
+        if claimed is None:
+            session.rollback()
+            return None
+        session.commit()
+    _log_claim(claimed, user)
+    return claimed
 
+
+def _claim(
+    session: Session,
+    user: User,
+    now: datetime,
+    expires: datetime,
+    line_id: str | None,
+    reference_rng: random.Random | None,
+) -> ClaimedTask | None:
+    """`claim_next_task`'s writes, uncommitted (a verdict commits them with its label)."""
     task_id = _renew_held_claim(session, user, now, expires, line_id)
     if task_id is None:
         served = reference_serving.renew_held(session, user, now, expires, line_id)
-        if served is None:
-            next_live = session.exec(_candidates(session, user, now, line_id).limit(1)).first()
-            if next_live is not None:
-                served = reference_serving.maybe_serve(
-                    session, user, now, expires, next_live, reference_rng
-                )
         if served is not None:
-            reference = _reference_task(session, served)
-            session.commit()
-            return reference
-    if task_id is None:
-        if session.get_bind().dialect.name == "postgresql":
-            candidate = session.exec(
-                _candidates(session, user, now, line_id)
-                .limit(1)
-                .with_for_update(skip_locked=True, of=ReviewTask)
-            ).first()
-            if candidate is not None and _take(session, candidate, user, now, expires):
-                task_id = candidate
+            return _reference_task(session, served)
+        # One candidate read serves both the reference lottery (which stands in for the
+        # live task next in line) and the claim. PostgreSQL locks the row it returns, so
+        # concurrent claimers skip each other's candidates instead of queueing on them.
+        query = _candidates(session, user, now, line_id)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            query = query.limit(1).with_for_update(skip_locked=True, of=ReviewTask)
         else:
-            task_id = _claim_sqlite(session, user, now, expires, line_id)
+            query = query.limit(_CANDIDATES_PER_ROUND)
+        candidates = list(session.exec(query))
+        if not candidates:
+            return None
+        served = reference_serving.maybe_serve(
+            session, user, now, expires, candidates[0], reference_rng
+        )
+        if served is not None:
+            return _reference_task(session, served)
+        if postgres:
+            task_id = candidates[0] if _take(session, candidates[0], user, now, expires) else None
+        else:
+            task_id = _claim_sqlite(session, user, now, expires, line_id, candidates)
     if task_id is None:
-        session.rollback()
         return None
-    claimed = _claimed_task(session, task_id)
-    session.commit()
+    return _claimed_task(session, task_id)
+
+
+def _log_claim(claimed: ClaimedTask, user: User) -> None:
     logger.info(
         "task %d (inspection %d, line %s, %s) claimed by %s until %s",
         claimed.task_id,
@@ -311,26 +372,29 @@ def claim_next_task(
         user.name,
         claimed.lease_expires_at.isoformat(),
     )
-    return claimed
 
 
 def _claim_sqlite(
-    session: Session, user: User, now: datetime, expires: datetime, line_id: str | None
+    session: Session,
+    user: User,
+    now: datetime,
+    expires: datetime,
+    line_id: str | None,
+    candidates: list[int],
 ) -> int | None:
     # SQLite serialises writers; a loser's UPDATE matches no row (rowcount 0), so it moves
     # on to the next candidate. Candidates are re-read each round because others move on too.
     tried: set[int] = set()
+    ids = candidates
     while True:
-        query = _candidates(session, user, now, line_id)
-        if tried:
-            query = query.where(col(ReviewTask.id).not_in(tried))
-        ids = list(session.exec(query.limit(_CANDIDATES_PER_ROUND)))
         if not ids:
             return None
         for candidate in ids:
             if _take(session, candidate, user, now, expires):
                 return candidate
             tried.add(candidate)
+        query = _candidates(session, user, now, line_id).where(col(ReviewTask.id).not_in(tried))
+        ids = list(session.exec(query.limit(_CANDIDATES_PER_ROUND)))
 
 
 def _explain_not_held(session: Session, task_id: int, user: User, now: datetime) -> ReviewError:
@@ -357,13 +421,6 @@ def _reference_held(
     an expired lease on it is refused in the words a live task's would be."""
     served = reference_serving.held_for_task(session, task_id, user)
     if served is None:
-        done = reference_serving.latest_for_task(session, task_id, user)
-        if done is not None and session.get(ReviewTask, task_id) is None:
-            if done.status == reference_serving.AnswerStatus.ANSWERED.value:
-                raise TaskNotClaimed(f"task {task_id} is already labeled")
-            raise TaskNotClaimed(
-                f"task {task_id} is not claimed by {user.name}; claim a task first"
-            )
         return None
     lease = as_utc(served.lease_expires_at)
     if lease is None or lease <= now:
@@ -373,6 +430,22 @@ def _reference_held(
             f"the lease of {user.name} on task {task_id} has expired; claim a task again"
         )
     return served
+
+
+def _explain_refused(session: Session, task_id: int, user: User, now: datetime) -> ReviewError:
+    """Why a write to `task_id` by `user` matched no task they hold: a reference part they
+    were served under that number and answered or let go is named as such (the inspector
+    cannot tell it from a live part); otherwise as `_explain_not_held` says. Asked only
+    after the write failed, so a verdict on a live task never pays for it."""
+    if session.get(ReviewTask, task_id) is None:
+        done = reference_serving.latest_for_task(session, task_id, user)
+        if done is not None:
+            if done.status == reference_serving.AnswerStatus.ANSWERED.value:
+                return TaskNotClaimed(f"task {task_id} is already labeled")
+            return TaskNotClaimed(
+                f"task {task_id} is not claimed by {user.name}; claim a task first"
+            )
+    return _explain_not_held(session, task_id, user, now)
 
 
 def renew_lease(session: Session, task_id: int, user: User, *, lease_seconds: float) -> datetime:
@@ -392,7 +465,7 @@ def renew_lease(session: Session, task_id: int, user: User, *, lease_seconds: fl
         .values(lease_expires_at=expires)
     )
     if result.rowcount != 1:
-        error = _explain_not_held(session, task_id, user, now)
+        error = _explain_refused(session, task_id, user, now)
         session.rollback()
         raise error
     session.commit()
@@ -433,6 +506,92 @@ def release_task(session: Session, task_id: int, user: User) -> None:
     logger.info("task %d released by %s", task_id, user.name)
 
 
+@dataclass(frozen=True)
+class _Written:
+    """A verdict written and not yet committed, with what its log line and the after-label
+    hooks need once it is."""
+
+    label: Label
+    line_id: str | None = None  # None: a reference part's answer (no decision, no hooks)
+    message: str = ""
+    # held so the hooks find it in the session's identity map, not in another read
+    inspection: Inspection | None = None
+
+
+def _write_label(
+    session: Session,
+    task_id: int,
+    user: User,
+    verdict: DefectClass,
+    now: datetime,
+    note: str | None,
+    duration_ms: int | None,
+) -> _Written:
+    """`submit_label`'s writes, uncommitted; refused (rolled back) unless `user` holds it."""
+    served = _reference_held(session, task_id, user, now)
+    if served is not None:  # a known-answer part: no Label, no decision, no evidence
+        reference_serving.record_answer(session, served, user, verdict.value, now, duration_ms)
+        return _Written(label=_reference_label(served, user, note))
+    # The task's fields come back with the conditional write itself (RETURNING): no read of
+    # the row before or after it.
+    task = session.exec(
+        update(ReviewTask)
+        .where(col(ReviewTask.id) == task_id, _held_by(user, now))
+        .values(status=TaskStatus.DONE.value, completed_at=now)
+        .returning(
+            ReviewTask.inspection_id, ReviewTask.line_id, ReviewTask.reason, ReviewTask.show_model
+        )
+    ).first()
+    if task is None:
+        error = _explain_refused(session, task_id, user, now)
+        session.rollback()
+        raise error
+    inspection_id, line_id, reason, show_model = task
+    assert user.id is not None
+    inspection = session.get(Inspection, inspection_id, populate_existing=True)
+    assert inspection is not None
+    resolved = inspection.decision == Decision.PENDING.value
+    if resolved:
+        inspection.decision = decision_for_class(verdict).value
+        inspection.decided_by = DecidedBy.HUMAN.value
+        inspection.decided_at = now
+        session.add(inspection)
+        enqueue_decision(session, inspection, cause="label")
+    saved = Label(
+        inspection_id=inspection_id,
+        task_id=task_id,
+        user_id=user.id,
+        label=verdict.value,
+        note=note or None,
+        model_shown=show_model,
+        duration_ms=duration_ms,
+        created_at=now,
+    )
+    session.add(saved)
+    return _Written(
+        label=saved,
+        line_id=line_id,
+        message=(
+            f"task {task_id} (inspection {inspection_id}, line {line_id}, {reason}) labeled "
+            f"{verdict.value} by {user.name}"
+            + (f"; decision {inspection.decision}" if resolved else "")
+        ),
+        inspection=inspection,
+    )
+
+
+def _check_duration(duration_ms: int | None) -> None:
+    if duration_ms is not None and duration_ms < 0:
+        raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
+
+
+def _after_commit(session: Session, written: _Written) -> None:
+    if written.line_id is None:
+        return
+    logger.info("%s", written.message)
+    _after_label(session, written.line_id, written.label.inspection_id)
+
+
 def submit_label(
     session: Session,
     task_id: int,
@@ -444,58 +603,45 @@ def submit_label(
 ) -> Label:
     """Save the verdict of the lease holder; a pending decision becomes pass/fail by a human."""
     verdict = as_label(label)
-    if duration_ms is not None and duration_ms < 0:
-        raise ValueError(f"duration_ms must not be negative, got {duration_ms}")
-    now = utcnow()
-    served = _reference_held(session, task_id, user, now)
-    if served is not None:  # a known-answer part: no Label, no decision, no evidence
-        reference_serving.record_answer(session, served, user, verdict.value, now, duration_ms)
+    _check_duration(duration_ms)
+    with _queue_writes(session):
+        written = _write_label(session, task_id, user, verdict, utcnow(), note, duration_ms)
         session.commit()
-        return _reference_label(served, user, note)
-    result = session.exec(
-        update(ReviewTask)
-        .where(col(ReviewTask.id) == task_id, _held_by(user, now))
-        .values(status=TaskStatus.DONE.value, completed_at=now)
-    )
-    if result.rowcount != 1:
-        error = _explain_not_held(session, task_id, user, now)
-        session.rollback()
-        raise error
-    task = session.get(ReviewTask, task_id, populate_existing=True)
-    assert task is not None and user.id is not None
-    inspection = session.get(Inspection, task.inspection_id, populate_existing=True)
-    assert inspection is not None
-    resolved = inspection.decision == Decision.PENDING.value
-    if resolved:
-        inspection.decision = decision_for_class(verdict).value
-        inspection.decided_by = DecidedBy.HUMAN.value
-        inspection.decided_at = now
-        session.add(inspection)
-        enqueue_decision(session, inspection, cause="label")
-    saved = Label(
-        inspection_id=task.inspection_id,
-        task_id=task_id,
-        user_id=user.id,
-        label=verdict.value,
-        note=note or None,
-        model_shown=task.show_model,
-        duration_ms=duration_ms,
-        created_at=now,
-    )
-    session.add(saved)
-    session.commit()
-    logger.info(
-        "task %d (inspection %d, line %s, %s) labeled %s by %s%s",
-        task_id,
-        task.inspection_id,
-        task.line_id,
-        task.reason,
-        verdict.value,
-        user.name,
-        f"; decision {inspection.decision}" if resolved else "",
-    )
-    _after_label(session, task.line_id, task.inspection_id)
-    return saved
+    _after_commit(session, written)
+    return written.label
+
+
+def label_and_claim_next(
+    session: Session,
+    task_id: int,
+    user: User,
+    label: DefectClass | str,
+    *,
+    lease_seconds: float,
+    note: str | None = None,
+    duration_ms: int | None = None,
+    line_id: str | None = None,
+    reference_rng: random.Random | None = None,
+) -> tuple[Label, ClaimedTask | None]:
+    """A verdict key at the desk: `submit_label`, then `claim_next_task`, in one transaction.
+
+    What each would do alone, with the same rules, but one commit (one fsync on SQLite, one
+    turn at its writer lock) instead of two, and one candidate read for the claim. The
+    verdict is durable when this returns, with the next part's claim; should the claim fail
+    the label is not saved either, and the caller is told (the desk shows "Not saved").
+    The after-label hooks run once both are committed, as after `submit_label`."""
+    verdict = as_label(label)
+    _check_duration(duration_ms)
+    lease = _check_lease(lease_seconds)
+    with _queue_writes(session):
+        now = utcnow()
+        written = _write_label(session, task_id, user, verdict, now, note, duration_ms)
+        claimed = _claim(session, user, now, now + lease, line_id, reference_rng)
+        session.commit()
+    _after_commit(session, written)
+    if claimed is not None:
+        _log_claim(claimed, user)
+    return written.label, claimed
 
 
 def _reference_label(served: ReferenceAnswer, user: User, note: str | None) -> Label:
@@ -650,7 +796,7 @@ def escalate_task(session: Session, task_id: int, user: User, note: str) -> None
                 f"task {task_id} is already escalated; label it or release it"
             )
         else:
-            error = _explain_not_held(session, task_id, user, now)
+            error = _explain_refused(session, task_id, user, now)
         session.rollback()
         raise error
     task = session.get(ReviewTask, task_id, populate_existing=True)
