@@ -176,16 +176,41 @@ def fresh_postgres_url(_postgres_server: _PostgresServer) -> Iterator[str]:
     _admin_execute(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(scope="session")
+def _postgres_schema_template(_postgres_server: _PostgresServer) -> str:
+    """A database at the newest revision, made once per session, that each test's database
+    is copied from: a copy takes a fraction of building the schema again (0.37 s against
+    2.2 s a test on a loaded machine), and about 300 tests take a PostgreSQL database."""
+    from inspect_app.storage.db import make_engine, upgrade_database
+
+    name = "inspect_schema_template"
+    _admin_execute(_postgres_server.url("postgres"), f"CREATE DATABASE {name}")
+    db = make_engine(_postgres_server.url(name))
+    upgrade_database(db)
+    db.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without connections
+    return name
+
+
+@pytest.fixture
+def _postgres_at_head(
+    _postgres_server: _PostgresServer, _postgres_schema_template: str
+) -> Iterator[str]:
+    """A database of its own for one test with the whole schema and no rows, dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _postgres_server.url("postgres")
+    _admin_execute(admin, f"CREATE DATABASE {name} TEMPLATE {_postgres_schema_template}")
+    yield _postgres_server.url(name)
+    _admin_execute(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """An initialised, empty database: SQLite in memory, then a real PostgreSQL."""
     from inspect_app.storage.db import make_engine, upgrade_database
 
-    url = (
-        "sqlite://" if request.param == "sqlite" else request.getfixturevalue("fresh_postgres_url")
-    )
+    url = "sqlite://" if request.param == "sqlite" else request.getfixturevalue("_postgres_at_head")
     db = make_engine(url)
-    upgrade_database(db)
+    upgrade_database(db)  # a no-op on the copy of the template, which is at head already
     yield db
     db.dispose()
 
