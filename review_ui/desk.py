@@ -6,8 +6,9 @@ from the request and goes through `inspect_app.review_queue`, which alone decide
 label, relabel, renew or release what; this module only sequences those calls for a
 person at a keyboard:
 
-- a verdict saves the label and claims the next part in the same request, so the next
-  image travels back with the answer to the key press (no second round trip);
+- a verdict saves the label and claims the next part in the same request and the same
+  transaction (`review_queue.label_and_claim_next`: one commit), so the next image travels
+  back with the answer to the key press (no second round trip);
 - ``u`` shows the last labeled part again; the next verdict key relabels it
   (`review_queue.relabel`, counted as a redo) and the desk returns to the held part;
 - the lease is renewed while the tab reports recent keyboard or mouse activity, and the
@@ -364,8 +365,16 @@ class InspectorDesk:
             shown = desk.shown_at or utcnow()
             duration_ms = max(0, int(1000 * (utcnow() - shown).total_seconds()))
             try:
-                review_queue.submit_label(
-                    db, task.task_id, user, label, note=note, duration_ms=duration_ms
+                # the label and the next part's claim in one transaction (one commit), so
+                # the next image travels back with the answer to the key press
+                _saved, next_task = review_queue.label_and_claim_next(
+                    db,
+                    task.task_id,
+                    user,
+                    label,
+                    note=note,
+                    duration_ms=duration_ms,
+                    lease_seconds=self.context.lease_seconds,
                 )
             except review_queue.ReviewError as exc:
                 desk.task = None
@@ -376,10 +385,9 @@ class InspectorDesk:
             desk.last = Verdict(task=task, label=label)
             desk.task = None
             _count_done(desk, labeled=True)
-            return self._show_next(
-                db,
-                user,
+            return self._show(
                 desk,
+                next_task,
                 f"Saved part #{task.shown_id} as {label.upper()}. u to undo.",
                 "ok",
                 clear_note=True,
@@ -539,8 +547,20 @@ class InspectorDesk:
         clear_note: bool = False,
     ) -> DeskView:
         """Claim (or keep, renewed) the part this user holds, else the next in the queue."""
-        desk.correcting = False
         task = review_queue.claim_next_task(db, user, lease_seconds=self.context.lease_seconds)
+        return self._show(desk, task, message, kind, clear_note=clear_note)
+
+    def _show(
+        self,
+        desk: DeskSession,
+        task: ClaimedTask | None,
+        message: str = "",
+        kind: str = "info",
+        *,
+        clear_note: bool = False,
+    ) -> DeskView:
+        """Put `task` (just claimed, or kept) on the desk's screen."""
+        desk.correcting = False
         if task is not None and (desk.task is None or desk.task.task_id != task.task_id):
             desk.shown_at = utcnow()
         desk.task = task
