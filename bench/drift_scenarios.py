@@ -103,7 +103,7 @@ from inspect_app.pipeline import ImageSubmission, InspectionPipeline
 from inspect_app.review_queue import claim_next_task, submit_label
 from inspect_app.settings import Settings
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.images import ImageStore, sha256_of
+from inspect_app.storage.images import LocalImageStore, sha256_of
 from inspect_app.storage.tables import Event, Line, MonitorSample, User
 from inspect_app.timeutil import utcnow
 from models import DEFAULT_WEIGHTS
@@ -230,10 +230,10 @@ def render_pool(n: int, seed: int, defect_share: float) -> list[Part]:
 # One line, in one database
 
 
-class NoBytesStore(ImageStore):
+class NoBytesStore(LocalImageStore):
     """An image store that keeps nothing: the bench never reads an image back."""
 
-    def put(self, data: bytes) -> str:
+    def put(self, data: bytes, session: Session | None = None) -> str:
         return sha256_of(data)
 
 

@@ -25,9 +25,9 @@ the lighting drop on (the export reads them back), none before.
    stop (`Line.evidence_since`, which the alarm moved to its time).
 5. Base data: ``inspect-app data generate`` (``--base-n`` images, seed ``--base-seed``, used
    nowhere else). The fine-tune is the CLI, as a person would run it: ``inspect-app train
-   --init-from <current version> --data BASE --data EXPORT --plant-weight W --register
-   --shadow-on <line> --as sam`` (the exact command is printed); the bench then refreshes its
-   rollout so the candidate runs.
+   --init-from <current version> --data BASE --data EXPORT --plant-weight W --distill-weight D
+   --register --shadow-on <line> --as sam`` (the exact command is printed); the bench then
+   refreshes its rollout so the candidate runs.
 6. ``--shadow-parts`` more dark parts at shadow, labeled blind, both versions running.
    `deployments.comparison` as the API/UI show it (each version's gate verdict at partial at
    the line's thresholds on its own evidence; McNemar on the parts both ran on); because that
@@ -99,7 +99,7 @@ from inspect_app.pipeline import InspectionPipeline
 from inspect_app.rollout import deployments
 from inspect_app.rollout.evidence import compare_versions, line_targets
 from inspect_app.rollout.registry import checkpoint_path, get_version
-from inspect_app.storage.images import ImageStore, sha256_of
+from inspect_app.storage.images import LocalImageStore, sha256_of
 from inspect_app.storage.tables import Line
 from inspect_app.timeutil import utcnow
 from models import DEFAULT_WEIGHTS
@@ -108,21 +108,22 @@ from models.predictor import Predictor
 REPO = Path(__file__).resolve().parent.parent
 INSPECT_APP = Path(sys.executable).parent / "inspect-app"
 # Seeds used nowhere else (drift_scenarios uses 1000-4999 for its streams, training data 1,
-# the tests 777/778/90210, the gate's tuning 31337 and 4242).
+# the tests 777/778/90210, the gate's tuning 31337 and 4242; 12_004/12_005 are spare test seeds,
+# 12_010/12_011 were the fine-tune options' tuning sets).
 SEED_WARMUP, SEED_DRIFT = 12_100, 12_200
 SEED_BASE, SEED_TEST_DARK, SEED_TEST_NORMAL = 12_001, 12_002, 12_003
 
 logger = logging.getLogger("retrain_scenario")
 
 
-class KeepWhenAsked(ImageStore):
+class KeepWhenAsked(LocalImageStore):
     """Keeps an image's bytes only while `keep` is set: the export needs the dark parts, and
     nothing reads the thousands of warm-up parts back."""
 
     keep = False
 
-    def put(self, data: bytes) -> str:
-        return super().put(data) if self.keep else sha256_of(data)
+    def put(self, data: bytes, session: Session | None = None) -> str:
+        return super().put(data, session) if self.keep else sha256_of(data)
 
 
 class RolloutLineRun(LineRun):
@@ -271,9 +272,10 @@ async def amain(args: argparse.Namespace) -> None:
     print(f"sizes: defect share {pct(args.defect_share)}; lead-in {args.lead_in}, drift at most "
           f"{args.after}; labeled dark parts {args.label_parts}; base data {args.base_n} "
           f"(seed {args.base_seed}); fine-tune {args.epochs} epochs (patience {args.patience}), "
-          f"plant weight {args.plant_weight}, lr default (3e-4 from a parent); shadow dark "
-          f"parts {args.shadow_parts}; test sets {args.test_n} dark + {args.test_n} normal "
-          f"(seeds {SEED_TEST_DARK}, {SEED_TEST_NORMAL}; half defective); torch threads "
+          f"plant weight {args.plant_weight}, distill weight {args.distill_weight}, class mix "
+          f"{'kept at the base data' if args.keep_prior else 'as weighted'}, lr default (3e-4 "
+          f"from a parent); shadow dark parts {args.shadow_parts}; test sets {args.test_n} dark "
+          f"+ {args.test_n} normal (seeds {args.test_seeds}; half defective); torch threads "
           f"{args.torch_threads}, training threads {args.train_threads}; re-baseline at the "
           f"raise {args.rebaseline}")  # fmt: skip
     print(f"line {LINE!r} targets (drift_scenarios --quick's, lowered from the product's): "
@@ -342,7 +344,9 @@ async def amain(args: argparse.Namespace) -> None:
         parent_version = run.rollout.default_version
         out = work / "retrained.pt"
         train = [str(INSPECT_APP), "train", "--init-from", parent_version, "--data", str(base),
-                 "--data", str(export), "--plant-weight", str(args.plant_weight), "--register",
+                 "--data", str(export), "--plant-weight", str(args.plant_weight),
+                 "--distill-weight", str(args.distill_weight),
+                 "--keep-prior" if args.keep_prior else "--no-keep-prior", "--register",
                  "--shadow-on", LINE, "--as", "sam", "--out", str(out), "--epochs",
                  str(args.epochs), "--patience", str(args.patience), "--data-seed",
                  str(args.base_seed), "--threads", str(args.train_threads),
@@ -398,16 +402,19 @@ async def amain(args: argparse.Namespace) -> None:
                       f"{rec.reason}")  # fmt: skip
         # 7. fresh test sets
         t0 = time.monotonic()
-        tests = [
-            render_test_set("dark x0.6", args.test_n, SEED_TEST_DARK, 0.6),
-            render_test_set("normal", args.test_n, SEED_TEST_NORMAL, None),
-        ]
+        tests = []
+        for dark_seed, normal_seed in args.test_seeds:
+            tests += [
+                render_test_set(f"dark {dark_seed}", args.test_n, dark_seed, 0.6),
+                render_test_set(f"normal {normal_seed}", args.test_n, normal_seed, None),
+            ]
         new = Predictor.from_checkpoint(cand_path)
-        print(f"\n== 7. fresh test sets (rendered in {time.monotonic() - t0:.0f} s), each "
+        print(f"\n== 7. fresh test sets, dark x0.6 and normal (rendered in "
+              f"{time.monotonic() - t0:.0f} s), each "
               f"{args.test_n} parts, {int(tests[0].defective.sum())} defective")  # fmt: skip
         print("rates at the test's 50% defect share; [plant] = re-weighted to "
               f"{pct(args.defect_share)} defective")  # fmt: skip
-        header = (f"{'test':10s} {'version':4s} {'thresholds':22s} {'escape':>16s} "
+        header = (f"{'test':12s} {'version':4s} {'thresholds':22s} {'escape':>16s} "
                   f"{'[plant]':>7s} {'false-rej':>16s} {'[plant]':>7s} {'coverage':>8s} "
                   f"{'[plant]':>7s} {'bin.acc':>7s}")  # fmt: skip
         print(header)
@@ -418,7 +425,7 @@ async def amain(args: argparse.Namespace) -> None:
                     th = thresholds if pick is None else recs[name]
                     f = test_figures(probs[name], test.defective, th, args.defect_share)
                     named = f"{label} {th[0]}/{th[1]}"
-                    print(f"{test.name:10s} {name:4s} {named:22s} "
+                    print(f"{test.name:12s} {name:4s} {named:22s} "
                           f"{f['escapes']:4d}/{f['passed']:<4d} {rate(f['escape_rate']):>6s} "
                           f"{rate(f['plant_escape_rate']):>7s} {f['false_rejects']:4d}/"
                           f"{f['failed']:<4d} {rate(f['false_reject_rate']):>6s} "
@@ -453,7 +460,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--plant-weight", type=float, default=3.0)
+    p.add_argument("--distill-weight", type=float, default=1.0, help="train --distill-weight")
+    p.add_argument(
+        "--no-keep-prior",
+        dest="keep_prior",
+        action="store_false",
+        help="train --no-keep-prior (the plant's class mix moves the prior)",
+    )
     p.add_argument("--test-n", type=int, default=1000)
+    p.add_argument(
+        "--test-seeds",
+        type=seed_pair,
+        action="append",
+        default=None,
+        help="DARK,NORMAL test-set seeds, repeatable (default "
+        f"{SEED_TEST_DARK},{SEED_TEST_NORMAL})",
+    )
     p.add_argument("--label-every", type=int, default=10)
     p.add_argument("--audit-rate", type=float, default=0.02)
     p.add_argument("--max-escape-rate", type=float, default=0.01)
@@ -465,7 +487,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--train-threads", type=int, default=2)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--work-dir", type=Path, default=None, help="kept (default: a temp folder)")
-    return p.parse_args()
+    args = p.parse_args()
+    args.test_seeds = args.test_seeds or [(SEED_TEST_DARK, SEED_TEST_NORMAL)]
+    return args
+
+
+def seed_pair(text: str) -> tuple[int, int]:
+    dark, normal = (int(x) for x in text.split(","))
+    return dark, normal
 
 
 def main() -> None:

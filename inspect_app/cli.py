@@ -66,6 +66,18 @@ def train(
     plant_weight: float = typer.Option(
         3.0, help="Weight of each plant label (export folders) in the loss, base images 1"
     ),
+    keep_prior: bool = typer.Option(
+        True,
+        help="Re-weight the classes so that the weighted class mix of training is the base "
+        "data's: a plant's labels are mostly ok, and without this their weight moves every "
+        "P(ok) up and lets more defects pass on normal parts",
+    ),
+    distill_weight: float = typer.Option(
+        1.0,
+        help="With --init-from: weight of the parent's own answers on the base images as a "
+        "second target, against the labels' 1 (0 turns it off), so that the new version keeps "
+        "what the parent got right on normal parts",
+    ),
     register: bool = typer.Option(
         False, "--register", help="Register the result, with its lineage, in the registry"
     ),
@@ -106,15 +118,18 @@ def train(
             if init_from is not None:
                 parent = get_version(session, init_from).version
                 checkpoint = materialize(session, settings.data_dir, get_version(session, parent))
+    distill_weight = distill_weight if checkpoint is not None else 0.0
     made_of = lineage(
-        plan, parent_version=parent, base_data_seed=data_seed, plant_weight=plant_weight
-    )
+        plan, parent_version=parent, base_data_seed=data_seed, plant_weight=plant_weight,
+        keep_prior=keep_prior, distill_weight=distill_weight,
+    )  # fmt: skip
     try:
         config = TrainConfig(
             data=plan.base, out=out, epochs=epochs, patience=patience, seed=seed,
             data_seed=data_seed, batch_size=batch_size,
             lr=lr if lr is not None else (3e-4 if checkpoint is not None else 3e-3),
-            threads=threads, init_from=checkpoint, sources=plan.sources,
+            threads=threads, init_from=checkpoint, sources=plan.sources, keep_prior=keep_prior,
+            distill_weight=distill_weight,
             notes={"parent_version": parent, "lineage": made_of} if plan.sources or parent else {},
         )  # fmt: skip
     except ValueError as exc:

@@ -76,6 +76,8 @@ def lineage(
     parent_version: str | None,
     base_data_seed: int | None,
     plant_weight: float,
+    keep_prior: bool = True,
+    distill_weight: float = 0.0,
 ) -> dict[str, Any]:
     """What the new version was made from, for the checkpoint's card and the registry."""
     return {
@@ -86,6 +88,8 @@ def lineage(
             {"path": str(path), "manifest_sha256": manifest_sha256(path)} for path in data.exports
         ],
         "plant_weight": plant_weight,
+        "class_mix": "the base data's (re-weighted per class)" if keep_prior else "as weighted",
+        "distill_weight": distill_weight,
         "plant_split": f"by {ORDER_COLUMN}: validation the newest parts, calibration before them",
     }
 

@@ -338,6 +338,11 @@ def _card_markdown(card: dict) -> str:
         f"- Training: best epoch {val.get('best_epoch')} of {val.get('epochs_run')}, "
         f"{val.get('train_images')} training images, {val.get('train_minutes')} min, "
         f"trained {val.get('trained_at')}.",
+        *[
+            f"- From {name}: {n['train']} training, {n['val']} validation, {n['calib']} "
+            "calibration images."
+            for name, n in (val.get("splits_by_source") or {}).items()
+        ],
         "",
         "## Validation figures (calibrated)",
         f"{val.get('evaluated_on', '')}",

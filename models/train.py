@@ -111,6 +111,19 @@ class TrainConfig:
     init_from: Path | None = None
     # more data folders trained together with `data` (which weighs 1, stratified splits)
     sources: tuple[DataSource, ...] = ()
+    # with `sources`: re-weight each class so that the weighted class mix of the training split
+    # is `data`'s own (`prior_preserving_weights`). A plant's labels are ~96% ok; weighted 3
+    # they made the weighted mix 75% ok against the parent's 40%, which moved every P(ok) up
+    # (1.5 nats of log-odds) and let more defects pass on normal parts. A source's weight
+    # still says how much one of its images counts against a base image of the same class.
+    keep_prior: bool = True
+    # with `init_from`: the parent's answers on the base images (`data` and the sources not
+    # ordered in time) as a second target, this
+    # much against the class loss (KL divergence at `distill_temperature`), so that a
+    # fine-tune on new conditions does not forget what the parent got right on the old ones.
+    # 0 turns it off; it costs one forward pass of the parent per batch.
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
     # written into the checkpoint's metrics and card as they are (e.g. the parent version
     # and the data's lineage, which the caller knows and this module does not)
     notes: dict[str, object] = field(default_factory=dict)
@@ -126,6 +139,10 @@ class TrainConfig:
             raise ValueError("epochs must be at least 1")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (batch norm)")
+        if not (self.distill_weight >= 0 and math.isfinite(self.distill_weight)):
+            raise ValueError("distill_weight must be a number at or above 0")
+        if not self.distill_temperature > 0:
+            raise ValueError("distill_temperature must be positive")
         if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5):
             raise ValueError("val_fraction and calib_fraction must be within (0, 0.5)")
 
@@ -211,6 +228,31 @@ def time_split(
         order[n_train + n_calib :],
     )
     return tuple(np.sort(s).astype(np.int64) for s in (train, val, calib))  # type: ignore[return-value]
+
+
+def prior_preserving_weights(
+    labels: np.ndarray, weights: np.ndarray, train: np.ndarray, reference: np.ndarray
+) -> np.ndarray:
+    """`weights` scaled per class so that the weighted class mix of `train` equals the
+    (unweighted) class mix of `reference` (a subset of `train`: the base data's images).
+
+    Within a class every image keeps its weight relative to the others, so a source's weight
+    still means "one of these counts w base images of its class"; only the classes' totals
+    move. A class the reference lacks keeps its weights. Returns a new (N,) float32 array.
+    """
+    labels, out = np.asarray(labels), np.asarray(weights, dtype=np.float64).copy()
+    train, reference = np.asarray(train, dtype=np.int64), np.asarray(reference, dtype=np.int64)
+    classes = np.unique(labels[train])
+    ref_share = {c: float((labels[reference] == c).mean()) if len(reference) else 0.0
+                 for c in classes}  # fmt: skip
+    total = out[train].sum()
+    kept = [c for c in classes if ref_share[c] > 0]
+    # the weight left for the reference's classes once the others keep theirs
+    free = total - sum(out[train][labels[train] == c].sum() for c in classes if c not in kept)
+    for c in kept:
+        members = train[labels[train] == c]
+        out[members] *= ref_share[c] * free / out[members].sum()
+    return out.astype(np.float32)
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -410,6 +452,25 @@ def locator_loss(
     return per_image.sum() / located.float().sum().clamp_min(1.0)
 
 
+def distill_loss(
+    teacher: nn.Module,
+    xb: torch.Tensor,
+    logits: torch.Tensor,
+    picked: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """KL(teacher || student) on the `picked` images of the batch, both softened by
+    `temperature` (and scaled by its square, so its gradients keep the class loss's size).
+    The teacher runs in eval mode, as the parent serves: what it answers on the line."""
+    if not bool(picked.any()):
+        return logits.new_zeros(())
+    with torch.no_grad():
+        target = F.log_softmax(teacher(xb[picked]) / temperature, dim=1)
+    student = F.log_softmax(logits[picked] / temperature, dim=1)
+    kl = F.kl_div(student, target, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
 def refresh_batchnorm(
     model: nn.Module, images: torch.Tensor, prep: Preprocessing, batch_size: int = 32
 ) -> None:
@@ -446,13 +507,16 @@ def fit(
     splits: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     sample_weights: np.ndarray | None = None,
     val_subsets: Mapping[str, np.ndarray] | None = None,
+    distill: np.ndarray | None = None,
 ) -> TrainResult:
     """Train, early-stop, calibrate, evaluate and write checkpoint + model card.
 
     `splits`: explicit, disjoint (train, val, calib) indices (default: `training_splits`
     by `config.seed`). `sample_weights`: (N,) positive weights of each image in the class
     loss (default: all 1). `val_subsets`: named parts of the validation split whose figures
-    the card also reports on their own (e.g. the newest images of one folder).
+    the card also reports on their own (e.g. the newest images of one folder). `distill`:
+    (N,) bools, the images on which a fine-tune also follows its parent's answers
+    (`TrainConfig.distill_weight`; default: every image).
 
     `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices;
     `boxes`: per image, its defect boxes in input pixels (empty where unknown). The locator
@@ -521,6 +585,13 @@ def fit(
         model_config = DefectCNNConfig(num_classes=len(class_names), width_mult=config.width_mult)
         model = build_model(model_config)
 
+    teacher = None
+    if parent is not None and config.distill_weight > 0:
+        teacher = load_checkpoint(config.init_from).model.eval()  # type: ignore[arg-type]
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    distilled = torch.ones(len(labels), dtype=torch.bool) if distill is None else (
+        torch.as_tensor(np.asarray(distill, dtype=bool)))  # fmt: skip
     y = torch.from_numpy(labels.astype(np.int64))
     steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
     optimizer = torch.optim.AdamW(
@@ -575,6 +646,10 @@ def fit(
             class_loss = (F.cross_entropy(logits, y[batch], reduction="none") * w).sum() / w.sum()
             where_loss = locator_loss(cell_logits, mask, y[batch], located[batch], ok_index)
             loss = class_loss + config.locator_weight * where_loss
+            if teacher is not None:
+                loss = loss + config.distill_weight * distill_loss(
+                    teacher, xb, logits, distilled[batch], config.distill_temperature
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -800,7 +875,7 @@ def _train_sources(
     each image weighs what its folder says."""
     size = _input_size(config)
     all_items: list[LabeledImage] = []
-    all_labels, weights = [], []
+    all_labels, weights, distill = [], [], []
     train_parts, val_parts, calib_parts = [], [], []
     subsets: dict[str, np.ndarray] = {}
     for source in (DataSource(config.data), *config.sources):
@@ -811,6 +886,7 @@ def _train_sources(
                 labels, seed=config.seed, val_fraction=config.val_fraction,
                 calib_fraction=config.calib_fraction,
             )  # fmt: skip
+            subsets[f"{source.path} (stratified {len(val)})"] = val + offset
         else:
             times = _order_values(source.path, source.order_by, items)
             train, val, calib = time_split(
@@ -822,14 +898,31 @@ def _train_sources(
         all_items.extend(items)
         all_labels.append(labels)
         weights.append(np.full(len(items), source.weight, dtype=np.float32))
+        distill.append(np.full(len(items), source.order_by is None))
     labels = np.concatenate(all_labels)
     splits = tuple(np.sort(np.concatenate(p)) for p in (train_parts, val_parts, calib_parts))
     check_split_sizes(splits, profile=input_metrics is not None)  # type: ignore[arg-type]
+    # what each folder gave each split: validation and calibration hold base images as well
+    # as the plant's, so the early stopping, the temperature and the card see both
+    by_source = {
+        str(source.path): {"train": len(t), "val": len(v), "calib": len(c)}
+        for source, t, v, c in zip(
+            (DataSource(config.data), *config.sources), train_parts, val_parts, calib_parts,
+            strict=True,
+        )
+    }  # fmt: skip
+    config = replace(config, notes={**config.notes, "splits_by_source": by_source})
+    sample_weights = np.concatenate(weights)
+    if config.keep_prior:
+        before = _class_mix(labels, sample_weights, splits[0])
+        sample_weights = prior_preserving_weights(labels, sample_weights, splits[0], train_parts[0])
+        log.info("class mix of training, weighted: %s; kept at the base data's: %s",
+                 before, _class_mix(labels, sample_weights, splits[0]))  # fmt: skip
     images, sizes = load_images([it.path for it in all_items], size, progress=progress)
     boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(all_items, sizes, strict=True)]
     result = fit(
         config, images, labels, boxes=boxes, progress=progress, splits=splits,  # type: ignore[arg-type]
-        sample_weights=np.concatenate(weights), val_subsets=subsets,
+        sample_weights=sample_weights, val_subsets=subsets, distill=np.concatenate(distill),
     )  # fmt: skip
     if input_metrics is not None:
         del images
@@ -848,6 +941,13 @@ def _train_sources(
             progress=progress,
         )[1]
     return result
+
+
+def _class_mix(labels: np.ndarray, weights: np.ndarray, idx: np.ndarray) -> dict[str, float]:
+    """Each class's share of the weight of `idx`, for the log."""
+    total = float(weights[idx].sum())
+    return {CLASS_NAMES[c]: round(float(weights[idx][labels[idx] == c].sum()) / total, 3)
+            for c in np.unique(labels[idx])}  # fmt: skip
 
 
 def _write_profile(

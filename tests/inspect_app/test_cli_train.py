@@ -94,14 +94,24 @@ def test_export_then_fine_tune_register_and_shadow(plant, tmp_path: Path) -> Non
         lineage = row.lineage or {}
         assert lineage["exports"] == [{"path": str(export), "manifest_sha256": manifest_sha}]
         assert lineage["base_data_seed"] == 7 and lineage["plant_weight"] == 2.5
+        assert lineage["distill_weight"] == 1.0 and "base data" in lineage["class_mix"]
         assert lineage["parent_version"] == PARENT and version["parent_version"] == PARENT
         deployment = db.get(Deployment, "line-1")
         assert deployment is not None
         assert deployment.candidate == row.version and deployment.mode == "shadow"
-    # the card's figures: the whole validation split and the plant's newest parts on their own
+    # the card's figures: the whole validation split, the plant's newest parts and the base
+    # data's validation images on their own
     subsets = saved["metrics"]["validation_subsets"]
-    ((name, figures),) = subsets.items()
-    assert str(export) in name and "received_at" in name and figures["n"] >= 1
+    ((name, figures),) = [(k, v) for k, v in subsets.items() if str(export) in k]
+    assert "received_at" in name and figures["n"] >= 1
+    ((base_name, base_figures),) = [(k, v) for k, v in subsets.items() if str(plant.base) in k]
+    assert "stratified" in base_name and base_figures["n"] >= 1
+    # validation (early stopping, the card) and calibration (the temperature, the profile)
+    # hold both distributions, base and plant
+    by_source = saved["metrics"]["splits_by_source"]
+    assert set(by_source) == {str(plant.base), str(export)}
+    assert all(n["val"] >= 1 and n["calib"] >= 1 and n["train"] >= 1 for n in by_source.values())
+    assert saved["metrics"]["train_config"]["keep_prior"] is True  # the default
     card = out.with_suffix(".md").read_text()
     assert "newest" in card and PARENT in card and manifest_sha in card
     assert profile_path(out).is_file()  # recomputed on the new training distribution

@@ -14,8 +14,10 @@ from models.train import (
     Augmenter,
     TrainConfig,
     defect_crops,
+    distill_loss,
     fit,
     locator_loss,
+    prior_preserving_weights,
     stratified_split,
     time_split,
 )
@@ -185,3 +187,57 @@ def test_fine_tuning_starts_from_the_parents_weights_and_input(tmp_path: Path) -
     with pytest.raises(ValueError, match="px"):
         small = images[:, :, :32, :32].contiguous()
         fit(_toy_config(tmp_path, "c2.pt", init_from=parent.checkpoint), small, labels)
+
+
+def test_prior_preserving_weights_keep_the_base_class_mix_and_the_plants_weight() -> None:
+    # base: 40 ok + 60 scratch, weight 1; plant: 96 ok + 4 scratch, weight 3 (a line's mix)
+    labels = np.array([0] * 40 + [1] * 60 + [0] * 96 + [1] * 4)
+    weights = np.array([1.0] * 100 + [3.0] * 100)
+    train, base = np.arange(200), np.arange(100)
+    ok_share = weights[labels == 0].sum() / weights.sum()
+    assert ok_share > 0.7  # the plant's weight alone would move the prior to 82% ok
+
+    kept = prior_preserving_weights(labels, weights, train, base)
+    assert kept[labels == 0].sum() / kept.sum() == pytest.approx(0.4)  # the base data's mix
+    assert kept.sum() == pytest.approx(weights.sum())
+    # within a class, a plant label still counts three base images
+    assert kept[100] / kept[0] == pytest.approx(3.0) and kept[199] / kept[99] == pytest.approx(3.0)
+    # images outside `train` keep their weights; a class the base lacks keeps its own
+    labels3 = np.append(labels, [2, 2])
+    out = prior_preserving_weights(labels3, np.append(weights, [2.0, 2.0]), np.arange(202), base)
+    assert out[200] == out[201] == pytest.approx(2.0)
+    assert out[:200][labels == 0].sum() / out[:200].sum() == pytest.approx(0.4)
+
+
+def test_distillation_is_zero_on_the_parents_answers_and_only_counts_picked_images() -> None:
+    teacher = torch.nn.Linear(4, 3)
+    xb = torch.randn(6, 4)
+    with torch.no_grad():
+        same = teacher(xb)
+    picked = torch.tensor([True, True, False, False, True, False])
+    assert float(distill_loss(teacher, xb, same, picked, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    other = same.clone()
+    other[2] += torch.tensor([5.0, -5.0, 0.0])  # an image that is not picked
+    assert float(distill_loss(teacher, xb, other, picked, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    other[0] += torch.tensor([5.0, -5.0, 0.0])
+    assert float(distill_loss(teacher, xb, other, picked, 2.0)) > 0.1
+    assert float(distill_loss(teacher, xb, other, torch.zeros(6, dtype=torch.bool), 2.0)) == 0
+
+
+def test_a_distilled_fine_tune_stays_closer_to_its_parent(tmp_path: Path) -> None:
+    images, labels = _toy_images(48, seed=0)
+    parent = fit(_toy_config(tmp_path, "parent.pt", epochs=4), images, labels)
+    flipped = 1 - labels  # labels that contradict the parent everywhere
+    answers = {}
+    for name, weight in (("free.pt", 0.0), ("distilled.pt", 5.0)):
+        child = fit(
+            _toy_config(tmp_path, name, init_from=parent.checkpoint, epochs=2, lr=3e-3,
+                        distill_weight=weight),
+            images, flipped, distill=np.ones(48, dtype=bool),
+        )  # fmt: skip
+        predictor = Predictor.from_checkpoint(child.checkpoint)
+        bgr = [im.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for im in images]
+        answers[name] = [p.predicted_class for p in predictor.predict(bgr)]
+    truth = [CLASS_NAMES[t] for t in labels]
+    agree = {k: sum(a == t for a, t in zip(v, truth, strict=True)) for k, v in answers.items()}
+    assert agree["distilled.pt"] > agree["free.pt"]
