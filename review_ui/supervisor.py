@@ -30,13 +30,13 @@ import gradio as gr
 from sqlmodel import Session
 
 from inspect_app import agreement, lines, review_queue
-from inspect_app.api.params import LINE_ID_PATTERN, MAX_REASON_CHARS
+from inspect_app.api.params import DB_ID_MAX, LINE_ID_PATTERN, MAX_REASON_CHARS
 from inspect_app.automation import gate_targets, recommend_for_line
-from inspect_app.domain import NEVER, AutomationLevel, Role
-from inspect_app.events import list_events
+from inspect_app.domain import NEVER, AutomationLevel, DefectClass, Role
+from inspect_app.events import list_events, record_event
 from inspect_app.evidence import recommend_thresholds
 from inspect_app.reference import service as reference_service
-from inspect_app.storage.tables import User, utcnow
+from inspect_app.storage.tables import Inspection, User, utcnow
 from inspect_app.timeutil import as_utc
 from review_ui import evidence_views, views
 from review_ui.auth import current_user, require_role
@@ -631,6 +631,86 @@ def _reference_accuracy(db: Session, report: agreement.AgreementReport) -> str:
     )
 
 
+def gallery_choices(items: list[evidence_views.Disagreement]) -> list[tuple[str, int]]:
+    """The gallery's parts for the "mark as reference" picker: (what it shows, the id)."""
+    return [
+        (
+            f"#{d.inspection_id} · human {d.human_call} · model {d.model_call} · {d.labeler}",
+            d.inspection_id,
+        )
+        for d in items
+    ]
+
+
+def _row_id(value: float | int | None) -> int | None:
+    """A row id from the page's input, or None when it is not one."""
+    try:
+        number = int(value) if value is not None else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if number is None or number != value or not 1 <= number <= DB_ID_MAX:
+        return None
+    return number
+
+
+def mark_reference_part(
+    session: Session, user: User, inspection_id: float | int | None, label: str | None, reason: str
+) -> ChangeOutcome:
+    """`reference.service.add_reference` (the one the API and the CLI call) for a part picked
+    in the disagreement gallery, its outcome in words. A refusal is logged and recorded as an
+    event (`reference_part_refused`, with who and why), as the service records a success."""
+    reason = (reason or "").strip()
+    part = _row_id(inspection_id)
+    refusal: str | None = None
+    if part is None:
+        refusal = "pick a part in the gallery first"
+    elif label not in {c.value for c in DefectClass}:
+        refusal = f"pick the verified class: one of {', '.join(c.value for c in DefectClass)}"
+    elif len(reason) > MAX_REASON_CHARS or "\x00" in reason:
+        refusal = f"a reason may have at most {MAX_REASON_CHARS} characters (no NUL)"
+    if refusal is None:
+        assert part is not None and label is not None
+        try:
+            marked = reference_service.add_reference(
+                session, part, label, reason=reason, actor=user
+            )
+        except reference_service.ReferenceError as exc:
+            session.rollback()
+            refusal = str(exc)
+        else:
+            logger.info(
+                "review UI: %s marked inspection %d as reference part %d (%s)",
+                user.name, part, marked.id, marked.label,
+            )  # fmt: skip
+            return ChangeOutcome(
+                True,
+                '<div class="result result-ok" data-testid="reference-marked">'
+                f"Part #{part} is reference part {marked.id}, verified "
+                f"{views.esc(views.CLASS_TITLES.get(marked.label, marked.label))}. Inspectors "
+                "are served it blind at the line's reference rate.</div>",
+            )
+    inspection = session.get(Inspection, part) if part is not None else None
+    record_event(
+        session,
+        kind="reference_part_refused",
+        actor=user.name,
+        reason=reason.replace("\x00", "")[:MAX_REASON_CHARS],  # as given, where it can be
+        line_id=inspection.line_id if inspection is not None else None,
+        details={
+            "inspection_id": part,
+            "label": (label or "").replace("\x00", "")[:64] or None,
+            "refusal": refusal,
+            "via": "review UI",
+        },
+    )
+    session.commit()
+    logger.warning(
+        "review UI: %s may not mark inspection %s as a reference part: %s",
+        user.name, part, refusal,
+    )  # fmt: skip
+    return ChangeOutcome(False, views.change_failed_html(refusal or ""))
+
+
 def build_evidence_page(context: ReviewContext) -> EvidencePage:
     gr.HTML('<h2 class="page-title">Evidence</h2>', js_on_load=None)
     with gr.Row(elem_classes=["panel", "evidence-controls"]):
@@ -664,6 +744,27 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
     versions = gr.HTML(js_on_load=None, elem_id="evidence-versions")
     inspectors = gr.HTML(js_on_load=None, elem_id="evidence-inspectors")
     gallery = gr.HTML(js_on_load=None, elem_id="evidence-gallery")
+    with gr.Row(elem_classes=["panel", "evidence-mark-reference"]):
+        mark_part = gr.Dropdown(
+            label="Part from the gallery",
+            choices=[],
+            elem_id="reference-part",
+            interactive=True,
+            allow_custom_value=True,  # checked by the handler, whose refusal is recorded
+        )
+        mark_label = gr.Dropdown(
+            label="Verified class",
+            choices=[(views.CLASS_TITLES.get(c.value, c.value), c.value) for c in DefectClass],
+            elem_id="reference-label",
+            interactive=True,
+        )
+        mark_reason = gr.Textbox(
+            label="Reason (how it was verified)",
+            max_length=MAX_REASON_CHARS,
+            elem_id="reference-reason",
+        )
+        mark = gr.Button("Mark as reference part", elem_id="reference-mark")
+    mark_result = gr.HTML(js_on_load=None, elem_id="reference-mark-result")
 
     def show_evidence(
         line_id: str | None, model_version: str | None, window_name: str | None, request: gr.Request
@@ -683,6 +784,7 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
                     "",
                     "",
                     "",
+                    gr.update(choices=[], value=None),
                 )
             known = agreement.model_versions(db, chosen)
             version_choice = model_version if model_version in known else CURRENT_MODEL
@@ -721,9 +823,25 @@ def build_evidence_page(context: ReviewContext) -> EvidencePage:
                 evidence_views.versions_table_html(per_version),
                 evidence_views.inspectors_table_html(report) + _reference_accuracy(db, report),
                 evidence_views.gallery_html(gallery_items),
+                gr.update(choices=gallery_choices(gallery_items), value=None),
             )
 
-    outputs = [line, version, summary, figures, plot, recommendation, versions, inspectors, gallery]
+    def mark_as_reference(
+        inspection_id: float | None, label: str | None, reason: str | None, request: gr.Request
+    ) -> str:
+        with _as_supervisor(context, request, "mark reference parts") as (db, user):
+            return mark_reference_part(db, user, inspection_id, label, reason or "").html
+
+    outputs = [
+        line, version, summary, figures, plot, recommendation, versions, inspectors, gallery,
+        mark_part,
+    ]  # fmt: skip
+    mark.click(
+        mark_as_reference,
+        [mark_part, mark_label, mark_reason],
+        [mark_result],
+        api_name="mark_reference",
+    )
     show.click(show_evidence, [line, version, window], outputs, api_name="evidence")
     line.input(
         show_evidence,
