@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import func, or_, update
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import Session, SQLModel, col, select
 
 from inspect_app.domain import TaskReason, decision_for_class
@@ -204,12 +205,7 @@ def reply_decision(session: Session, user: User, label: Label) -> str | None:
     """The decision the reply to a verdict on a reference part states: what a live part of
     the same reason would show (the verdict's on a part the line waits for, the model's on
     an audit). None: `label` is a live label (its inspection's decision stands)."""
-    stored = session.get(Label, label.id) if label.id is not None else None
-    if stored is not None and (stored.inspection_id, stored.user_id, stored.task_id) == (
-        label.inspection_id,
-        label.user_id,
-        label.task_id,
-    ):
+    if not sa_inspect(label).transient:  # a saved Label: the queue never saves a reply's
         return None
     served = session.exec(
         select(ReferenceAnswer).where(
