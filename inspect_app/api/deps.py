@@ -3,9 +3,14 @@
 
 Access control is checked here, on the server, for every route: a bearer token names a
 user, `require_role` compares roles (they nest: admin > supervisor > inspector), and a
-camera key names exactly one line. Tokens and keys are looked up in the database on every
-request, never cached in the process, so a revocation, an expiry or a deactivation made
-by any process (or the CLI) refuses the very next request here.
+camera key names exactly one line. Tokens are looked up in the database on every request;
+camera keys (one per image, the hot path) through `inspect_app.lookups`, which reads the
+database's change revision on every request and looks a key up again whenever any key or
+line changed. Either way a revocation, an expiry or a deactivation made by any process (or
+the CLI) refuses the very next request here.
+
+The dependencies that only read ``app.state`` are ``async``: FastAPI runs a plain ``def``
+dependency in its thread pool, a thread hop per dependency per request for a dict read.
 
 The time the checks use is ``app.state.clock`` when a test sets one (a callable returning
 an aware UTC datetime), else the real clock: tests move it instead of sleeping.
@@ -24,10 +29,11 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from inspect_app.accounts import TokenRefused, check_token, line_for_camera_key
+from inspect_app.accounts import TokenRefused, check_token
 from inspect_app.api.params import LineIdPath
 from inspect_app.domain import Role
 from inspect_app.login_throttle import ThrottlePolicy
+from inspect_app.lookups import line_lookups
 from inspect_app.settings import Settings
 from inspect_app.storage.tables import User
 from inspect_app.timeutil import utcnow
@@ -42,11 +48,11 @@ camera_key_scheme = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
@@ -182,7 +188,7 @@ def get_camera_line(
             status.HTTP_401_UNAUTHORIZED, detail="a camera key is required in X-Api-Key"
         )
     with Session(engine) as session:
-        line_id = line_for_camera_key(session, key)
+        line_id = line_lookups(engine).current(session).camera_line(key)
     if line_id is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="the camera key is unknown or revoked"

@@ -1,7 +1,7 @@
 """Dependencies for the pipeline's parts that the app factory builds (see `api.app`).
 
 Read from ``app.state`` per request, so each app built by `create_app` (and each test) has
-its own pipeline, image store and metrics.
+its own pipeline, image store and metrics; ``async``, so reading them costs no thread hop.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from inspect_app.rollout.serving import Rollout
 from inspect_app.storage.images import ImageStore
 
 
-def get_pipeline(request: Request) -> InspectionPipeline:
+async def get_pipeline(request: Request) -> InspectionPipeline:
     return request.app.state.pipeline
 
 
-def get_image_store(request: Request) -> ImageStore:
+async def get_image_store(request: Request) -> ImageStore:
     return request.app.state.image_store
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
-def get_rollout(request: Request) -> Rollout:
+async def get_rollout(request: Request) -> Rollout:
     return request.app.state.rollout
 
 

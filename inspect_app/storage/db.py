@@ -28,7 +28,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
-from inspect_app.storage import tables  # noqa: F401  (registers the tables on the metadata)
+from inspect_app.storage import (
+    revisions,  # noqa: F401  (counts changes of lines and keys)
+    tables,  # noqa: F401  (registers the tables on the metadata)
+)
 from inspect_app.storage.migrations import alembic_config
 
 logger = logging.getLogger(__name__)

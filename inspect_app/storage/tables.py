@@ -501,6 +501,17 @@ class OutputDestination(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
+class ChangeRevision(SQLModel, table=True):
+    """A counter per kind of change that processes cache (`inspect_app.storage.revisions`):
+    every transaction that changes a line or a camera key increments scope ``lines`` in that
+    transaction, so a process reads one small row to know its cached lookups still hold."""
+
+    __tablename__ = "changerevision"
+
+    scope: str = Field(primary_key=True, max_length=32)
+    revision: int = 0
+
+
 class OutputSequence(SQLModel, table=True):
     """A line's last outbox sequence number. Taking the next one locks this row until the
     change commits, so a line's messages commit in sequence order."""
