@@ -6,6 +6,11 @@ worker thread takes the first waiting image, gathers more for at most ``max_wait
 until ``max_batch``), runs the model once and hands each caller its own result. The model
 never runs in the event-loop thread, so a slow batch never stalls HTTP handling.
 
+A caller may hand the image's network input along with it (`prepare`, in the caller's own
+worker thread, beside the decoding): the batch is then one stack of ready inputs, and the
+model's thread, the one place every image of a version queues for, does no per-image
+preprocessing. A predictor without `predict_prepared` gets the images themselves.
+
 Lifecycle: ``start()`` -> the worker runs until ``stop()`` -> everything queued before the
 stop is still answered, anything submitted after it is refused.
 """
@@ -17,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -41,6 +46,18 @@ class BatchPredictor(Protocol):
     ) -> tuple[list[Prediction], np.ndarray]: ...
 
 
+class PreparingPredictor(BatchPredictor, Protocol):
+    """A predictor that takes inputs prepared elsewhere (`models.predictor.Predictor` and
+    `models.onnx_predictor.OnnxPredictor` are)."""
+
+    @property
+    def preprocessing(self) -> Hashable: ...
+
+    def prepare(self, image: np.ndarray) -> np.ndarray: ...
+
+    def predict_prepared(self, x: np.ndarray) -> tuple[list[Prediction], np.ndarray]: ...
+
+
 class BatcherStopped(RuntimeError):
     """The batcher is stopping or stopped: no new images are taken."""
 
@@ -59,6 +76,7 @@ class BatchedPrediction:
 class _Item:
     image: np.ndarray
     future: Future[BatchedPrediction]
+    prepared: np.ndarray | None = None  # (3, S, S) network input, from `MicroBatcher.prepare`
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
@@ -86,6 +104,22 @@ class MicroBatcher:
         self._lock = threading.Lock()  # orders "accepting?" checks against the stop sentinel
         self._accepting = False
         self._thread: threading.Thread | None = None
+        self._preparing = all(
+            callable(getattr(predictor, name, None)) for name in ("prepare", "predict_prepared")
+        )
+
+    @property
+    def prepare_key(self) -> Hashable | None:
+        """What `prepare` depends on (the version's preprocessing): versions with the same key
+        take the same prepared input. None: this predictor takes images only."""
+        return getattr(self.predictor, "preprocessing", None) if self._preparing else None
+
+    def prepare(self, image: np.ndarray) -> np.ndarray | None:
+        """The image's network input for this version (call it from a worker thread, never the
+        event loop), or None when the predictor takes images only."""
+        if not self._preparing:
+            return None
+        return self.predictor.prepare(image)  # type: ignore[attr-defined,no-any-return]
 
     @property
     def running(self) -> bool:
@@ -120,18 +154,29 @@ class MicroBatcher:
                 logger.error("the model worker did not stop within %s s", timeout)
         logger.info("model batcher stopped")
 
-    def submit(self, image: np.ndarray) -> Future[BatchedPrediction]:
-        """Queue one image (from any thread); the future gets its prediction or its error."""
+    def submit(
+        self, image: np.ndarray, prepared: np.ndarray | None = None
+    ) -> Future[BatchedPrediction]:
+        """Queue one image (from any thread), with its `prepare`d input when the caller made
+        it; the future gets its prediction or its error."""
         future: Future[BatchedPrediction] = Future()
         with self._lock:
             if not self._accepting:
                 raise BatcherStopped("the model batcher is not running")
-            self._queue.put(_Item(image=image, future=future))
+            self._queue.put(_Item(image=image, future=future, prepared=prepared))
         return future
 
-    async def predict(self, image: np.ndarray) -> BatchedPrediction:
+    async def predict(
+        self, image: np.ndarray, prepared: np.ndarray | None = None
+    ) -> BatchedPrediction:
         """Predict one image from the event loop, batched with whatever else is waiting."""
-        return await asyncio.wrap_future(self.submit(image))
+        return await asyncio.wrap_future(self.submit(image, prepared))
+
+    def _predict(self, items: list[_Item]) -> tuple[list[Prediction], np.ndarray]:
+        if self._preparing and all(item.prepared is not None for item in items):
+            stacked = np.stack([item.prepared for item in items])  # type: ignore[misc]
+            return self.predictor.predict_prepared(stacked)  # type: ignore[attr-defined,no-any-return]
+        return self.predictor.predict_with_embeddings([item.image for item in items])
 
     # -- the worker thread
 
@@ -170,9 +215,7 @@ class MicroBatcher:
             return
         started = time.perf_counter()
         try:
-            predictions, embeddings = self.predictor.predict_with_embeddings(
-                [item.image for item in live]
-            )
+            predictions, embeddings = self._predict(live)
             if len(predictions) != len(live) or len(embeddings) != len(live):
                 raise RuntimeError(
                     f"the model returned {len(predictions)} predictions for {len(live)} images"
@@ -204,7 +247,7 @@ class MicroBatcher:
     def _retry_alone(self, item: _Item) -> None:
         started = time.perf_counter()
         try:
-            (prediction,), (embedding,) = self.predictor.predict_with_embeddings([item.image])
+            (prediction,), (embedding,) = self._predict([item])
         except Exception as exc:
             logger.exception("the model failed on an image")
             item.future.set_exception(exc)

@@ -29,6 +29,7 @@ import torch
 from inspect_app.domain import Prediction
 from models.checkpoint import LoadedCheckpoint
 from models.predictor import Predictor, calibrated_probabilities
+from models.preprocess import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,25 @@ class OnnxPredictor:
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Exactly `Predictor.preprocess` (it is that method)."""
         return self._torch.preprocess(images)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._torch.preprocessing
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Exactly `Predictor.prepare`: one image's (3, S, S) float32 input."""
+        return self._torch.prepare(image)
+
+    def predict_prepared(self, x: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+        """As `Predictor.predict_prepared`: the stacked inputs are the graph's feed as they are
+        (NCHW float32), so the model's thread spends nothing on preprocessing."""
+        if len(x) == 0:
+            return [], np.zeros((0, self.embedding_size), dtype=np.float32)
+        feed = np.ascontiguousarray(x, dtype=np.float32)  # a no-op for `prepare`'s arrays
+        logits, embedding = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: feed})
+        probabilities = calibrated_probabilities(logits, self.temperature)
+        predictions = self._torch.predictions(probabilities, [None] * len(x))
+        return predictions, embedding.astype(np.float32, copy=False)
 
     def _run(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(B, 3, S, S) -> ((B, C) logits, (B, D) embedding), float32."""

@@ -20,7 +20,7 @@ from models import DEFAULT_WEIGHTS
 from models.checkpoint import CheckpointError, LoadedCheckpoint, load_checkpoint
 from models.defect_cnn import EmbeddingCatcher
 from models.heatmap import logits_and_heatmaps, resize_heatmap
-from models.preprocess import normalize, stack_uint8
+from models.preprocess import Preprocessing, model_input, normalize, stack_uint8
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,28 @@ class Predictor:
         return normalize(x, self._checkpoint.preprocessing).contiguous(
             memory_format=torch.channels_last
         )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How an image becomes this version's input (versions that share it share inputs)."""
+        return self._checkpoint.preprocessing
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """One decoded BGR image -> its (3, S, S) float32 input (`models.preprocess.model_input`),
+        for `predict_prepared`: the service prepares images where it decodes them."""
+        return model_input(image, self._checkpoint.preprocessing)
+
+    def predict_prepared(self, x: np.ndarray) -> tuple[list[Prediction], np.ndarray]:
+        """`predict_with_embeddings` (no heatmap) of (B, 3, S, S) float32 inputs that `prepare`
+        made: the same predictions and (B, D) embeddings as from the images themselves."""
+        if len(x) == 0:
+            return [], np.zeros((0, self.embedding_size), dtype=np.float32)
+        # channels-last is the layout the network runs fastest on (as `preprocess` hands it)
+        tensor = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+        with self._lock, torch.inference_mode():
+            logits, embeddings = self._model.forward_with_embedding(tensor)  # (B, C), (B, D)
+        predictions = self.predictions(self._probabilities(logits), [None] * len(x))
+        return predictions, embeddings.numpy().astype(np.float32, copy=False)
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
         return calibrated_probabilities(logits, self.temperature)

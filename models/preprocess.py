@@ -92,6 +92,25 @@ def stack_uint8(images_bgr: Sequence[np.ndarray], size: int) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(0, 3, 1, 2)  # (B, 3, S, S)
 
 
+def model_input(image_bgr: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """One decoded BGR image -> its (3, S, S) float32 network input, normalised and
+    C-contiguous, so that a batch is one `np.stack` (NCHW, what an ONNX graph takes).
+
+    The same numbers as `normalize(stack_uint8(...))` (the same float32 operations in the same
+    order), computed per image where the image is decoded: the service prepares each image in
+    the request's worker thread, beside its decoding, and the model's thread only runs the
+    network on the stacked batch.
+    """
+    rgb = resize_to_input(image_bgr, prep.input_size)  # (S, S, 3) uint8
+    mean = np.asarray(prep.mean, dtype=np.float32) * np.float32(255.0)
+    std = np.asarray(prep.std, dtype=np.float32) * np.float32(255.0)
+    x = np.empty((3, prep.input_size, prep.input_size), dtype=np.float32)  # (3, S, S)
+    for c in range(3):
+        np.subtract(rgb[:, :, c], mean[c], out=x[c], dtype=np.float32)
+        x[c] /= std[c]
+    return x
+
+
 def normalize(x_uint8: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
     """(B, 3, S, S) uint8 or float in [0, 255] -> (B, 3, S, S) float32 normalised, in the
     input's memory layout."""
