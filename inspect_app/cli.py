@@ -1508,7 +1508,9 @@ def images_sweep(
 ) -> None:
     """Remove image files past the retention policy ($INSPECT_RETENTION_DAYS, and
     $INSPECT_RETENTION_LABELED_DAYS for labeled, disagreement and audited parts) and orphan
-    files; the inspections and their labels stay. Safe while the service runs (cron it)."""
+    files; the inspections and their labels stay. Also deletes outbox messages older than
+    $INSPECT_OUTBOX_RETENTION_DAYS that every destination has delivered (never an undelivered
+    one). Safe while the service runs (cron it)."""
     from inspect_app.storage.images import open_image_store
     from inspect_app.storage.retention import RetentionPolicy, sweep_images
 
