@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     outputs_lease_seconds: float = Field(default=30.0, gt=0)
     cameras: list[CameraSourceConfig] = Field(default_factory=list)
     demo: bool = False  # seed line-1, demo users, a camera key and the replay camera
+    # The review UI at /review. Off, the process serves the API only: an ingestion node behind
+    # the line cameras, or a second API process where the inspectors' browsers never go.
+    review_ui: bool = True
     # The demo's replay camera waits while line-1 has this many unlabeled tasks: at one image
     # a second, a demo left running for a night would otherwise queue 28,800 parts.
     demo_max_queue: int = Field(default=50, ge=1)

@@ -193,10 +193,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.camera_sources = sources
         base = f"http://{settings.host}:{settings.port}"
         logger.info(
-            "inspection service ready: API docs %s/docs, review UI %s/review, metrics %s/metrics;"
+            "inspection service ready: API docs %s/docs, review UI %s, metrics %s/metrics;"
             " data in %s, database %s",
             base,
-            base,
+            f"{base}/review" if settings.review_ui else "off (INSPECT_REVIEW_UI=false)",
             base,
             settings.data_dir.resolve(),
             engine.url.render_as_string(hide_password=True),
@@ -361,7 +361,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(405, method_not_allowed_handler)
     app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])
     _add_offline_docs(app)
-    from review_ui.app import mount_review_ui  # gradio: imported when an app is built
+    if app.state.settings.review_ui:
+        from review_ui.app import mount_review_ui  # gradio: imported when an app is built
 
-    mount_review_ui(app)  # the review UI under /review, on the same service layer
+        mount_review_ui(app)  # the review UI under /review, on the same service layer
     return app

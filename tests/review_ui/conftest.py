@@ -134,8 +134,18 @@ def serve(settings: Settings) -> Iterator[LiveService]:
 
 
 @pytest.fixture
+def app_settings(app_settings: Settings) -> Settings:
+    """The suite's settings with the review UI mounted, as every test here needs."""
+    return with_review_ui(app_settings)
+
+
+def with_review_ui(settings: Settings) -> Settings:
+    return settings.model_copy(update={"review_ui": True})
+
+
+@pytest.fixture
 def live_service(app_settings: Settings) -> Iterator[LiveService]:
-    yield from serve(app_settings)
+    yield from serve(with_review_ui(app_settings))
 
 
 def review_client(review_url: str, name: str, password: str = PASSWORD) -> Any:

@@ -28,6 +28,16 @@ def test_two_apps_do_not_share_state(tmp_path: Path, app_settings: Settings) -> 
         assert second.get("/readyz").status_code == 200
 
 
+def test_an_api_only_process_serves_the_api_and_no_review_ui(app_settings: Settings) -> None:
+    api_only = app_settings.model_copy(update={"review_ui": False})
+    with TestClient(create_app(api_only)) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/api/v1/lines").status_code == 401  # the API is there, and guarded
+        assert client.get("/review/").status_code == 404
+    with TestClient(create_app(api_only.model_copy(update={"review_ui": True}))) as client:
+        assert client.get("/review/").status_code == 200  # Gradio's login page
+
+
 def test_the_demo_seeds_line_1_and_its_replay_camera_feeds_it(
     tmp_path: Path, app_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,11 +24,19 @@ from inspect_app.api.params import (
     MAX_REASON_CHARS,
     USER_NAME_PATTERN,
 )
+from inspect_app.settings import Settings
 from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
 from tests.inspect_app.api.test_images import phone_image
+from tests.review_ui.conftest import with_review_ui
 
 PASSWORD = "a long test password"
 TOO_BIG_ID = 2**63  # one past BIGINT: the driver cannot bind it
+
+
+@pytest.fixture
+def app_settings(app_settings: Settings) -> Settings:
+    """With the review UI: hostile input to its login, its handlers and Gradio's routes."""
+    return with_review_ui(app_settings)
 
 
 def _auth(token: str) -> dict[str, str]:
