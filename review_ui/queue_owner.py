@@ -13,6 +13,11 @@ the request and changes nothing for the owner. The binding lives in this process
 like Gradio's queue itself (a stream is only ever served by the process that queued it);
 the oldest bindings are forgotten past `MAX_SESSIONS`, which at worst lets a forgotten
 hash be claimed afresh by the next user to join with it.
+
+The review UI's page itself no longer joins the queue (`review_ui.app.unqueue`: each event
+is one request any process answers); gradio_client still does, and this check covers it.
+For the page's events the same rule holds across processes through the desk's database
+row, which answers only the user who opened it (`review_ui.desk.DeskStore`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 serve` processes on one PostgreSQL: no sticky sessions, each request goes to the next
 process in turn, and an inspector's page works as against one process (claims, verdicts,
 the undo and its correction, the heatmap, the part handed back when the page closes), and
-so does a supervisor's (the Lines page, a level change). A tab's desk answers only the
-user who opened it, whichever process is asked."""
+so does a supervisor's (the Lines page and a level change, the Evidence, Monitoring, Models
+and Outputs pages). A tab's desk answers only the user who opened it, whichever process is
+asked."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ from tests.review_ui.test_browser import (
     CHROMIUM_ARGS,
     UI_TIMEOUT_MS,
     choose_option,
-    press_and_wait,
     shown_task,
 )
 
@@ -121,14 +121,21 @@ def test_an_inspector_and_a_supervisor_work_through_a_proxy_without_sticky_sessi
     assert not [p for _, p, _ in proxy.requests if "/queue/" in p]  # nothing queued
 
     # Verdicts, an undo and its correction, each event answered by the next process.
-    shown = [int(shown_task(page) or 0)]
+    shown = [shown_task(page)]
     for key in ("2", "1"):
-        press_and_wait(page, key)
-        shown.append(int(shown_task(page) or 0))
-    press_and_wait(page, "u")  # back to the second part, to correct it
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "(task) => document.querySelector('.part-card')?.dataset.taskId !== task",
+            arg=shown[-1],
+            timeout=UI_TIMEOUT_MS,
+        )
+        shown.append(shown_task(page))
+    page.keyboard.press("u")  # back to the second part, to correct it
     expect(page.locator(".viewer-banner")).to_contain_text("CORRECTING", timeout=UI_TIMEOUT_MS)
-    press_and_wait(page, "3")
-    assert int(shown_task(page) or 0) == shown[2]  # back to the part it held
+    assert shown_task(page) == shown[1]
+    page.keyboard.press("3")
+    expect(page.locator(".viewer-banner")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+    assert shown_task(page) == shown[2]  # back to the part it held
     # The heatmap of the part on screen, made by whichever process was asked for it.
     page.wait_for_function(
         "() => { const v = document.querySelector('.part-viewer.has-overlay'); "
@@ -145,7 +152,7 @@ def test_an_inspector_and_a_supervisor_work_through_a_proxy_without_sticky_sessi
             .join(ReviewTask, col(ReviewTask.id) == col(Label.task_id))
             .order_by(col(Label.id))
         ).all()
-    assert [(t, lb, s) for t, lb, s in labels] == [
+    assert [(str(t), lb, s) for t, lb, s in labels] == [
         (shown[0], "scratch", False),
         (shown[1], "ok", True),  # corrected: kept as superseded, a counted redo
         (shown[1], "crack", False),
@@ -167,7 +174,7 @@ def test_an_inspector_and_a_supervisor_work_through_a_proxy_without_sticky_sessi
         assert "belongs to another user" in answer.text
 
     # Logging out leaves the page: the part on screen goes back to the queue at once.
-    held = int(shown_task(page) or 0)
+    held = int(shown[2] or 0)
     page.locator("[data-testid=logout]").click()
     page.wait_for_selector("input[type=password]", timeout=60_000)
     deadline = time.monotonic() + 60
@@ -195,4 +202,21 @@ def test_an_inspector_and_a_supervisor_work_through_a_proxy_without_sticky_sessi
     with Session(engine) as db:
         line = db.get(Line, "line-1")
         assert line is not None and line.level == "human_only"
+
+    # The other supervisor pages, each tab's load and a line chosen afresh on another process.
+    before = len(proxy.requests)
+    page.get_by_role("tab", name="Evidence").click()
+    page.wait_for_selector(".evidence-summary", timeout=120_000)
+    choose_option(page, "evidence-line", "line-1")
+    summary = page.locator(".evidence-summary:not(.monitoring-summary):not(.deployment-summary)")
+    expect(summary).to_contain_text("line-1", timeout=UI_TIMEOUT_MS)
+    for tab, shown_in in (
+        ("Monitoring", ".monitoring-summary"),
+        ("Models", ".deployment-summary"),
+        ("Outputs", "#outputs-table .panel-title"),
+    ):
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_selector(shown_in, timeout=UI_TIMEOUT_MS)
+    assert set(run_upstreams(proxy, before)) == {0, 1}
+    assert page.locator("[data-testid=toast-body]").count() == 0  # no event failed
     engine.dispose()
