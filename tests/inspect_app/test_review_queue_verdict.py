@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from inspect_app import automation
 from inspect_app import review_queue as rq
 from inspect_app.accounts import add_user
-from inspect_app.domain import Role, TaskReason
+from inspect_app.domain import Role, TaskReason, TaskStatus
 from inspect_app.lines import add_line
 from inspect_app.storage.db import make_engine, upgrade_database
 from inspect_app.storage.tables import Inspection, Label, ReviewTask, User
@@ -240,3 +240,9 @@ def test_the_waiting_index_is_partial_on_sqlite_too(sqlite_file: Engine) -> None
             text("SELECT sql FROM sqlite_master WHERE name = 'ix_task_waiting'")
         ).scalar_one()
     assert "WHERE status IN ('open', 'claimed', 'escalated')" in sql
+
+
+def test_every_status_but_done_is_waiting() -> None:
+    """The claim, the queue's depth and its oldest part name the waiting statuses (so the
+    indexes serve them); a status added later must be named there too, or it vanishes."""
+    assert set(rq.WAITING_STATUSES) == {s.value for s in TaskStatus} - {TaskStatus.DONE.value}

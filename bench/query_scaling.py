@@ -1,0 +1,343 @@
+"""Query scaling: how the queue's claim, the gate's evidence, the agreement report and the
+monitoring queries grow from 10k to 1M inspections, as ratios measured in one run.
+
+Each size is a fresh SQLite file (WAL, as the service runs it) holding a plant's history:
+
+- the *history*: parts an older model (``v1``) decided at ``partial`` on three lines, most
+  of them automatically, a tenth audited and labeled, a few sent to review and labeled, a
+  few refused by the image gate; this is what grows with the size;
+- the *current era* on ``line-1``, the same at every size: ``--era`` parts the current model
+  (``v2``) predicted at ``shadow``, each labeled blind (the gate's evidence), and
+  ``--waiting`` parts in the queue.
+
+A plant's database grows with its history while the evidence for a decision today is the
+current model's era, so a query that reads that era should cost the same at every size;
+one whose ratio grows is scanning history (a missing index, or a count that should be kept
+incrementally). Built fast: one block of ``--block`` parts is inserted row by row with
+SQLAlchemy core, then copied with ``INSERT ... SELECT`` until the size is reached.
+
+Printed per query: the median time at each size and the ratio of the largest size to the
+smallest (target <= 1.5 for the claim and the gate's evidence), and the SQLite plan of the
+gate's evidence query at the largest size. Run:
+``nice -n 5 .venv/bin/python bench/query_scaling.py`` (``--help``; ``--sizes 10000,100000``
+for a shorter run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from inspect_app import agreement, review_queue
+from inspect_app.accounts import add_user
+from inspect_app.domain import CLASS_NAMES, Role, Route, TaskReason, TaskStatus
+from inspect_app.lines import add_line
+from inspect_app.monitoring import queries as monitoring
+from inspect_app.storage.db import make_engine, upgrade_database
+from inspect_app.storage.tables import Inspection, Label, Line, ReviewTask, User, utcnow
+
+LINES = ("line-1", "line-2", "line-3")
+CHUNK = 5_000
+GOAL_RATIO = 1.5
+GOAL_QUERIES = ("claim", "gate evidence")
+
+
+def _inspection(rng: random.Random, line: str, at, *, version: str, level: str, route: str):  # type: ignore[no-untyped-def]
+    p_ok = rng.random() ** 0.2  # mostly confident ok, as a good line is
+    rest = (1 - p_ok) / 4
+    probabilities = {c: rest for c in CLASS_NAMES} | {"ok": p_ok}
+    predicted = max(probabilities, key=probabilities.__getitem__)
+    gated = rng.random() < 0.002
+    decided = route == Route.AUTO.value or route == Route.AUDIT.value
+    return dict(
+        line_id=line, source="http", received_at=at, image_sha256=uuid.uuid4().hex * 2,
+        image_format="png", width=256, height=256, brightness=120.0 + rng.gauss(0, 3),
+        contrast=30.0, sharpness=200.0, model_version=version, probabilities=probabilities,
+        predicted_class=predicted, confidence=probabilities[predicted], p_defect=1 - p_ok,
+        level=level, pass_threshold=0.98, fail_threshold=0.98, route=route, show_model=False,
+        decision=("pass" if p_ok >= 0.5 else "fail") if decided else "pass",
+        decided_by="model" if decided else "human",
+        gate_codes="blur" if gated else None,
+        gate_reason="the image is out of focus" if gated else None,
+    )  # fmt: skip
+
+
+def _insert_block(
+    engine: Engine,
+    rows: list[dict],
+    labeled: list[bool],
+    waiting: list[bool],
+    user_id: int,
+    rng: random.Random,
+) -> None:
+    """Inspections, a task for each routed to a human, and a label for each labeled one."""
+    with engine.begin() as conn:
+        for first in range(0, len(rows), CHUNK):
+            chunk = rows[first : first + CHUNK]
+            ids = list(
+                conn.scalars(
+                    insert(Inspection).returning(Inspection.id, sort_by_parameter_order=True),
+                    chunk,
+                )
+            )
+            tasks, task_of = [], []
+            for k, (iid, row) in enumerate(zip(ids, chunk, strict=True)):
+                if row["route"] == Route.AUTO.value:
+                    continue
+                audit = row["route"] == Route.AUDIT.value
+                done = labeled[first + k]
+                tasks.append(
+                    dict(
+                        inspection_id=iid, line_id=row["line_id"],
+                        reason=(TaskReason.AUDIT if audit else TaskReason.DECIDE).value,
+                        priority=1 if audit else 0, show_model=False,
+                        status=(TaskStatus.DONE if done else TaskStatus.OPEN).value,
+                        created_at=row["received_at"],
+                        completed_at=row["received_at"] if done else None,
+                    )
+                )  # fmt: skip
+                task_of.append((iid, done, row["received_at"]))
+            if not tasks:
+                continue
+            task_ids = list(
+                conn.scalars(
+                    insert(ReviewTask).returning(ReviewTask.id, sort_by_parameter_order=True),
+                    tasks,
+                )
+            )
+            labels = [
+                dict(
+                    inspection_id=iid, task_id=tid, user_id=user_id,
+                    label="ok" if rng.random() < 0.9 else rng.choice(CLASS_NAMES),
+                    model_shown=False, duration_ms=2000, created_at=at, superseded=False,
+                )
+                for tid, (iid, done, at) in zip(task_ids, task_of, strict=True)
+                if done
+            ]  # fmt: skip
+            if labels:
+                conn.execute(insert(Label), labels)
+    del waiting
+
+
+def _copy_history(engine: Engine, block_rows: int, copies: int) -> None:
+    """Append `copies` copies of the first `block_rows` inspections (ids 1..block_rows), with
+    their tasks and labels, by INSERT ... SELECT: a million rows in seconds."""
+    with engine.connect() as conn:
+        columns = [
+            c["name"] for c in conn.execute(text("PRAGMA table_info(inspection)")).mappings()
+        ]
+    inspection_cols = ", ".join(c for c in columns if c != "id")
+    with engine.begin() as conn:
+        n_tasks = conn.execute(
+            text("SELECT count(*) FROM reviewtask WHERE inspection_id <= :b"), {"b": block_rows}
+        ).scalar_one()
+        for _ in range(copies):
+            offset = conn.execute(text("SELECT max(id) FROM inspection")).scalar_one()
+            task_offset = conn.execute(text("SELECT max(id) FROM reviewtask")).scalar_one()
+            conn.execute(
+                text(
+                    f"INSERT INTO inspection ({inspection_cols}) SELECT {inspection_cols} "
+                    "FROM inspection WHERE id <= :b ORDER BY id"
+                ),
+                {"b": block_rows},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO reviewtask (inspection_id, line_id, reason, priority, "
+                    "show_model, status, created_at, completed_at) SELECT inspection_id + :o, "
+                    "line_id, reason, priority, show_model, status, created_at, completed_at "
+                    "FROM reviewtask WHERE id <= :t ORDER BY id"
+                ),
+                {"o": offset, "t": n_tasks},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO label (inspection_id, task_id, user_id, label, model_shown, "
+                    "duration_ms, created_at, superseded) SELECT inspection_id + :o, "
+                    "task_id + :to, user_id, label, model_shown, duration_ms, created_at, "
+                    "superseded FROM label WHERE task_id <= :t ORDER BY id"
+                ),
+                {"o": offset, "to": task_offset, "t": n_tasks},
+            )
+
+
+def build(path: Path, size: int, args: argparse.Namespace) -> Engine:
+    """A database of `size` inspections: history, then the current era (see the module)."""
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade_database(engine)
+    rng = random.Random(args.seed)
+    with Session(engine, expire_on_commit=False) as db:
+        for line in LINES:
+            add_line(db, line, "shadow")
+        historian = add_user(db, "history", Role.INSPECTOR, "history-password")
+        add_user(db, "bench-inspector", Role.INSPECTOR, "bench-password")
+    assert historian.id is not None
+    era = args.era + args.waiting
+    history = max(0, size - era)
+    block = min(args.block, history)
+    now = utcnow()
+    rows, labeled = [], []
+    for i in range(block):
+        roll = rng.random()
+        route = Route.AUTO if roll < 0.85 else Route.AUDIT if roll < 0.95 else Route.REVIEW
+        at = now - timedelta(days=60) + timedelta(seconds=i)
+        rows.append(
+            _inspection(rng, LINES[i % 3], at, version="v1", level="partial", route=route.value)
+        )
+        labeled.append(True)
+    _insert_block(engine, rows, labeled, [], historian.id, rng)
+    if block:
+        _copy_history(engine, block, history // block - 1)
+    rest = history - (history // block) * block if block else 0
+    rows = [
+        _inspection(rng, "line-1", now - timedelta(days=1), version="v1", level="partial",
+                    route=Route.AUTO.value)
+        for _ in range(rest)
+    ]  # fmt: skip
+    rows += [
+        _inspection(
+            rng, "line-1", now - timedelta(hours=12) + timedelta(seconds=i), version="v2",
+            level="shadow", route=Route.REVIEW.value,
+        )
+        for i in range(era)
+    ]  # fmt: skip
+    labeled = [True] * rest + [True] * args.era + [False] * args.waiting
+    _insert_block(engine, rows, labeled, [], historian.id, rng)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return engine
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of `fn` in ms, after one untimed call (warm caches, as in service)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def measure(engine: Engine, repeat: int) -> dict[str, float]:
+    with Session(engine, expire_on_commit=False) as db:
+        user = db.exec(select(User).where(User.name == "bench-inspector")).one()
+        line = db.get(Line, "line-1")
+        assert line is not None
+        partial = Line(
+            **{**line.model_dump(), "level": "partial", "updated_at": utcnow() - timedelta(days=90)}
+        )
+
+        def claim() -> None:
+            task = review_queue.claim_next_task(db, user, lease_seconds=60)
+            assert task is not None
+            review_queue.release_task(db, task.task_id, user)
+
+        queries: dict[str, Callable[[], object]] = {
+            "claim": claim,
+            "gate evidence": lambda: agreement.gate_evidence(db, "line-1"),
+            "agreement report": lambda: agreement.agreement_report(db, "line-1"),
+            "live audit counts": lambda: agreement.live_audit_counts(db, partial, "v1"),
+            "monitoring: input series": lambda: monitoring.input_metric_series(
+                db, "line-1", "brightness"
+            ),
+            "monitoring: gate refusals": lambda: monitoring.gate_refusals(db, "line-1"),
+            "monitoring: gate counts": lambda: monitoring.gate_counts(db, "line-1"),
+            "queue depth": lambda: review_queue.queue_depth(db),
+            "oldest waiting": lambda: review_queue.oldest_waiting(db),
+        }
+        return {name: timed(fn, repeat) for name, fn in queries.items()}
+
+
+def evidence_plan(engine: Engine) -> str:
+    """SQLite's plan for the gate's evidence query (the SQL `labeled_inspections` sends)."""
+    captured: list[str] = []
+
+    from sqlalchemy import event
+
+    def grab(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "FROM inspection JOIN label" in statement and not captured:
+            captured.append(statement)
+            captured.append(repr(params))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    with Session(engine) as db:
+        evidence = agreement.gate_evidence(db, "line-1")
+        assert evidence.n > 0
+    event.remove(engine, "before_cursor_execute", grab)
+    if not captured:
+        return "  (the evidence query was not seen)"
+    statement = captured[0]
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw is not None
+        import ast
+
+        params = ast.literal_eval(captured[1])
+        rows = raw.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
+    return "\n".join(f"  {row[-1]}" for row in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--era", type=int, default=2_000, help="labeled parts of the current era")
+    parser.add_argument("--waiting", type=int, default=500, help="parts in the queue")
+    parser.add_argument("--block", type=int, default=10_000, help="history rows copied")
+    parser.add_argument("--repeat", type=int, default=15, help="timed calls per query")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print("load average before: {:.2f} {:.2f} {:.2f} (2 cores, shared)".format(*os.getloadavg()))
+    results: dict[int, dict[str, float]] = {}
+    plan = ""
+    with tempfile.TemporaryDirectory(prefix="query-scaling-") as tmp:
+        for size in sizes:
+            t0 = time.perf_counter()
+            engine = build(Path(tmp) / f"{size}.db", size, args)
+            built = time.perf_counter() - t0
+            results[size] = measure(engine, args.repeat)
+            print(
+                f"{size:>9,} inspections: built in {built:.0f} s, measured; load {{:.2f}}".format(
+                    os.getloadavg()[0]
+                )
+            )
+            if size == sizes[-1]:
+                plan = evidence_plan(engine)
+            engine.dispose()
+            (Path(tmp) / f"{size}.db").unlink()
+    small, large = sizes[0], sizes[-1]
+    print(
+        "\n"
+        + f"{'query':<28}"
+        + "".join(f"{f'{s:,} ms':>14}" for s in sizes)
+        + f"{f'{large // 1000}k/{small // 1000}k':>12}"
+    )
+    for name in results[small]:
+        ratio = results[large][name] / results[small][name]
+        goal = ""
+        if name in GOAL_QUERIES:
+            goal = f"   goal <= {GOAL_RATIO}: {'met' if ratio <= GOAL_RATIO else 'MISSED'}"
+        print(
+            f"{name:<28}"
+            + "".join(f"{results[s][name]:>14.2f}" for s in sizes)
+            + f"{ratio:>12.2f}{goal}"
+        )
+    print(f"\ngate evidence query plan at {large:,}:\n{plan}")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()
