@@ -311,6 +311,7 @@ class Disagreement:
     labeler: str
     labeled_at: datetime
     model_shown: bool
+    reference: bool = False  # already a reference part (served to inspectors blind)
 
 
 def gallery_html(items: Sequence[Disagreement]) -> str:
@@ -329,7 +330,8 @@ def gallery_html(items: Sequence[Disagreement]) -> str:
         f'<span class="dis-human">human: {esc(CLASS_TITLES.get(d.human_call, d.human_call))}'
         f'</span></div><div class="dis-meta">#{d.inspection_id} · {esc(d.labeler)} · '
         f"{esc(format_time(d.labeled_at))}"
-        f"{' · model shown' if d.model_shown else ''}</div></figcaption></figure>"
+        f"{' · model shown' if d.model_shown else ''}"
+        f"{' · <b>reference part</b>' if d.reference else ''}</div></figcaption></figure>"
         for d in items
     )
     return title + f'<div class="dis-grid">{cards}</div>'

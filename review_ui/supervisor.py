@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gradio as gr
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from inspect_app import agreement, lines, review_queue
 from inspect_app.api.params import DB_ID_MAX, LINE_ID_PATTERN, MAX_REASON_CHARS
@@ -36,7 +36,7 @@ from inspect_app.domain import NEVER, AutomationLevel, DefectClass, Role
 from inspect_app.events import list_events, record_event
 from inspect_app.evidence import recommend_thresholds
 from inspect_app.reference import service as reference_service
-from inspect_app.storage.tables import Inspection, User, utcnow
+from inspect_app.storage.tables import Inspection, ReferencePart, User, utcnow
 from inspect_app.timeutil import as_utc
 from review_ui import evidence_views, views
 from review_ui.auth import current_user, require_role
@@ -583,6 +583,14 @@ def disagreements(
     if not differ:
         return []
     images = agreement.disagreement_images(session, [r.inspection_id for r in differ])
+    marked = set(
+        session.exec(
+            select(ReferencePart.inspection_id).where(
+                col(ReferencePart.inspection_id).in_([r.inspection_id for r in differ]),
+                col(ReferencePart.removed_at).is_(None),
+            )
+        )
+    )
     out = []
     for r in differ:
         sha = images.get(r.inspection_id)
@@ -597,6 +605,7 @@ def disagreements(
                 labeler=r.labeler,
                 labeled_at=r.labeled_at,
                 model_shown=r.model_shown,
+                reference=r.inspection_id in marked,
             )
         )
     return out
@@ -632,13 +641,15 @@ def _reference_accuracy(db: Session, report: agreement.AgreementReport) -> str:
 
 
 def gallery_choices(items: list[evidence_views.Disagreement]) -> list[tuple[str, int]]:
-    """The gallery's parts for the "mark as reference" picker: (what it shows, the id)."""
+    """The gallery's parts for the "mark as reference" picker: (what it shows, the id); those
+    already reference parts are left out."""
     return [
         (
             f"#{d.inspection_id} · human {d.human_call} · model {d.model_call} · {d.labeler}",
             d.inspection_id,
         )
         for d in items
+        if not d.reference
     ]
 
 

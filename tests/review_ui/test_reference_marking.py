@@ -16,6 +16,7 @@ from inspect_app.accounts import get_user
 from inspect_app.settings import Settings
 from inspect_app.storage.tables import Event, ReferencePart
 from review_ui.context import ReviewContext
+from review_ui.evidence_views import gallery_html
 from review_ui.supervisor import disagreements, gallery_choices, mark_reference_part
 from tests.review_ui.conftest import LiveService, add_lines, add_people, review_client
 
@@ -56,6 +57,10 @@ def test_a_gallery_part_is_marked_with_its_verified_class(
         (added,) = _events(db, "reference_part_added")
         assert added.actor == "sam" and added.reason == "lab: a real scratch"
         assert added.line_id == "line-1"
+        # the gallery says so, and the picker no longer offers it
+        items = disagreements(db, context, rows)
+        assert [d.reference for d in items] == [True] and gallery_choices(items) == []
+        assert "reference part</b>" in gallery_html(items)
 
         # refusals: said in words, recorded with who and why, nothing marked
         again = mark_reference_part(db, sam, ids[0], "scratch", "once more")
