@@ -8,14 +8,15 @@ shipped reference profile and ``ImageGate``):
   per source, how many the model alone would auto-decide at the line thresholds, how many the
   gate lets through, and how many it lets through that the model then auto-decides (the
   figure that must be 0);
-- a clean labeled set from a generator seed nothing else uses (4242 by default; training
-  uses 1, the tests 777/778/90210, the gate's tuning 31337): the share of good parts the gate
-  refuses (target <= 1%), with its 95% Clopper-Pearson interval, and per reason code.
+- a clean labeled set from a generator seed nothing else uses (8080 by default; training
+  uses 1, the tests 777/778/90210, the gate's tuning 31337, and 4242, 2718 and 1618 measured
+  the gate as it was tuned): the share of good parts the gate refuses (target <= 1%), with
+  its 95% Clopper-Pearson interval, and per reason code.
 
 Usage (the clean set is generated into ``var/`` on first use, ~30 s):
 
     .venv/bin/python bench/image_gate.py [--part held_out|tuning] [--n-per-source 50]
-        [--clean-seed 4242] [--clean-n 2000] [--checkpoint C]
+        [--clean-seed 8080] [--clean-n 2000] [--checkpoint C]
 
 The gate's defaults were tuned with ``--part tuning --clean-seed 31337``; quote the held-out.
 """
@@ -52,8 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 # are spent once each: seed 2 measured the gate as first tuned (17 of 1,000 through and
 # auto-decided); the tuning part then gained four harder sources and the gradient-balance
 # metric came in, measured on seed 3 (13); a last re-tune on the tuning part (margin,
-# ood_level) is measured on seed 4, frames nothing was chosen on: the figure to quote.
-OOD_SEEDS = {"tuning": 1, "held_out": 4}
+# ood_level) is measured on seed 4, frames nothing was chosen on (6 through, all halves of
+# phones stretched to fill the frame). The framing rules came in for those: seeds 4, 5 and 6
+# chose their margin (see GateConfig.framing_margin), so seed 7 is the figure to quote.
+OOD_SEEDS = {"tuning": 1, "held_out": 7}
 
 
 def run(
@@ -159,7 +162,7 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(SOURCES), default="held_out")
     parser.add_argument("--n-per-source", type=int, default=50)
     parser.add_argument("--ood-seed", type=int, default=None, help="default: the part's")
-    parser.add_argument("--clean-seed", type=int, default=4242)
+    parser.add_argument("--clean-seed", type=int, default=8080)
     parser.add_argument("--clean-n", type=int, default=2000)
     parser.add_argument("--pass-threshold", type=float, default=0.95)
     parser.add_argument("--fail-threshold", type=float, default=0.95)

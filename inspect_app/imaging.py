@@ -68,6 +68,21 @@ class DecodedImage:
 CLIP_DARK = 2
 CLIP_BRIGHT = 253
 
+# Framing (`InputStats.end_balance`, `side_balance`): is the whole part in the frame? A line
+# camera sees the part whole, its outline well inside the frame; a part cut off by the frame
+# (mispositioned, shifted, the camera zoomed) is missing the outline on one side, though every
+# piece that is in view looks like a part, which the embedding alone does not see (it let
+# through top and bottom halves of phones, stretched to fill the frame). So the framing
+# metrics compare the outline on opposite sides of the frame. An outline edge is a long one:
+# the gradient averaged along the edge over a fifth of the frame (a phone's end spans ~40% of
+# the width), which keeps the part's outline and the fixture pocket's and drops what is short
+# (screws, pits, a crack's branches, sensor noise). The ends are looked for in the outer 30%
+# of the height, where a whole part's ends lie (the generator's phones fill 70-80% of it);
+# the sides in each half of the width, because a belt's own edge runs the full height near
+# the frame's side and would outshine the part's sides in an outer band.
+OUTLINE_RUN = 0.2  # of the frame's side: how long an edge must be to count as an outline
+END_BAND = 0.3  # of the height: the top and bottom bands where the part's ends are looked for
+
 
 @dataclass(frozen=True)
 class InputStats:
@@ -82,6 +97,13 @@ class InputStats:
     # log(variance of the x-gradient / variance of the y-gradient): a shake or motion blur
     # smears detail along one direction only, which moves this where sharpness barely moves
     gradient_balance: float
+    # log((1 + strongest long horizontal edge in the top END_BAND) / (1 + the same in the
+    # bottom band)): 0 for a part with both ends in view; far from 0 when one end is out of the
+    # frame (positive: the bottom end is missing); 0 for a flat frame, which has neither
+    end_balance: float
+    # the same for long vertical edges in the left half over the right half (positive: the
+    # right side is missing)
+    side_balance: float
     clipped_dark: float  # share of pixels with grey level <= CLIP_DARK: under-exposure
     clipped_bright: float  # share of pixels with grey level >= CLIP_BRIGHT: over-exposure
     mean_blue: float  # mean of each colour channel, 0..255: a lamp's colour shift
@@ -103,6 +125,8 @@ class InputStats:
             "contrast": self.contrast,
             "sharpness": self.sharpness,
             "gradient_balance": self.gradient_balance,
+            "end_balance": self.end_balance,
+            "side_balance": self.side_balance,
             "clipped_dark": self.clipped_dark,
             "clipped_bright": self.clipped_bright,
             "mean_blue": self.mean_blue,
@@ -272,6 +296,7 @@ def input_stats(image: np.ndarray) -> InputStats:
     _, dy_std = cv2.meanStdDev(dy)
     # a flat frame has no gradient either way: balanced (0), not undefined
     balance = math.log((dx_std[0][0] ** 2 + 1e-6) / (dy_std[0][0] ** 2 + 1e-6))
+    end_balance, side_balance = _framing(grey)
     pixels = grey.size
     # numpy, not cv2.compare: OpenCV takes a 1x1 image for a scalar and refuses the pair.
     dark = np.count_nonzero(grey <= CLIP_DARK) / pixels
@@ -284,9 +309,33 @@ def input_stats(image: np.ndarray) -> InputStats:
         contrast=float(std[0][0]),
         sharpness=float(laplacian_std[0][0]) ** 2,
         gradient_balance=balance,
+        end_balance=end_balance,
+        side_balance=side_balance,
         clipped_dark=dark,
         clipped_bright=bright,
         mean_blue=float(blue),
         mean_green=float(green),
         mean_red=float(red),
     )
+
+
+def _framing(grey: np.ndarray) -> tuple[float, float]:
+    """(end_balance, side_balance) of an (H, W) uint8 grey frame; see OUTLINE_RUN for what
+    they measure and why. At half resolution: an outline survives it, and it costs a quarter
+    of the full frame's filtering on the hot path."""
+    if min(grey.shape) >= 4:
+        grey = cv2.resize(
+            grey, (grey.shape[1] // 2, grey.shape[0] // 2), interpolation=cv2.INTER_AREA
+        )
+    dx, dy = cv2.spatialGradient(grey)
+    h, w = grey.shape
+    run_x, run_y = max(1, round(OUTLINE_RUN * w)), max(1, round(OUTLINE_RUN * h))
+    # horizontal edges kept where they run on along x; vertical ones where they run along y
+    # (unnormalised box sums, int16 in, float32 out: the ratios below do not need the mean)
+    across = np.abs(cv2.boxFilter(dy, cv2.CV_32F, (run_x, 1), normalize=False))
+    along = np.abs(cv2.boxFilter(dx, cv2.CV_32F, (1, run_y), normalize=False))
+    band = max(1, round(END_BAND * h))
+    top, bottom = float(across[:band].max()) / run_x, float(across[h - band :].max()) / run_x
+    half = max(1, w // 2)
+    left, right = float(along[:, :half].max()) / run_y, float(along[:, w - half :].max()) / run_y
+    return math.log((1.0 + top) / (1.0 + bottom)), math.log((1.0 + left) / (1.0 + right))

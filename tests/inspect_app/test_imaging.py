@@ -181,3 +181,25 @@ def test_input_stats_measure_clipping_colour_size_and_direction() -> None:
     assert input_stats(stripes).gradient_balance > 3
     assert input_stats(np.ascontiguousarray(stripes.transpose(1, 0, 2))).gradient_balance < -3
     assert input_stats(np.full((20, 20, 3), 7, dtype=np.uint8)).gradient_balance == 0.0
+
+
+def test_framing_metrics_see_a_part_cut_off_by_the_frame() -> None:
+    """A dark part on a grey belt: whole, both ends and sides show and balance; pushed down
+    or right until the frame cuts it, the outline on the other side is missing."""
+    whole = np.full((256, 256, 3), 120, dtype=np.uint8)
+    cv2.rectangle(whole, (80, 30), (176, 226), (30, 30, 30), -1)
+    stats = input_stats(whole)
+    assert stats.end_balance == pytest.approx(0.0, abs=0.1)
+    assert stats.side_balance == pytest.approx(0.0, abs=0.1)
+    assert set(stats.metrics()) >= {"end_balance", "side_balance"}
+
+    down = np.full_like(whole, 120)
+    down[40:] = whole[:216]  # its bottom end below the frame
+    assert input_stats(down).end_balance > 2
+    assert input_stats(np.ascontiguousarray(down[::-1])).end_balance < -2  # its top cut off
+    right = np.full_like(whole, 120)
+    right[:, 100:] = whole[:, :156]  # both sides in the right half, the right one cut off
+    assert input_stats(right).side_balance < -2
+    assert input_stats(np.ascontiguousarray(right[:, ::-1])).side_balance > 2
+    flat = input_stats(np.full((20, 20, 3), 7, dtype=np.uint8))
+    assert (flat.end_balance, flat.side_balance) == (0.0, 0.0)

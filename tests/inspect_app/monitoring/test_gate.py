@@ -31,16 +31,14 @@ D = 8  # embedding size of the toy profile
 def _typical() -> dict[str, float]:
     return {
         "width": 256.0, "height": 256.0, "aspect": 1.0, "brightness": 90.0, "contrast": 30.0,
-        "sharpness": 120.0, "gradient_balance": 0.7, "clipped_dark": 0.0, "clipped_bright": 0.0,
+        "sharpness": 120.0, "gradient_balance": 0.7, "end_balance": 0.0, "side_balance": 0.0,
+        "clipped_dark": 0.0, "clipped_bright": 0.0,
         "mean_blue": 90.0, "mean_green": 90.0, "mean_red": 90.0,
     }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def gate() -> ImageGate:
-    """A gate on a toy profile: 400 frames spread round `_typical()`, Gaussian embeddings."""
-    rng = np.random.default_rng(0)
-    n = 400
+def _reference_rows(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
+    """`n` frames' metrics spread round `_typical()`."""
     rows = []
     for _ in range(n):
         row = _typical()
@@ -48,10 +46,21 @@ def gate() -> ImageGate:
         row["contrast"] = float(np.exp(rng.normal(np.log(30), 0.3)))
         row["sharpness"] = float(np.exp(rng.normal(np.log(120), 0.4)))
         row["gradient_balance"] = float(rng.normal(0.7, 0.3))
+        row["end_balance"] = float(rng.normal(0.0, 0.4))
+        row["side_balance"] = float(rng.normal(0.0, 0.25))
         row["clipped_bright"] = float(rng.uniform(0, 0.01))
         for c in ("mean_blue", "mean_green", "mean_red"):
             row[c] = row["brightness"] + float(rng.normal(0, 3))
         rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def gate() -> ImageGate:
+    """A gate on a toy profile: 400 frames spread round `_typical()`, Gaussian embeddings."""
+    rng = np.random.default_rng(0)
+    n = 400
+    rows = _reference_rows(rng, n)
     profile = profile_from_outputs(
         rng.dirichlet(np.ones(len(CLASS_NAMES)), size=n), rng.normal(size=(n, D)), rows,
         model_version="toy", source="toy frames",
@@ -80,6 +89,10 @@ def test_a_typical_frame_with_a_typical_embedding_is_usable(gate: ImageGate) -> 
         ({"sharpness": 3.1}, GateCode.BLURRED, "out of focus (sharpness 3.1"),
         ({"gradient_balance": -2.0}, GateCode.DIRECTIONAL, "detail lost across the frame"),
         ({"sharpness": 40_000.0}, GateCode.NOISY, "noisy or grainy"),
+        ({"end_balance": 4.0}, GateCode.FRAMING, "its outline is missing at the bottom"),
+        ({"end_balance": -4.0}, GateCode.FRAMING, "its outline is missing at the top"),
+        ({"side_balance": -3.0}, GateCode.FRAMING, "its outline is missing on the left"),
+        ({"side_balance": 3.0}, GateCode.FRAMING, "its outline is missing on the right"),
         ({"mean_red": 250.0}, GateCode.COLOUR, "unusual colour (mean red 250"),
         ({"width": 640.0, "height": 480.0, "aspect": 4 / 3}, GateCode.SIZE,
          "wrong size/aspect (640x480, reference 256x256)"),
@@ -135,6 +148,33 @@ def test_a_wider_margin_lets_more_through(gate: ImageGate) -> None:
     assert ImageGate(gate.profile, GateConfig(margin=1.0)).check(dim).usable
 
 
+def test_framing_has_its_own_margin(gate: ImageGate) -> None:
+    """The framing metrics' long clean tail gets `framing_margin`, the others `margin`."""
+    wide = ImageGate(gate.profile, GateConfig(framing_margin=2.0))
+    assert wide.limits["end_balance"][1] > gate.limits["end_balance"][1]
+    assert wide.limits["brightness"] == gate.limits["brightness"]
+    cut = _with(end_balance=gate.limits["end_balance"][1] + 0.01)
+    assert not gate.check(cut).usable and wide.check(cut).usable
+
+
+def test_a_profile_made_before_the_framing_metrics_does_not_check_them() -> None:
+    """Profiles written before `end_balance` and `side_balance` existed keep loading and
+    gating on what they hold; the framing rules wait for a regenerated profile."""
+    rng = np.random.default_rng(1)
+    old_rows = [
+        {k: v for k, v in row.items() if k not in ("end_balance", "side_balance")}
+        for row in _reference_rows(rng, 50)
+    ]
+    profile = profile_from_outputs(
+        rng.dirichlet(np.ones(len(CLASS_NAMES)), size=50), rng.normal(size=(50, D)), old_rows,
+        model_version="old", source="a profile without the framing metrics",
+    )  # fmt: skip
+    old = ImageGate(ReferenceProfile.from_dict(profile.to_dict()))
+    assert "end_balance" not in old.limits and "side_balance" not in old.limits
+    assert old.check(_with(end_balance=9.0, side_balance=-9.0)).usable
+    assert old.check(_with(brightness=2.0)).code == GateCode.UNDEREXPOSED
+
+
 def test_config_refuses_levels_that_mean_nothing() -> None:
     with pytest.raises(ValueError):
         GateConfig(low_level=0.6)
@@ -142,6 +182,8 @@ def test_config_refuses_levels_that_mean_nothing() -> None:
         GateConfig(ood_level=0.2)
     with pytest.raises(ValueError):
         GateConfig(margin=-0.1)
+    with pytest.raises(ValueError):
+        GateConfig(framing_margin=-0.1)
 
 
 def test_profile_stores_what_drift_monitoring_reads() -> None:
@@ -183,6 +225,8 @@ def test_shipped_gate_passes_the_committed_samples(shipped: tuple[Predictor, Ima
         ("size/small_4_3", GateCode.SIZE),
         ("exposure/lamp_off", GateCode.BLANK),
         ("pose/tilted", None),  # refused, by the embedding or the metrics
+        ("crop/half", None),  # a half of a phone stretched to fill the frame
+        ("crop/zoom_centre", None),
         ("photo/grace_hopper", None),
     ],
 )
@@ -202,3 +246,17 @@ def test_shipped_gate_refuses_a_phone_turned_sideways(
     frames = off_distribution_frames("tuning", 2, seed=0, sources=("pose/turned_90",))
     verdicts = _verdicts(shipped, [f.image for f in frames])
     assert all(GateCode.OUT_OF_DISTRIBUTION in v.codes for v in verdicts)
+
+
+def test_shipped_gate_refuses_a_part_cut_off_by_the_frame_and_says_so(
+    shipped: tuple[Predictor, ImageGate],
+) -> None:
+    """A quarter of a phone zoomed to fill the frame, and a phone pushed a third of the way
+    out of view: the framing rules name what is wrong, whatever else the gate also sees."""
+    frames = off_distribution_frames("tuning", 3, seed=0, sources=("crop/corner", "pose/shifted"))
+    verdicts = _verdicts(shipped, [f.image for f in frames])
+    assert all(not v.usable and GateCode.FRAMING in v.codes for v in verdicts)
+    framing = [
+        r for v in verdicts for r, c in zip(v.reasons, v.codes, strict=True) if c == "framing"
+    ]
+    assert all(r.startswith("part not whole in the frame: its outline is missing") for r in framing)
