@@ -80,7 +80,7 @@ class ServiceMetrics:
         )
         self.stage_seconds = Histogram(
             "inspect_stage_seconds",
-            "Time spent per pipeline stage: decode, queue_wait, model, persist, total",
+            "Time per pipeline stage: decode, queue_wait, model, gate, commit, persist, total",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -88,6 +88,12 @@ class ServiceMetrics:
         self.batch_size = Histogram(
             "inspect_model_batch_size",
             "Images per model call (micro-batching across concurrent requests)",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.commit_size = Histogram(
+            "inspect_commit_size",
+            "Inspections per database commit (the ingestion path's group commit)",
             buckets=_BATCH_BUCKETS,
             registry=r,
         )

@@ -6,18 +6,24 @@ Every way an image arrives (HTTP upload, OpenCV camera, hot folder, replay) goes
 The order of the stages is chosen so that bad input stores nothing and an acknowledged
 image is never lost:
 
-1. cheap checks (declared type, empty, size), the line, and the capture_id replay lookup;
-2. validate + decode + input stats (OpenCV, in a worker thread);
-3. the model, through the micro-batcher (skipped at ``human_only``), then the image gate
-   (``inspect_app.monitoring.gate``): the frame's input metrics and embedding against the
-   model's reference profile; a refused frame goes to a human with the reason;
-4. routing (pure, with the audit lottery's draw from this pipeline's generator);
-5. the image bytes to the content-addressed store (a file fsync'd before the transaction, or
-   the database store's row inside it), and ONE transaction with the inspection row and
-   its review task. The caller is answered only after the commit.
+1. in ONE worker-thread hop (`_prepare`): cheap checks (declared type, empty, size), the
+   line's policy (cached until a line or key changes, `inspect_app.lookups`) and the
+   capture_id replay lookup; validate + decode + input stats (OpenCV); and each version's
+   network input (`MicroBatcher.prepare`), so the model's thread only runs the network;
+2. the model, through the micro-batcher (skipped at ``human_only``), and beside it a file
+   store's durable write of the bytes (fsync'd before any row points at them);
+3. in the group committer's thread (`inspect_app.storage.group_commit`): the image gate
+   (``inspect_app.monitoring.gate``: the frame's input metrics and embedding against the
+   model's reference profile; a refused frame goes to a human with the reason), routing (pure,
+   with the audit lottery's draw taken on the event loop from this pipeline's generator),
+   and the rows: the inspection, its predictions, its review task, its outbox message and (the
+   database store) its bytes. The images that reach the committer while it commits go in its
+   next transaction together: one durable commit for all of them. Each caller is answered only
+   after the commit that holds its rows.
 
 Any error before the commit leaves no row; a failure after the image write leaves at most an
-unreferenced image file, never a row without its image.
+unreferenced image file, never a row without its image. A group whose commit fails is
+committed again one image at a time, so each error reaches its own caller.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
+from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -45,15 +55,16 @@ from inspect_app.imaging import (
     input_stats,
 )
 from inspect_app.inference import BatchedPrediction, BatcherStopped, MicroBatcher
-from inspect_app.lines import LineNotFound, get_line, policy_of
+from inspect_app.lookups import line_lookups
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from inspect_app.monitoring.service import LineMonitor
-from inspect_app.outputs.outbox import enqueue_decision
+from inspect_app.outputs.outbox import enqueue_decisions
 from inspect_app.rollout.policy import Arm, Assignment, DeploymentState
 from inspect_app.rollout.serving import Rollout
-from inspect_app.routing import RoutingOutcome, route_inspection
+from inspect_app.routing import route_inspection
 from inspect_app.storage.db import database_disk_full
+from inspect_app.storage.group_commit import GroupCommitStopped, GroupCommitter
 from inspect_app.storage.images import ImageStore, ImageStoreFull, sha256_of
 from inspect_app.storage.tables import Inspection, ModelPrediction, ReviewTask
 from inspect_app.timeutil import as_utc, utcnow
@@ -115,19 +126,14 @@ class _Ran:
     candidate_failed: Exception | None = None  # the candidate was to decide and failed
 
 
-def _prediction_row(
-    version: str, role: str, result: BatchedPrediction | Exception
-) -> ModelPrediction:
+def _prediction_fields(version: str, role: str, result: BatchedPrediction | Exception) -> dict:
+    """A `ModelPrediction` row's fields (but its inspection's id)."""
     if isinstance(result, Exception):
-        return ModelPrediction(
-            inspection_id=0,
-            model_version=version,
-            role=role,
-            error=f"{type(result).__name__}: {result}"[:500],
+        return dict(
+            model_version=version, role=role, error=f"{type(result).__name__}: {result}"[:500]
         )
     prediction = result.prediction
-    return ModelPrediction(
-        inspection_id=0,
+    return dict(
         model_version=version,
         role=role,
         probabilities={k: float(v) for k, v in prediction.probabilities.items()},
@@ -135,6 +141,54 @@ def _prediction_row(
         p_defect=float(prediction.p_defect),
         model_ms=round(result.model_ms, 3),
     )
+
+
+async def _nothing_ran() -> _Ran:
+    return _Ran()
+
+
+@dataclass
+class _Prepared:
+    """What the worker thread found before the model (`InspectionPipeline._prepare`)."""
+
+    policy: LinePolicy
+    sha256: str
+    replayed: Inspection | None  # an earlier upload's inspection: nothing else was done
+    decoded: DecodedImage | None = None
+    stats: InputStats | None = None
+    # each version's network input, by its preprocessing (None: the batcher prepares it)
+    inputs: dict[Hashable, np.ndarray | None] = field(default_factory=dict)
+    decode_s: float = 0.0
+    put_s: float | None = None  # the local store's durable write
+
+
+@dataclass
+class _Built:
+    row: dict[str, Any]  # the Inspection's fields
+    predictions: list[dict[str, Any]]  # each ModelPrediction's, but the inspection id
+    task: dict[str, Any] | None  # the ReviewTask's, but the inspection id
+
+
+@dataclass
+class _Job:
+    """One image on its way to the group commit."""
+
+    submission: ImageSubmission
+    prepared: _Prepared
+    received_at: datetime
+    started: float
+    state: DeploymentState | None
+    assignment: Assignment | None
+    ran: _Ran
+    draw: float  # the audit lottery's draw
+    built: _Built | None = None
+    verdict: GateVerdict | None = None
+
+
+@dataclass
+class _Staged:
+    row: Inspection
+    built: _Built
 
 
 class InspectionPipeline:
@@ -169,6 +223,42 @@ class InspectionPipeline:
         # None: one model (`batcher`) decides every line; otherwise each line's deployment
         # says which registered version decides each part and which run beside it, hidden.
         self.rollout = rollout
+        self._committer: GroupCommitter | None = None
+        self._committer_lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def committer(self) -> GroupCommitter:
+        """The writer that commits the inspections waiting together in one transaction
+        (`inspect_app.storage.group_commit`); started with the first one."""
+        committer = self._committer
+        if committer is None:
+            with self._committer_lock:
+                if self._closed:
+                    raise GroupCommitStopped("the pipeline is closed")
+                if self._committer is None:
+                    started = GroupCommitter(
+                        self.engine,
+                        finish=self._finish,
+                        on_commit=self._observe_commit,
+                        name="inspect-inspection-writer",
+                    )
+                    started.start()
+                    self._committer = started
+                committer = self._committer
+        return committer
+
+    def close(self) -> None:
+        """Commit what is waiting and stop the writer (the app's shutdown); safe to repeat."""
+        with self._committer_lock:
+            self._closed = True
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.stop()
+
+    def _observe_commit(self, size: int, seconds: float) -> None:
+        self.metrics.observe_stage("commit", seconds)
+        self.metrics.commit_size.observe(size)
 
     # -- entry points
 
@@ -230,7 +320,12 @@ class InspectionPipeline:
     async def _submit(self, submission: ImageSubmission) -> InspectionOutcome:
         started = time.perf_counter()
         received_at = utcnow()
-        policy, sha256, replayed = await asyncio.to_thread(self._policy_and_replay, submission)
+        # one hop for everything before the model: the line and replay lookups, decoding,
+        # input stats and each version's network input
+        prepared = await asyncio.to_thread(
+            self._prepare, submission, self._batchers_for(submission.line_id)
+        )
+        policy, replayed = prepared.policy, prepared.replayed
         if replayed is not None:
             logger.info(
                 "capture %s on line %s replayed: inspection %s, decision %s",
@@ -240,41 +335,148 @@ class InspectionPipeline:
                 replayed.decision,
             )
             return InspectionOutcome(inspection=replayed, created=False)
-
-        decode_started = time.perf_counter()
-        try:
-            decoded, stats = await asyncio.to_thread(self._decode, submission)
-        except ImageRejected as exc:
-            raise IngestError(exc.status_code, exc.detail) from exc
-        decode_s = time.perf_counter() - decode_started
-        self.metrics.observe_stage("decode", decode_s)
+        assert prepared.decoded is not None and prepared.stats is not None
+        self.metrics.observe_stage("decode", prepared.decode_s)
 
         state, assignment = self._assign(submission)
         ran = _Ran()
-        if policy.level.runs_model:
-            ran = await self._run_models(decoded.image, assignment)
-        batched = ran.decided
-        prediction = batched.prediction if batched is not None else None
+        if self.store.kind == "local":
+            # the file's fsync and the model's run overlap: the part waits for the longer
+            put_and_models = await asyncio.gather(
+                asyncio.to_thread(self._put_file, submission.data),
+                self._run_models(prepared.decoded.image, assignment, prepared.inputs)
+                if policy.level.runs_model
+                else _nothing_ran(),
+                return_exceptions=True,
+            )
+            for result in put_and_models:
+                if isinstance(result, BaseException):
+                    raise result
+            prepared.put_s, ran = put_and_models  # type: ignore[assignment]
+        elif policy.level.runs_model:
+            ran = await self._run_models(prepared.decoded.image, assignment, prepared.inputs)
         if assignment is not None and ran.decider != assignment.decider:
             assignment = None  # the candidate failed on this image: the champion decided
+        job = _Job(
+            submission=submission,
+            prepared=prepared,
+            received_at=received_at,
+            started=started,
+            state=state,
+            assignment=assignment,
+            ran=ran,
+            draw=self.rng.random(),  # the audit lottery's, drawn here (the loop's generator)
+        )
+        persist_started = time.perf_counter()
+        try:
+            inspection = (await self.committer.commit(partial(self._stage, job))).row
+        except IntegrityError:
+            if submission.capture_id is None:
+                raise
+            # lost a capture_id race to an identical upload
+            existing = await asyncio.to_thread(self._committed_capture, submission, prepared)
+            return InspectionOutcome(inspection=existing, created=False)
+        except OperationalError as exc:
+            if not database_disk_full(exc):
+                raise
+            raise IngestError(503, "the service cannot store inspections: disk full") from exc
+        except ImageStoreFull as exc:  # nothing stored, no row: the camera sends it again
+            raise IngestError(503, f"the service cannot store images: {exc.strerror}") from exc
+        except GroupCommitStopped:
+            raise IngestError(503, "the service is shutting down; send the image again") from None
+        self.metrics.observe_stage("persist", time.perf_counter() - persist_started)
+        self.metrics.observe_stage("total", time.perf_counter() - started)
+        stats = prepared.stats
+        self._record(inspection, ran.decided.prediction if ran.decided else None,
+                     stats.brightness, stats.contrast, stats.sharpness)  # fmt: skip
+        if job.verdict is not None and not job.verdict.usable:
+            for code in job.verdict.codes:
+                self.metrics.gate_refusals.labels(line=inspection.line_id, reason=code).inc()
+        if self.monitor is not None:
+            self.monitor.observe(inspection.line_id)
+        if state is not None:
+            self._watch_candidate(state, ran)
+        return InspectionOutcome(inspection=inspection, created=True)
+
+    def _prepare(self, submission: ImageSubmission, batchers: list[MicroBatcher]) -> _Prepared:
+        """Everything an image needs before the model, in the request's one worker thread:
+        the line's policy and the capture_id replay lookup, validation and decoding, the input
+        stats, the image's durable write (a file store; the database store writes in the
+        commit) and the network input of each version that may run (once per preprocessing).
+        """
+        policy, sha256, replayed = self._policy_and_replay(submission)
+        if replayed is not None:
+            return _Prepared(policy, sha256, replayed)
+        decode_started = time.perf_counter()
+        try:
+            decoded, stats = self._decode(submission)
+        except ImageRejected as exc:
+            raise IngestError(exc.status_code, exc.detail) from exc
+        decode_s = time.perf_counter() - decode_started
+        if policy.level.runs_model and any(not b.running for b in batchers):
+            # before the image is written: a stopping service stores nothing it will not answer
+            raise IngestError(503, "the service is shutting down; send the image again")
+        inputs: dict[Hashable, np.ndarray | None] = {}
+        if policy.level.runs_model:
+            for batcher in batchers:
+                key = batcher.prepare_key
+                if key is None or key in inputs:
+                    continue
+                try:
+                    inputs[key] = batcher.prepare(decoded.image)
+                except Exception:  # the batcher runs the image itself and reports the error
+                    logger.exception("could not prepare an image for model %s",
+                                     batcher.predictor.version)  # fmt: skip
+                    inputs[key] = None
+        return _Prepared(policy, sha256, None, decoded, stats, inputs, decode_s)
+
+    def _put_file(self, data: bytes) -> float:
+        """A file store's durable write (temp file, fsync, rename, fsync of the folder), in a
+        worker thread beside the model's run; returns its seconds. Before any row points at
+        the bytes; a failure later leaves at most an unreferenced file, which the retention
+        sweep removes."""
+        started = time.perf_counter()
+        try:
+            self.store.put(data)
+        except ImageStoreFull as exc:  # nothing stored, no row: the camera sends it again
+            raise IngestError(503, f"the service cannot store images: {exc.strerror}") from exc
+        return time.perf_counter() - started
+
+    def _batchers_for(self, line_id: str) -> list[MicroBatcher]:
+        """The batchers of every loaded version the line's deployment may run on a part."""
+        if self.rollout is None:
+            return [self.batcher]
+        loaded = (self.rollout.pool.get(v) for v in self.rollout.state(line_id).versions)
+        return [v.batcher for v in loaded if v is not None]
+
+    def _build(self, job: _Job) -> _Built:
+        """The gate's verdict, the route and the rows' fields (in the committer's thread, once
+        per image however often its write is tried)."""
+        if job.built is not None:
+            return job.built
+        submission, prepared, ran = job.submission, job.prepared, job.ran
+        decoded, stats = prepared.decoded, prepared.stats
+        assert decoded is not None and stats is not None
+        policy, state, assignment = prepared.policy, job.state, job.assignment
+        batched = ran.decided
+        prediction = batched.prediction if batched is not None else None
         gate = self._gate_of(ran.decider)
         verdict = self._check_gate(gate, stats, batched)
         if assignment is not None and assignment.arm is Arm.CANDIDATE and state is not None:
             # parts the candidate decides are audited more, so its evidence comes faster
             policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
         routing = route_inspection(
-            prediction, policy, self.rng.random(), usable=verdict is None or verdict.usable
+            prediction, policy, job.draw, usable=verdict is None or verdict.usable
         )
-
-        row = Inspection(
+        row: dict[str, Any] = dict(
             line_id=submission.line_id,
             capture_id=submission.capture_id,
             part_serial=submission.part_serial,
             captured_at=as_utc(submission.captured_at),
-            received_at=received_at,
+            received_at=job.received_at,
             source=submission.source,
             true_class=submission.true_class,
-            image_sha256=sha256,
+            image_sha256=prepared.sha256,
             image_format=decoded.format,
             width=stats.width,
             height=stats.height,
@@ -294,55 +496,102 @@ class InspectionPipeline:
             decision=routing.decision.value,
             decided_by=routing.decided_by.value if routing.decided_by is not None else None,
             decided_at=utcnow() if routing.decided_by is not None else None,
-            decode_ms=_ms(decode_s),
+            decode_ms=_ms(prepared.decode_s),
             audit_p=1.0 if routing.task_reason is TaskReason.DECIDE else policy.audit_rate,
         )
         if state is not None and ran.decider is not None:
-            row.arm = assignment.arm.value if assignment is not None else Arm.CHAMPION.value
-            row.assignment_p = assignment.probability if assignment is not None else 1.0
-            row.deployment_revision = state.revision
+            row["arm"] = assignment.arm.value if assignment is not None else Arm.CHAMPION.value
+            row["assignment_p"] = assignment.probability if assignment is not None else 1.0
+            row["deployment_revision"] = state.revision
         if prediction is not None and batched is not None:
-            row.model_version = prediction.model_version
-            row.probabilities = {k: float(v) for k, v in prediction.probabilities.items()}
-            row.predicted_class = prediction.predicted_class
-            row.confidence = float(prediction.confidence)
-            row.p_defect = float(prediction.p_defect)
-            row.queue_ms = round(batched.queue_ms, 3)
-            row.model_ms = round(batched.model_ms, 3)
+            row.update(
+                model_version=prediction.model_version,
+                probabilities={k: float(v) for k, v in prediction.probabilities.items()},
+                predicted_class=prediction.predicted_class,
+                confidence=float(prediction.confidence),
+                p_defect=float(prediction.p_defect),
+                queue_ms=round(batched.queue_ms, 3),
+                model_ms=round(batched.model_ms, 3),
+            )
         if verdict is not None:
-            row.ood_distance = verdict.ood_distance
+            row["ood_distance"] = verdict.ood_distance
             if not verdict.usable:
-                row.gate_codes = ",".join(code.value for code in verdict.codes)
-                row.gate_reason = "; ".join(verdict.reasons)[:1000]
+                row["gate_codes"] = ",".join(code.value for code in verdict.codes)
+                row["gate_reason"] = "; ".join(verdict.reasons)[:1000]
         if gate is not None and batched is not None and batched.embedding is not None:
             # the reduced coordinates the profile keeps of its own calibration images, so the
             # embedding-drift test compares like with like
             profile = gate.profile
             m = int(profile.reference_coordinates.shape[1]) - 1
             coords = profile.embedding.coordinates(batched.embedding[None], m)[0]
-            row.embedding = [round(float(v), 4) for v in coords]
-
-        persist_started = time.perf_counter()
+            row["embedding"] = [round(float(v), 4) for v in coords]
         predictions = []
         if batched is not None and ran.decider is not None:
-            predictions.append(_prediction_row(ran.decider, "decided", batched))
-        predictions += [_prediction_row(v, "shadow", r) for v, r in ran.hidden.items()]
-        inspection, created = await asyncio.to_thread(
-            self._persist, submission, row, routing, started, predictions
+            predictions.append(_prediction_fields(ran.decider, "decided", batched))
+        predictions += [_prediction_fields(v, "shadow", r) for v, r in ran.hidden.items()]
+        task = None
+        if routing.task_reason is not None:
+            task = dict(
+                line_id=submission.line_id,
+                reason=routing.task_reason.value,
+                # the line waits for a human's decision; an audit can wait
+                priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
+                show_model=routing.show_model,
+            )
+        job.verdict = verdict
+        job.built = _Built(row=row, predictions=predictions, task=task)
+        return job.built
+
+    def _stage(self, job: _Job, session: Session) -> _Staged:
+        """One image's rows in the group's transaction (the committer's thread). Fresh rows
+        on each call: a group that fails is tried again one image at a time."""
+        built = self._build(job)
+        put_s = job.prepared.put_s
+        if self.store.kind != "local":  # the database store: the bytes commit with the row
+            put_started = time.perf_counter()
+            self.store.put(job.submission.data, session=session)
+            put_s = time.perf_counter() - put_started
+        row = Inspection(**built.row)
+        row.persist_ms = _ms(put_s) if put_s is not None else None
+        # The row cannot hold the duration of its own commit; the metrics have the full total.
+        row.total_ms = _ms(time.perf_counter() - job.started)
+        session.add(row)
+        return _Staged(row=row, built=built)
+
+    @staticmethod
+    def _finish(session: Session, staged: list[_Staged]) -> None:
+        """After every image of a group is staged: one flush numbers the inspections, then
+        their predictions, review tasks and outbox messages (one counter update per line)."""
+        session.flush()
+        decided: list[Inspection] = []
+        for item in staged:
+            row = item.row
+            assert row.id is not None
+            session.add_all(
+                ModelPrediction(inspection_id=row.id, **fields) for fields in item.built.predictions
+            )
+            if item.built.task is not None:
+                session.add(ReviewTask(inspection_id=row.id, **item.built.task))
+            if row.decided_by is not None:  # decided at once: the line's outputs learn it
+                decided.append(row)
+        if decided:
+            enqueue_decisions(session, decided, cause="model")
+
+    def _committed_capture(self, submission: ImageSubmission, prepared: _Prepared) -> Inspection:
+        """The inspection a concurrent identical upload committed first (after our write lost
+        the capture_id race), or the 409 of a different image."""
+        assert submission.capture_id is not None
+        with Session(self.engine, expire_on_commit=False) as session:
+            existing = self._by_capture(session, submission.line_id, submission.capture_id)
+        if existing is None:
+            raise IngestError(503, "the inspection could not be stored; send the image again")
+        logger.info(
+            "capture %s on line %s was committed concurrently as inspection %s",
+            submission.capture_id,
+            submission.line_id,
+            existing.id,
         )
-        self.metrics.observe_stage("persist", time.perf_counter() - persist_started)
-        if not created:  # lost a capture_id race to an identical upload
-            return InspectionOutcome(inspection=inspection, created=False)
-        self.metrics.observe_stage("total", time.perf_counter() - started)
-        self._record(inspection, prediction, stats.brightness, stats.contrast, stats.sharpness)
-        if verdict is not None and not verdict.usable:
-            for code in verdict.codes:
-                self.metrics.gate_refusals.labels(line=inspection.line_id, reason=code).inc()
-        if self.monitor is not None:
-            self.monitor.observe(inspection.line_id)
-        if state is not None:
-            self._watch_candidate(state, ran)
-        return InspectionOutcome(inspection=inspection, created=True)
+        return self._same_image_or_conflict(existing, submission, prepared.sha256)
 
     # -- several versions
 
@@ -372,16 +621,21 @@ class InspectionPipeline:
         loaded = self.rollout.pool.get(version)
         return loaded.gate if loaded is not None else None
 
-    async def _run_models(self, image: np.ndarray, assignment: Assignment | None) -> _Ran:
+    async def _run_models(
+        self,
+        image: np.ndarray,
+        assignment: Assignment | None,
+        inputs: dict[Hashable, np.ndarray | None],
+    ) -> _Ran:
         """The decider, and beside it (concurrently) every hidden version. A hidden version's
         failure is recorded and decides nothing; a failing candidate decider hands the part to
         the champion, so a bad candidate never costs the line an answer."""
         if assignment is None:
-            return _Ran(decided=await self._predict(self.batcher, image),
+            return _Ran(decided=await self._predict(self.batcher, image, inputs),
                         decider=self.batcher.predictor.version)  # fmt: skip
         versions = (assignment.decider, *assignment.hidden)
         results = await asyncio.gather(
-            *(self._predict(self._batcher_of(v), image) for v in versions),
+            *(self._predict(self._batcher_of(v), image, inputs) for v in versions),
             return_exceptions=True,
         )
         by_version = dict(zip(versions, results, strict=True))
@@ -447,11 +701,10 @@ class InspectionPipeline:
         """The line's policy now, the image's hash, and the inspection an earlier upload with
         the same capture_id made (or None)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            try:
-                line = get_line(session, submission.line_id)
-            except LineNotFound:
-                raise IngestError(404, f"unknown line {submission.line_id!r}") from None
-            policy = policy_of(line)
+            # cached while no line or key changed (`inspect_app.lookups`): one small query
+            policy = line_lookups(self.engine).current(session).policy(submission.line_id)
+            if policy is None:
+                raise IngestError(404, f"unknown line {submission.line_id!r}")
             # The checks that need no decoding come before the replay lookup, so an empty or
             # oversized body is named as such even when its capture_id was used before.
             _check_submission(submission)
@@ -498,9 +751,15 @@ class InspectionPipeline:
         )
         return decoded, input_stats(decoded.image)
 
-    async def _predict(self, batcher: MicroBatcher, image: np.ndarray) -> BatchedPrediction:
+    async def _predict(
+        self,
+        batcher: MicroBatcher,
+        image: np.ndarray,
+        inputs: dict[Hashable, np.ndarray | None],
+    ) -> BatchedPrediction:
+        key = batcher.prepare_key
         try:
-            return await batcher.predict(image)
+            return await batcher.predict(image, inputs.get(key) if key is not None else None)
         except BatcherStopped:
             raise IngestError(503, "the service is shutting down; send the image again") from None
         except Exception as exc:
@@ -508,73 +767,6 @@ class InspectionPipeline:
             raise IngestError(
                 503, f"the model could not inspect this image ({type(exc).__name__}: {exc})"
             ) from exc
-
-    def _persist(
-        self,
-        submission: ImageSubmission,
-        row: Inspection,
-        routing: RoutingOutcome,
-        started: float,
-        predictions: list[ModelPrediction] | None = None,
-    ) -> tuple[Inspection, bool]:
-        put_started = time.perf_counter()
-        session = Session(self.engine, expire_on_commit=False)
-        try:
-            # A file store: durable before the row that points at it. The database store:
-            # written in this session, so the bytes commit with the row or not at all.
-            self.store.put(submission.data, session=session)
-        except ImageStoreFull as exc:  # nothing stored, no row: the camera sends it again
-            session.close()
-            raise IngestError(503, f"the service cannot store images: {exc.strerror}") from exc
-        except BaseException:
-            session.close()
-            raise
-        row.persist_ms = _ms(time.perf_counter() - put_started)
-        # The row cannot hold the duration of its own commit; the metrics have the full total.
-        row.total_ms = _ms(time.perf_counter() - started)
-        with session:
-            try:
-                session.add(row)
-                session.flush()
-                assert row.id is not None
-                for prediction in predictions or ():
-                    prediction.inspection_id = row.id
-                    session.add(prediction)
-                if routing.task_reason is not None:
-                    session.add(
-                        ReviewTask(
-                            inspection_id=row.id,
-                            line_id=row.line_id,
-                            reason=routing.task_reason.value,
-                            # the line waits for a human's decision; an audit can wait
-                            priority=0 if routing.task_reason is TaskReason.DECIDE else 1,
-                            show_model=routing.show_model,
-                        )
-                    )
-                if row.decided_by is not None:  # decided at once: the line's outputs learn it
-                    enqueue_decision(session, row, cause="model")
-                session.commit()
-            except OperationalError as exc:
-                if not database_disk_full(exc):
-                    raise
-                session.rollback()  # the image stays an orphan until the retention sweep
-                raise IngestError(503, "the service cannot store inspections: disk full") from exc
-            except IntegrityError:
-                session.rollback()
-                if submission.capture_id is None:
-                    raise
-                existing = self._by_capture(session, submission.line_id, submission.capture_id)
-                if existing is None:
-                    raise
-                sha256 = row.image_sha256
-                logger.info(
-                    "capture %s on line %s was committed concurrently as inspection %s",
-                    submission.capture_id,
-                    submission.line_id,
-                    existing.id,
-                )
-                return self._same_image_or_conflict(existing, submission, sha256), False
-        return row, True
 
     # -- reporting
 

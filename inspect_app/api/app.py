@@ -208,6 +208,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # event loop to finish.
             await asyncio.to_thread(sources.stop)
         await asyncio.to_thread(rollout.stop)  # every loaded version's batcher
+        await asyncio.to_thread(pipeline.close)  # commits what the batchers answered
         await asyncio.to_thread(monitor.stop)
         if outputs is not None:
             await asyncio.to_thread(outputs.stop)

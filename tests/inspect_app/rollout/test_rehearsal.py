@@ -58,12 +58,18 @@ class FixedVersion(SimulatedVersion):
 
 
 class FixedBatcher:
-    """The micro-batcher's one verb, answering the fixed output for the part in the image."""
+    """The micro-batcher as the pipeline uses it (running, taking images as they are),
+    answering the fixed output for the part in the image."""
+
+    running = True
+    prepare_key = None  # takes the images themselves
 
     def __init__(self, version: str) -> None:
         self.predictor = SimpleNamespace(version=version)
 
-    async def predict(self, image: np.ndarray) -> BatchedPrediction:
+    async def predict(
+        self, image: np.ndarray, prepared: np.ndarray | None = None
+    ) -> BatchedPrediction:
         probabilities = _probabilities(self.predictor.version, int(image[0, 0, 0]))
         return BatchedPrediction(Prediction(probabilities, self.predictor.version), 0.0, 0.0, 1)
 
