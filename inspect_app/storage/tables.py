@@ -110,7 +110,7 @@ class Inspection(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("line_id", "capture_id", name="uq_inspection_line_capture"),
         Index("ix_inspection_line_received", "line_id", "received_at"),
-        # revision 0014, from the plans at 1M inspections (bench/query_scaling.py): one
+        # revision 0016, from the plans at 1M inspections (bench/query_scaling.py): one
         # model's parts on a line in id order (the gate's evidence, the agreement report),
         # a line's newest parts (monitoring series, gate counts, its current model), and
         # its gate refusals, which are rare, so a scan for the newest of them read history
@@ -196,7 +196,7 @@ class ReviewTask(SQLModel, table=True):
         Index("ix_task_queue", "status", "priority", "created_at"),
         # The claim query reads only waiting tasks in serving order; a partial index keeps
         # it independent of how many done tasks pile up (PostgreSQL 1.5 -> 0.2 ms measured;
-        # SQLite, partial since revision 0014, 78 -> 0.1 ms at 100k tasks once ANALYZEd).
+        # SQLite, partial since revision 0016, 78 -> 0.1 ms at 100k tasks once ANALYZEd).
         Index(
             "ix_task_waiting",
             "priority",
@@ -234,7 +234,7 @@ class Label(SQLModel, table=True):
     model_shown: bool = False  # True when the human saw the model's output (assist): not blind
     duration_ms: int | None = None  # time from the part shown to the verdict
     created_at: datetime = Field(default_factory=utcnow, index=True)
-    # a later label replaced this one. Not indexed (revision 0014 dropped the index): nearly
+    # a later label replaced this one. Not indexed (revision 0016 dropped the index): nearly
     # every row is False, and SQLite's planner took the index for selective and drove the
     # gate's evidence query from it, a scan of every current label of every line
     superseded: bool = False
@@ -605,7 +605,7 @@ class ReferenceAnswer(SQLModel, table=True):
     label: str | None = Field(default=None, max_length=32)  # the inspector's verdict
     answered_at: datetime | None = None
     duration_ms: int | None = None
-    # revision 0015; NULL on rows from before it, which showed the source inspection's id
+    # revision 0014; NULL on rows from before it, which showed the source inspection's id
     served_part_id: int | None = None
     served_label_id: int | None = None
 

@@ -233,7 +233,7 @@ def test_inspectors_labeling_at_once_never_share_a_part_on_postgresql(
 
 
 def test_the_waiting_index_is_partial_on_sqlite_too(sqlite_file: Engine) -> None:
-    """Revision 0014: on SQLite the claim's index holds waiting tasks only, so a planner
+    """Revision 0016: on SQLite the claim's index holds waiting tasks only, so a planner
     with statistics never walks the done ones (a full index scan before it)."""
     with sqlite_file.connect() as conn:
         sql = conn.execute(

@@ -10,8 +10,8 @@
 Rows from before this revision showed the source inspection's own id: their
 ``served_part_id`` is set to it, so an undo of such an answer still finds it.
 
-Revision ID: 0015
-Revises: 0016
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | Sequence[str] | None = "0016"
+revision: str = "0014"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -9,7 +9,7 @@ A new table only: no existing row changes. Desks held in a process's memory befo
 upgrade are not carried over: an open tab starts a fresh desk on its next event (its held
 part is claimed again, as after a reload).
 
-Revision ID: 0016
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-01
 """
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0016"
+revision: str = "0013"
 down_revision: str | Sequence[str] | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
