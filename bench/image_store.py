@@ -1,7 +1,8 @@
 """What each image store costs at ingestion: images/s persisted, per store, in one run.
 
-The persist step of `InspectionPipeline._persist` for each store: the image's bytes to the
-store (`put`, with the row's session) and the inspection row, in one commit. Decoding and
+The persist step of `InspectionPipeline` (`_stage`, then the group's commit) for each
+store: the image's bytes to the store (`put`, with the row's session) and the inspection
+row, in one commit. Decoding and
 the model are left out: they cost the same whatever the store, and the model (tens of ms
 per image) would hide the difference this bench is for. The images are the committed
 sample set (``data/samples``, PNGs as a line camera sends them), each made distinct by a
@@ -58,7 +59,7 @@ def sample_images() -> list[bytes]:
 
 
 def persist(engine: Engine, store: ImageStore, data: bytes) -> None:
-    """The pipeline's persist step, as `InspectionPipeline._persist` does it."""
+    """The pipeline's persist step, as `InspectionPipeline._stage` and its group commit do it."""
     with Session(engine) as session:
         sha256 = store.put(data, session=session)
         session.add(

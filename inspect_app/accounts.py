@@ -675,8 +675,9 @@ def add_camera_key(session: Session, line_id: str, *, actor: str = "system") -> 
 def line_for_camera_key(session: Session, key: str) -> str | None:
     """The line a camera key belongs to, or None for an unknown or revoked key.
 
-    Looked up on every request (no process caches keys), so a revocation holds from the
-    camera's next image in every process.
+    The image route reads it through `inspect_app.lookups`, which keeps the answer only
+    while the change counter a key's revocation bumps stands, so a revocation still holds
+    from the camera's next image in every process.
     """
     if not key:
         return None
