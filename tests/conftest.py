@@ -634,7 +634,8 @@ def add_plant_parts() -> Callable[..., list[int]]:
 
 # ----------------------------------------------------------------------------- live services
 
-SERVICE_START_GUARD_S = 180.0  # cold processes import torch on a busy machine; a hang guard only
+# A hang guard only: cold processes import torch on a busy machine (180 s ran out at load ~18)
+SERVICE_START_GUARD_S = 300.0
 
 
 @dataclass(frozen=True)
