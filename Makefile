@@ -10,7 +10,7 @@ PORT ?= 8000
 TEST_WORKERS ?= 2
 LOCK := requirements.lock
 UV_LOCK := requirements-uv.lock
-UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
+UV := $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python
 
 .PHONY: run test setup lock system-deps lint format weights bench clean
 
@@ -19,7 +19,9 @@ UV := $(BIN)/uv pip install --quiet --python $(BIN)/python
 # pyproject.toml keeps the ranges; `make lock` turns them into a new lock. pip installs only uv
 # (itself locked with hashes in requirements-uv.lock); uv installs the lock, about five times
 # faster than pip on this machine (92 s against 493 s, fresh venv, no cache, one run), and
-# checks the same hashes.
+# checks the same hashes. --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set
+# (it is here), a venv without .pyc files compiles every module again in every process, and
+# importing the service took 33-37 s instead of 16-18.
 $(STAMP): $(LOCK) $(UV_LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(UV_LOCK)
