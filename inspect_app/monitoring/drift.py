@@ -37,11 +37,11 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binomtest, chi2_contingency, false_discovery_control, ks_2samp, rankdata
-from sklearn.decomposition import PCA
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold
-from sklearn.preprocessing import StandardScaler
+
+# Imports: scipy.stats and scikit-learn are imported by the functions that use them, not
+# here. This module is imported by every `serve` and by the CLI, and those two libraries add
+# about 2.5 s to each start (`python -X importtime`). Most CLI commands never test drift. A
+# service tests drift only after a line's first window of parts.
 
 # The default levels, set against the scenario's budget of one false alarm per 20,000 clean
 # parts for the whole system, with the figures bench/drift_tests.py measured:
@@ -208,6 +208,9 @@ def input_drift(
     (NaN) should not stop the others being tested. Every metric of the window must be in the
     reference.
     """
+    # imported here: see the note on imports at the top
+    from scipy.stats import false_discovery_control, ks_2samp
+
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
     missing = [name for name in recent if name not in reference]
@@ -296,6 +299,8 @@ def _auc_per_column(
     with mid-ranks for ties: what `sklearn.metrics.roc_auc_score` returns, for a thousand label
     vectors in one vectorised pass instead of a thousand calls.
     """
+    from scipy.stats import rankdata  # imported here: see the note at the top
+
     n1 = labels[:, 0].sum()
     n0 = labels.shape[0] - n1
     rank_sums = (rankdata(scores, axis=0) * labels).sum(axis=0)
@@ -354,6 +359,12 @@ def embedding_drift(
     Cost: 0.2 s of one core at the defaults for 200 recent against 800 reference embeddings of
     D = 300; memory about 3 x (N + M) x (n_permutations + 1) floats (24 MB there).
     """
+    # imported here: see the note on imports at the top
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import StandardScaler
+
     ref = np.asarray(reference, dtype=np.float64)
     rec = np.asarray(recent, dtype=np.float64)
     if ref.ndim != 2 or rec.ndim != 2 or ref.shape[1] != rec.shape[1]:
@@ -537,6 +548,9 @@ def prediction_drift(
     good parts grown less sure (P(defect) ~ Beta(0.9, 40) instead of Beta(0.6, 40)), with the
     rate unchanged, in 84%, all by the histogram.
     """
+    # imported here: see the note on imports at the top
+    from scipy.stats import binomtest, chi2_contingency, false_discovery_control
+
     if not 0.0 <= reference_defect_rate <= 1.0:
         raise ValueError(
             f"the reference defect rate must lie in [0, 1], got {reference_defect_rate}"

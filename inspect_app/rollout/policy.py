@@ -29,9 +29,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import integrate
-from scipy.special import betainc, betaln
-from scipy.stats import binomtest
 
 from inspect_app.domain import AutomationLevel
 from inspect_app.evidence.gate import GateResult, GateTargets, check_gate, what_if
@@ -137,6 +134,11 @@ def prob_better(a_successes: int, a_failures: int, b_successes: int, b_failures:
 
     Thompson sampling picks b exactly this often, so using it as the assignment probability
     both runs the bandit and records the propensity each decision had."""
+    # scipy is imported at the first call, not with the module: every `serve` and CLI
+    # command imports this module, and scipy.integrate costs 1.2 s of each start.
+    from scipy import integrate
+    from scipy.special import betainc, betaln
+
     a1, b1 = 1 + a_successes, 1 + a_failures
     a2, b2 = 1 + b_successes, 1 + b_failures
     log_norm = float(betaln(a2, b2))
@@ -276,6 +278,8 @@ def paired_comparison(
     champion_only = int((a & ~b).sum())
     candidate_only = int((~a & b).sum())
     discordant = champion_only + candidate_only
+    from scipy.stats import binomtest  # at the first call, as in prob_better
+
     p_value = 1.0 if discordant == 0 else float(binomtest(candidate_only, discordant).pvalue)
     return PairedComparison(
         n=int(a.size),
