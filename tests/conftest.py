@@ -31,20 +31,30 @@ if TYPE_CHECKING:
 
 # -- the suite on two workers (`make test`: pytest -n 2 --dist loadfile --no-loadscope-reorder)
 
-# Modules that run for minutes, dealt out first: a worker takes a module whole, and one that
+# Modules that run for a minute or more, dealt out first and longest first (their times on a
+# quiet fresh clone, `--durations`): a worker takes a module whole, and a long one that
 # started last would run alone at the end while the other worker idles.
 LONG_MODULES = (
-    "tests/test_readme.py",
-    "tests/inspect_app/outputs/test_restarts.py",
-    "tests/inspect_app/rollout/test_rollout_multiprocess.py",
-    "tests/inspect_app/api/test_openapi_contract.py",
-    "tests/inspect_app/test_several_processes.py",
-    "tests/review_ui/test_browser.py",
+    "tests/test_readme.py",  # ~165 s
+    "tests/review_ui/test_browser_several_processes.py",  # ~105 s
+    "tests/inspect_app/api/test_openapi_contract.py",  # ~95 s
+    "tests/inspect_app/api/test_crash_recovery.py",  # ~85 s
+    "tests/review_ui/test_browser.py",  # ~75 s
+    "tests/inspect_app/rollout/test_rollout_multiprocess.py",  # ~60 s
+    "tests/inspect_app/api/test_credentials_multiprocess.py",  # ~60 s
+    "tests/inspect_app/monitoring/test_prometheus_server.py",  # ~45 s
+    "tests/inspect_app/outputs/test_restarts.py",  # ~45 s
+    "tests/inspect_app/test_several_processes.py",  # ~45 s
+    "tests/inspect_app/api/test_reviews_multiprocess.py",  # ~40 s
 )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_MODULES))  # stable: order kept
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.split("::", 1)[0]
+        return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module, and of the others, is kept
 
 
 # -- databases (core engineer): SQLite in memory and a real PostgreSQL server ---------------
