@@ -78,6 +78,11 @@ def train(
         "second target, against the labels' 1 (0 turns it off), so that the new version keeps "
         "what the parent got right on normal parts",
     ),
+    base_share: float | None = typer.Option(
+        None,
+        help="Rehearsal: this share of every batch is base images, the rest the plant's "
+        "(default: batches drawn from all training images alike)",
+    ),
     register: bool = typer.Option(
         False, "--register", help="Register the result, with its lineage, in the registry"
     ),
@@ -121,7 +126,7 @@ def train(
     distill_weight = distill_weight if checkpoint is not None else 0.0
     made_of = lineage(
         plan, parent_version=parent, base_data_seed=data_seed, plant_weight=plant_weight,
-        keep_prior=keep_prior, distill_weight=distill_weight,
+        keep_prior=keep_prior, distill_weight=distill_weight, base_share=base_share,
     )  # fmt: skip
     try:
         config = TrainConfig(
@@ -129,7 +134,7 @@ def train(
             data_seed=data_seed, batch_size=batch_size,
             lr=lr if lr is not None else (3e-4 if checkpoint is not None else 3e-3),
             threads=threads, init_from=checkpoint, sources=plan.sources, keep_prior=keep_prior,
-            distill_weight=distill_weight,
+            distill_weight=distill_weight, base_share=base_share,
             notes={"parent_version": parent, "lineage": made_of} if plan.sources or parent else {},
         )  # fmt: skip
     except ValueError as exc:

@@ -78,6 +78,7 @@ def lineage(
     plant_weight: float,
     keep_prior: bool = True,
     distill_weight: float = 0.0,
+    base_share: float | None = None,
 ) -> dict[str, Any]:
     """What the new version was made from, for the checkpoint's card and the registry."""
     return {
@@ -90,6 +91,7 @@ def lineage(
         "plant_weight": plant_weight,
         "class_mix": "the base data's (re-weighted per class)" if keep_prior else "as weighted",
         "distill_weight": distill_weight,
+        "base_share": base_share,
         "plant_split": f"by {ORDER_COLUMN}: validation the newest parts, calibration before them",
     }
 

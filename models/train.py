@@ -124,6 +124,13 @@ class TrainConfig:
     # 0 turns it off; it costs one forward pass of the parent per batch.
     distill_weight: float = 0.0
     distill_temperature: float = 2.0
+    # with `sources`: rehearsal. Every batch holds this share of base images (`data` and the
+    # sources not ordered in time), the rest from the other sources, each stream cycling
+    # through its own shuffled training images; None draws batches from all training images
+    # alike (the base share of a batch then varies with the draw, ~65% in the scenario). The
+    # share sets how often each kind is seen; a source's weight still multiplies its images'
+    # loss within the batch, and `keep_prior` is computed at the new sampling rates.
+    base_share: float | None = None
     # written into the checkpoint's metrics and card as they are (e.g. the parent version
     # and the data's lineage, which the caller knows and this module does not)
     notes: dict[str, object] = field(default_factory=dict)
@@ -143,6 +150,8 @@ class TrainConfig:
             raise ValueError("distill_weight must be a number at or above 0")
         if not self.distill_temperature > 0:
             raise ValueError("distill_temperature must be positive")
+        if self.base_share is not None and not 0 < self.base_share < 1:
+            raise ValueError("base_share must be within (0, 1), or None")
         if not (0 < self.val_fraction < 0.5 and 0 < self.calib_fraction < 0.5):
             raise ValueError("val_fraction and calib_fraction must be within (0, 0.5)")
 
@@ -253,6 +262,60 @@ def prior_preserving_weights(
         members = train[labels[train] == c]
         out[members] *= ref_share[c] * free / out[members].sum()
     return out.astype(np.float32)
+
+
+def rehearsal_batch_size(batch_size: int, share: float) -> int:
+    """Base images per batch at `share`: at least one of each kind in every batch."""
+    return min(max(round(share * batch_size), 1), batch_size - 1)
+
+
+def rehearsal_rates(
+    is_base: np.ndarray, train: np.ndarray, batch_size: int, share: float
+) -> np.ndarray:
+    """(N,) how often each image is drawn per training image an epoch's batches hold, under
+    rehearsal at `share`, relative to drawing all training images alike (1.0): base images
+    `k / B` of every batch against their `n_base / n` of the training split, the others the
+    rest. `keep_prior` weighs the classes at these rates: what the loss sees is weight x rate."""
+    is_base, train = np.asarray(is_base, dtype=bool), np.asarray(train, dtype=np.int64)
+    n, n_base = len(train), int(is_base[train].sum())
+    if n_base == 0 or n_base == n:
+        raise ValueError("rehearsal needs base images and other images in training")
+    k = rehearsal_batch_size(batch_size, share)
+    rates = np.ones(len(is_base))
+    rates[is_base] = (k / batch_size) / (n_base / n)
+    rates[~is_base] = ((batch_size - k) / batch_size) / ((n - n_base) / n)
+    return rates
+
+
+def rehearsal_order(
+    train: np.ndarray,
+    is_base: np.ndarray,
+    *,
+    batch_size: int,
+    share: float,
+    steps: int,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """`steps` batches of `batch_size` training indices, each `rehearsal_batch_size` of them
+    base images and the rest the others; each kind cycles through its own shuffled images
+    (a fresh shuffle each time it runs out), so every image comes round before any repeats."""
+    train = torch.as_tensor(np.asarray(train, dtype=np.int64))
+    base_mask = torch.as_tensor(np.asarray(is_base, dtype=bool))[train]
+    pools = [train[base_mask], train[~base_mask]]
+    if any(len(p) == 0 for p in pools):
+        raise ValueError("rehearsal needs base images and other images in training")
+    k = rehearsal_batch_size(batch_size, share)
+    wanted = [k * steps, (batch_size - k) * steps]
+    streams = []
+    for pool, n in zip(pools, wanted, strict=True):
+        rounds = [pool[torch.randperm(len(pool), generator=generator)]
+                  for _ in range(math.ceil(n / len(pool)))]  # fmt: skip
+        streams.append(torch.cat(rounds)[:n])
+    return [
+        torch.cat([streams[0][i * k : (i + 1) * k],
+                   streams[1][i * (batch_size - k) : (i + 1) * (batch_size - k)]])
+        for i in range(steps)
+    ]  # fmt: skip
 
 
 def stratified_split(labels: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -508,6 +571,7 @@ def fit(
     sample_weights: np.ndarray | None = None,
     val_subsets: Mapping[str, np.ndarray] | None = None,
     distill: np.ndarray | None = None,
+    base: np.ndarray | None = None,
 ) -> TrainResult:
     """Train, early-stop, calibrate, evaluate and write checkpoint + model card.
 
@@ -516,7 +580,9 @@ def fit(
     loss (default: all 1). `val_subsets`: named parts of the validation split whose figures
     the card also reports on their own (e.g. the newest images of one folder). `distill`:
     (N,) bools, the images on which a fine-tune also follows its parent's answers
-    (`TrainConfig.distill_weight`; default: every image).
+    (`TrainConfig.distill_weight`; default: every image). `base`: (N,) bools, the base
+    images, which `TrainConfig.base_share` rehearses in every batch (needed with it; the
+    caller scales `sample_weights` by `rehearsal_rates`).
 
     `images`: (N, 3, S, S) uint8 RGB at `config.input_size`; `labels`: (N,) class indices;
     `boxes`: per image, its defect boxes in input pixels (empty where unknown). The locator
@@ -559,6 +625,8 @@ def fit(
         raise ValueError(f"sample_weights must be {len(labels)} positive numbers")
     if len(val_idx) == 0 or len(calib_idx) == 0 or len(train_idx) < 2:
         raise ValueError("too few images per class for validation and calibration splits")
+    if config.base_share is not None and (base is None or len(base) != len(labels)):
+        raise ValueError("base_share needs the base images marked (`base`, one per image)")
     log.info(
         "training on %d images, validating on %d, calibrating on %d (seed %d)",
         len(train_idx),
@@ -621,7 +689,15 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         cropping = can_crop and epoch <= config.epochs - config.full_epochs
-        order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
+        if config.base_share is None:
+            order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=generator)]
+            batches = [order[i * config.batch_size : (i + 1) * config.batch_size]
+                       for i in range(steps_per_epoch)]  # fmt: skip
+        else:
+            batches = rehearsal_order(
+                train_idx, base, batch_size=config.batch_size,  # type: ignore[arg-type]
+                share=config.base_share, steps=steps_per_epoch, generator=generator,
+            )  # fmt: skip
         total, total_where, correct, seen = 0.0, 0.0, 0, 0
         bar = tqdm(
             range(steps_per_epoch),
@@ -631,7 +707,7 @@ def fit(
             leave=False,
         )
         for step in bar:
-            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            batch = batches[step]
             if len(batch) < 2:  # batch norm needs two images
                 continue
             xb = images[batch].to(torch.float32)
@@ -913,16 +989,28 @@ def _train_sources(
     }  # fmt: skip
     config = replace(config, notes={**config.notes, "splits_by_source": by_source})
     sample_weights = np.concatenate(weights)
+    is_base = np.concatenate(distill)
+    # how often each image is drawn (rehearsal changes it), so the class mix is the loss's
+    rates = (
+        np.ones(len(labels))
+        if config.base_share is None
+        else rehearsal_rates(is_base, splits[0], config.batch_size, config.base_share)
+    )
+    if config.base_share is not None:
+        log.info("rehearsal: %d base images in every batch of %d",
+                 rehearsal_batch_size(config.batch_size, config.base_share),
+                 config.batch_size)  # fmt: skip
     if config.keep_prior:
-        before = _class_mix(labels, sample_weights, splits[0])
-        sample_weights = prior_preserving_weights(labels, sample_weights, splits[0], train_parts[0])
+        before = _class_mix(labels, sample_weights * rates, splits[0])
+        seen = prior_preserving_weights(labels, sample_weights * rates, splits[0], train_parts[0])
+        sample_weights = (seen / rates).astype(np.float32)
         log.info("class mix of training, weighted: %s; kept at the base data's: %s",
-                 before, _class_mix(labels, sample_weights, splits[0]))  # fmt: skip
+                 before, _class_mix(labels, sample_weights * rates, splits[0]))  # fmt: skip
     images, sizes = load_images([it.path for it in all_items], size, progress=progress)
     boxes = [scale_boxes(it.boxes, h, w, size) for it, (h, w) in zip(all_items, sizes, strict=True)]
     result = fit(
         config, images, labels, boxes=boxes, progress=progress, splits=splits,  # type: ignore[arg-type]
-        sample_weights=sample_weights, val_subsets=subsets, distill=np.concatenate(distill),
+        sample_weights=sample_weights, val_subsets=subsets, distill=is_base, base=is_base,
     )  # fmt: skip
     if input_metrics is not None:
         del images

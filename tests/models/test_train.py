@@ -18,6 +18,8 @@ from models.train import (
     fit,
     locator_loss,
     prior_preserving_weights,
+    rehearsal_order,
+    rehearsal_rates,
     stratified_split,
     time_split,
 )
@@ -241,3 +243,75 @@ def test_a_distilled_fine_tune_stays_closer_to_its_parent(tmp_path: Path) -> Non
     truth = [CLASS_NAMES[t] for t in labels]
     agree = {k: sum(a == t for a, t in zip(v, truth, strict=True)) for k, v in answers.items()}
     assert agree["distilled.pt"] > agree["free.pt"]
+
+
+def test_rehearsal_batches_hold_the_base_share_and_go_round_each_kind() -> None:
+    train = np.arange(40)
+    is_base = np.arange(60) < 30  # training: 30 base, 10 others (20 images not in training)
+    batches = rehearsal_order(
+        train,
+        is_base,
+        batch_size=8,
+        share=0.75,
+        steps=10,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(batches) == 10 and all(len(b) == 8 for b in batches)
+    assert all(int(is_base[b.numpy()].sum()) == 6 for b in batches)  # 0.75 of 8
+    drawn = torch.cat(batches).numpy()
+    assert set(drawn) <= set(train)
+    base_drawn = drawn[is_base[drawn]]
+    assert sorted(base_drawn[:30]) == list(range(30))  # every base image once before a repeat
+    others = drawn[~is_base[drawn]]
+    assert sorted(others[:10]) == list(range(30, 40)) and len(others) == 20
+    with pytest.raises(ValueError, match="base images and other"):
+        rehearsal_order(np.arange(30), is_base, batch_size=8, share=0.5, steps=1,
+                        generator=torch.Generator())  # fmt: skip
+
+
+def test_rehearsal_keeps_the_class_mix_at_its_sampling_rates() -> None:
+    # base: 60 ok / 40 defect; plant: 95 ok / 5 defect, weight 3; rehearsal at 0.5
+    labels = np.array([0] * 60 + [1] * 40 + [0] * 95 + [1] * 5)
+    is_base = np.arange(200) < 100
+    train = np.arange(200)
+    rates = rehearsal_rates(is_base, train, 32, 0.5)
+    assert rates[0] == pytest.approx(1.0) and rates[150] == pytest.approx(1.0)  # half and half
+    rates = rehearsal_rates(is_base, train, 32, 0.75)
+    assert rates[0] == pytest.approx(1.5) and rates[150] == pytest.approx(0.5)
+    weights = np.where(is_base, 1.0, 3.0)
+    seen = prior_preserving_weights(labels, weights * rates, train, np.arange(100))
+    assert seen[labels == 0].sum() / seen.sum() == pytest.approx(0.6)
+
+
+def test_a_rehearsed_fine_tune_trains_on_batches_with_the_stated_base_share(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.train as train_module
+
+    images, labels = _toy_images(64, seed=0)
+    parent = fit(_toy_config(tmp_path, "parent.pt"), images, labels)
+    is_base = np.arange(64) < 40  # the first 40 are the base data, the rest the plant's
+    drawn: list[list[torch.Tensor]] = []
+    real = train_module.rehearsal_order
+
+    def spy(*args: object, **kwargs: object) -> list[torch.Tensor]:
+        drawn.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return drawn[-1]
+
+    monkeypatch.setattr(train_module, "rehearsal_order", spy)
+    child = fit(
+        _toy_config(tmp_path, "child.pt", init_from=parent.checkpoint, epochs=2,
+                    base_share=0.5, distill_weight=1.0),
+        images, labels, base=is_base, distill=is_base,
+    )  # fmt: skip
+    assert len(drawn) == 2  # one order per epoch
+    train = 32  # 64 images, a quarter each to validation and calibration
+    for epoch in drawn:
+        assert len(epoch) == train // 8
+        assert all(len(b) == 8 and int(is_base[b.numpy()].sum()) == 4 for b in epoch)
+    saved = torch.load(child.checkpoint, weights_only=True)
+    assert saved["metrics"]["train_config"]["base_share"] == 0.5
+    with pytest.raises(ValueError, match="base images marked"):
+        fit(_toy_config(tmp_path, "bad.pt", base_share=0.5), images, labels)
+    with pytest.raises(ValueError, match="base_share"):
+        _toy_config(tmp_path, "bad.pt", base_share=1.0)
