@@ -360,10 +360,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(IngestError, _ingest_error)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(405, method_not_allowed_handler)
-    app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])
     _add_offline_docs(app)
     if app.state.settings.review_ui:
         from review_ui.app import mount_review_ui  # gradio: imported when an app is built
 
         mount_review_ui(app)  # the review UI under /review, on the same service layer
     return app
+    # Added last, so it is the outermost middleware: every body, the review UI's included,
+    # is bounded before anything (the UI's session check too) reads it.
+    app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])

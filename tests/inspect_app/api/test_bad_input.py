@@ -285,6 +285,8 @@ def test_a_body_over_the_limit_is_413_with_or_without_a_length(
     # Gradio's routes sit behind the same limit.
     gradio = client.post("/review/gradio_api/queue/join", content=b"x" * (MAX_BODY_BYTES + 1))
     refused(gradio, 413, "over the limit")
+    streamed_to_gradio = client.post("/review/gradio_api/queue/join", content=chunks())
+    refused(streamed_to_gradio, 413, "over the limit")
 
 
 @pytest.mark.parametrize(
