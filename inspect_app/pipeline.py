@@ -7,9 +7,10 @@ The order of the stages is chosen so that bad input stores nothing and an acknow
 image is never lost:
 
 1. in ONE worker-thread hop (`_prepare`): cheap checks (declared type, empty, size), the
-   line's policy (cached until a line or key changes, `inspect_app.lookups`) and the
-   capture_id replay lookup; validate + decode + input stats (OpenCV); and each version's
-   network input (`MicroBatcher.prepare`), so the model's thread only runs the network;
+   line's policy (the image route hands over the one it found with the camera key; other
+   sources read `inspect_app.lookups`' cache) and the capture_id replay lookup; validate +
+   decode + input stats (OpenCV); and each version's network input
+   (`MicroBatcher.prepare`), so the model's thread only runs the network;
 2. the model, through the micro-batcher (skipped at ``human_only``), and beside it a file
    store's durable write of the bytes (fsync'd before any row points at them);
 3. in the group committer's thread (`inspect_app.storage.group_commit`): the image gate
@@ -95,6 +96,10 @@ class ImageSubmission:
     captured_at: datetime | None = None  # naive means UTC
     source: str = "http"  # http | opencv | folder | replay
     true_class: str | None = None  # known truth (replay only), never shown to inspectors
+    # The line's policy as the caller found it in its own lookup of the line (the image route,
+    # with the camera key): the pipeline then reads nothing again. None: the pipeline looks
+    # it up (`inspect_app.lookups`).
+    policy: LinePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -700,27 +705,33 @@ class InspectionPipeline:
     ) -> tuple[LinePolicy, str, Inspection | None]:
         """The line's policy now, the image's hash, and the inspection an earlier upload with
         the same capture_id made (or None)."""
+        policy = submission.policy
+        if policy is None:
+            policy = self._policy_of(submission.line_id)
+        # The checks that need no decoding come before the replay lookup, so an empty or
+        # oversized body is named as such even when its capture_id was used before.
+        _check_submission(submission)
+        try:
+            check_envelope(submission.data, submission.content_type, max_bytes=self.max_image_bytes)
+        except ImageRejected as exc:
+            raise IngestError(exc.status_code, exc.detail) from exc
+        sha256 = sha256_of(submission.data)
+        if submission.capture_id is None:
+            return policy, sha256, None
         with Session(self.engine, expire_on_commit=False) as session:
-            # cached while no line or key changed (`inspect_app.lookups`): one small query
-            policy = line_lookups(self.engine).current(session).policy(submission.line_id)
-            if policy is None:
-                raise IngestError(404, f"unknown line {submission.line_id!r}")
-            # The checks that need no decoding come before the replay lookup, so an empty or
-            # oversized body is named as such even when its capture_id was used before.
-            _check_submission(submission)
-            try:
-                check_envelope(
-                    submission.data, submission.content_type, max_bytes=self.max_image_bytes
-                )
-            except ImageRejected as exc:
-                raise IngestError(exc.status_code, exc.detail) from exc
-            sha256 = sha256_of(submission.data)
-            if submission.capture_id is None:
-                return policy, sha256, None
             existing = self._by_capture(session, submission.line_id, submission.capture_id)
         if existing is None:
             return policy, sha256, None
         return policy, sha256, self._same_image_or_conflict(existing, submission, sha256)
+
+    def _policy_of(self, line_id: str) -> LinePolicy:
+        """The line's policy, cached while no line or key changed (`inspect_app.lookups`):
+        no query at all while the cache is fresh."""
+        with Session(self.engine) as session:
+            policy = line_lookups(self.engine).current(session).policy(line_id)
+        if policy is None:
+            raise IngestError(404, f"unknown line {line_id!r}")
+        return policy
 
     @staticmethod
     def _by_capture(session: Session, line_id: str, capture_id: str) -> Inspection | None:

@@ -51,6 +51,7 @@ from inspect_app.api.routes import (
 )
 from inspect_app.inference import MicroBatcher
 from inspect_app.lines import list_lines
+from inspect_app.lookups import line_lookups
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import ImageGate
 from inspect_app.monitoring.service import LineMonitor
@@ -120,6 +121,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     await asyncio.to_thread(upgrade_database, engine)
+    line_lookups(engine).max_age_s = settings.lookup_max_age_ms / 1000
     metrics = ServiceMetrics(queue_depths=partial(_queue_depths, engine))
     if settings.torch_threads:
         import torch

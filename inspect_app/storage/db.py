@@ -11,6 +11,7 @@ the same step on its own and says what it did.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -37,14 +38,26 @@ from inspect_app.storage.migrations import alembic_config
 logger = logging.getLogger(__name__)
 
 
+# The threads of a service that hold a pooled connection at once: the event loop's default
+# executor (asyncio's min(32, cores + 4): the ingestion path's worker hops and the routes'
+# sync handlers), plus the group-commit writer, the line monitor, the deployment poller and
+# the line outputs' worker. A smaller pool overflows under load, and each overflow
+# connection is opened (SQLite: the connect pragmas run again) and closed per checkout:
+# SQLAlchemy's default of 5 + 10 overflow did so on every burst of 12 cameras.
+POOL_SIZE = min(32, (os.cpu_count() or 1) + 4) + 4
+
+
 def make_engine(url: str) -> Engine:
     """Build an engine for `url`; ``sqlite://`` (no path) is one shared in-memory database."""
     if url.startswith("sqlite"):
         in_memory = url in ("sqlite://", "sqlite:///:memory:")
+        # a file's connections are cheap (a file handle each): the pool holds them all
+        pool = {} if in_memory else {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE}
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=StaticPool if in_memory else None,
+            **pool,
         )
 
         @event.listens_for(engine, "connect")
@@ -67,7 +80,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
+        pool_size=max(10, POOL_SIZE),
         max_overflow=20,
         connect_args={"options": "-c timezone=UTC"},
     )

@@ -2,10 +2,12 @@
 
 The ingestion path looks up the same few things for every image: the line's policy and the
 camera key's line. They change rarely (a supervisor raises a level, an admin revokes a key),
-but when they do, every process must follow from its next image: a revoked key must be
-refused at once, not after a poll interval. So each change increments a counter in the
-database in the change's own transaction (table ``changerevision``, scope ``lines``), and a
-process keeps its lookups for as long as the counter reads the same (`inspect_app.lookups`).
+but when they do, every process must follow within a bound it states: a revoked key must
+be refused within a fraction of a second, not after a minute's poll interval. So each change
+increments a counter in the database in the change's own transaction (table
+``changerevision``, scope ``lines``), and a process keeps its lookups for as long as the
+counter reads the same (`inspect_app.lookups`, which reads it at most every
+``lookup_max_age_ms`` and drops its cache at the commit of a change made in its own process).
 
 The increment is made by SQLAlchemy session events, not by each use case, so that no writer
 of lines or camera keys can forget it (the CLI, the API, monitoring's auto-demotion, the
@@ -35,6 +37,9 @@ from inspect_app.storage.tables import CameraKey, ChangeRevision, Line
 logger = logging.getLogger(__name__)
 
 LINES = "lines"  # lines and camera keys
+# ``session.info`` key: the engines whose lines or keys the session's transaction changed, so
+# that a cache of this process (`inspect_app.lookups`) drops what it holds at the commit
+CHANGED_ENGINES = "inspect_lines_changed_engines"
 _WATCHED = (Line, CameraKey)
 _WATCHED_TABLES = frozenset(m.__tablename__ for m in _WATCHED)  # type: ignore[attr-defined]
 
@@ -69,7 +74,7 @@ def _changes_in_a_flush(session: Session, _context: Any, _instances: Any) -> Non
         for o in session.dirty
     )
     if changed:
-        bump(session.connection())
+        _bump_in(session)
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -78,4 +83,10 @@ def _changes_by_a_statement(state: ORMExecuteState) -> None:
         return
     table = getattr(state.statement, "table", None)
     if table is not None and getattr(table, "name", None) in _WATCHED_TABLES:
-        bump(state.session.connection())
+        _bump_in(state.session)
+
+
+def _bump_in(session: Session) -> None:
+    connection = session.connection()
+    bump(connection)
+    session.info.setdefault(CHANGED_ENGINES, set()).add(connection.engine)

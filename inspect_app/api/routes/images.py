@@ -17,12 +17,15 @@ Checks run in this order: camera key (401), the line exists (404), the key is th
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -44,8 +47,9 @@ from inspect_app.api.params import (
 )
 from inspect_app.api.pipeline_deps import PipelineDep
 from inspect_app.api.routes.inspections import InspectionPublic, inspection_public
+from inspect_app.domain import LinePolicy
 from inspect_app.imaging import ImageRejected, format_for_content_type
-from inspect_app.lookups import line_lookups
+from inspect_app.lookups import CameraAnswer, line_lookups
 from inspect_app.pipeline import ImageSubmission, IngestError
 from inspect_app.timeutil import as_utc
 
@@ -120,33 +124,48 @@ def parse_captured_at(value: str | None) -> datetime | None:
         ) from None
 
 
-def require_camera_for_line(
+@dataclass(frozen=True)
+class CameraUpload:
+    """The request's line, its camera key checked, and the line's policy as that lookup found
+    it (handed to the pipeline, which then looks nothing up again)."""
+
+    line_id: str
+    policy: LinePolicy
+
+
+def _look_up_camera(engine: Engine, key: str, line: str) -> CameraAnswer:
+    # a short session of its own, for the reason given in `deps.get_camera_line`
+    with Session(engine) as session:
+        return line_lookups(engine).current(session).camera_for_line(key, line)
+
+
+async def require_camera_for_line(
     line: LineIdPath,
     engine: EngineDep,
     key: Annotated[str | None, Depends(camera_key_scheme)],
-) -> str:
+) -> CameraUpload:
     """The path's line, when the camera key in ``X-Api-Key`` is that line's: 401 (no valid
-    key), 404 (no such line), 403 (another line's key), in that order. One thread hop and,
-    when no line or key changed, one small query (`inspect_app.lookups`); a short session of
-    its own, for the reason given in `deps.get_camera_line`."""
+    key), 404 (no such line), 403 (another line's key), in that order. Answered on the event
+    loop from the cache when it holds both answers and is fresh (`inspect_app.lookups`: no
+    I/O, no thread hop); otherwise in one worker thread, with at most one revision read."""
     if not key:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="a camera key is required in X-Api-Key"
         )
-    with Session(engine) as session:
-        lookup = line_lookups(engine).current(session)
-        camera_line = lookup.camera_line(key)
-        known = camera_line is not None and lookup.policy(line) is not None
-    if camera_line is None:
+    answer = line_lookups(engine).peek_camera_for_line(key, line)
+    if answer is None:
+        answer = await asyncio.to_thread(_look_up_camera, engine, key, line)
+    if answer.camera_line is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, detail="the camera key is unknown or revoked"
         )
-    if not known:
+    if answer.policy is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown line {line!r}")
-    return get_camera_for_path_line(line, camera_line)  # 403 for another line's key
+    get_camera_for_path_line(line, answer.camera_line)  # 403 for another line's key
+    return CameraUpload(line_id=line, policy=answer.policy)
 
 
-CameraForKnownLine = Annotated[str, Depends(require_camera_for_line)]
+CameraForKnownLine = Annotated[CameraUpload, Depends(require_camera_for_line)]
 
 
 async def read_limited_body(request: Request, limit: int, what: str = "") -> bytes:
@@ -269,7 +288,7 @@ async def post_image(
     response: Response,
     pipeline: PipelineDep,
     settings: SettingsDep,
-    line_id: CameraForKnownLine,
+    camera: CameraForKnownLine,
     capture_id: Annotated[
         str | None,
         Query(
@@ -298,6 +317,7 @@ async def post_image(
         ),
     ] = None,
 ) -> InspectionPublic:
+    line_id = camera.line_id
     content_type = request.headers.get("content-type")
     multipart = (content_type or "").lower().startswith("multipart/form-data")
     try:
@@ -323,6 +343,7 @@ async def post_image(
                 _merge("captured_at", captured_at, fields.get("captured_at"))
             ),
             source="http",
+            policy=camera.policy,
         )
     except ImageRejected as exc:
         pipeline.record_rejection(line_id, "http", IngestError(exc.status_code, exc.detail))

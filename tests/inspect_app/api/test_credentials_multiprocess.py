@@ -47,6 +47,9 @@ def test_credentials_ended_elsewhere_are_refused_by_the_live_service_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("INSPECT_DATABASE_URL", raising=False)
+    # "at once": the service reads the lines' revision for every image (by default it reads it
+    # at most every 100 ms; that bound is tested in tests/inspect_app/test_lookups.py)
+    monkeypatch.setenv("INSPECT_LOOKUP_MAX_AGE_MS", "0")
     data_dir = tmp_path / "service"
     data_dir.mkdir()
     engine = make_engine(Settings(data_dir=data_dir).resolved_database_url)
