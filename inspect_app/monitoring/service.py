@@ -3,7 +3,8 @@ reference profile, the alarms that watch them, and the actions the alarms take.
 
 Every `MonitorConfig.evaluate_every` parts a line's window is read from the database (the
 inspection rows already hold each part's input metrics, gate verdict, prediction and reduced
-embedding, so every process and a restarted one see the same window), the monitored values
+embedding, so every process and a restarted one see the same window; only the parts that
+arrived since the last evaluation are read in full, `_Windows`), the monitored values
 are computed (the vocabulary of `inspect_app.monitoring.alarms`), each of the line's alarm
 rules steps its state machine, and what the transitions ask for is done in the same
 transaction: events for every state change, the line dropped to assist (`stop_automation`),
@@ -135,12 +136,9 @@ class _Part:
     embedding: list[float] | None
 
 
-def _recent_parts(
-    session: Session, line_id: str, n: int, before_id: int | None = None
-) -> list[_Part]:
-    """The line's last `n` inspections (before `before_id` if given), newest first."""
+def _part_query(line_id: str) -> Any:
     columns = [getattr(Inspection, m) for m in DRIFT_METRICS]
-    query = select(
+    return select(
         Inspection.id,
         Inspection.received_at,
         Inspection.model_version,
@@ -149,9 +147,9 @@ def _recent_parts(
         Inspection.embedding,
         *columns,
     ).where(Inspection.line_id == line_id)
-    if before_id is not None:
-        query = query.where(col(Inspection.id) < before_id)
-    rows = session.exec(query.order_by(col(Inspection.id).desc()).limit(n)).all()
+
+
+def _parts_of(rows: Iterable[Any]) -> list[_Part]:
     parts = []
     for row in rows:
         ident, received, version, codes, p_defect, embedding, *values = row
@@ -167,6 +165,54 @@ def _recent_parts(
             )
         )
     return parts
+
+
+def _recent_parts(
+    session: Session, line_id: str, n: int, before_id: int | None = None
+) -> list[_Part]:
+    """The line's last `n` inspections (before `before_id` if given), newest first."""
+    query = _part_query(line_id)
+    if before_id is not None:
+        query = query.where(col(Inspection.id) < before_id)
+    return _parts_of(session.exec(query.order_by(col(Inspection.id).desc()).limit(n)).all())
+
+
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+class _Windows:
+    """Each line's last parts as read before, so an evaluation reads in full only the parts
+    that arrived since the last one (10 of a window of 200 at the default cadence).
+
+    Which parts are the window is still read from the database each time (their ids, from the
+    (line_id, id) index): every process's parts count, and a part another transaction
+    committed late with a lower id is found as on a full read. Only the columns of a part
+    already read are taken from here, and those never change after its insert.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_line: dict[str, dict[int, _Part]] = {}
+
+    def recent(self, session: Session, line_id: str, n: int) -> list[_Part]:
+        """The line's last `n` inspections, newest first (as `_recent_parts`)."""
+        ids = session.exec(
+            select(Inspection.id)
+            .where(Inspection.line_id == line_id)
+            .order_by(col(Inspection.id).desc())
+            .limit(n)
+        ).all()
+        with self._lock:
+            known = dict(self._by_line.get(line_id, {}))
+        missing = [i for i in ids if i not in known]
+        for start in range(0, len(missing), _IN_CHUNK):
+            chunk = missing[start : start + _IN_CHUNK]
+            query = _part_query(line_id).where(col(Inspection.id).in_(chunk))
+            known.update((p.id, p) for p in _parts_of(session.exec(query).all()))
+        parts = [known[i] for i in ids if i in known]
+        with self._lock:
+            self._by_line[line_id] = {p.id: p for p in parts}
+        return parts
 
 
 def _share(flags: Iterable[bool]) -> float | None:
@@ -412,6 +458,7 @@ class LineMonitor:
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._windows = _Windows()
 
     def start(self) -> None:
         if self._executor is None:
@@ -456,7 +503,7 @@ class LineMonitor:
                 [cfg.input_window, cfg.slow_window]
                 + [r.window_parts or 0 for r in rules if r.enabled]
             )
-            parts = _recent_parts(session, line_id, longest)
+            parts = self._windows.recent(session, line_id, longest)
             if not parts:
                 return Evaluation(line_id, now, None, {}, [])
             version = parts[0].model_version
@@ -465,10 +512,13 @@ class LineMonitor:
                 profile = line_reference(session, line_id, profile)
             values, reports = self._values(session, line, parts, profile, rules, now)
             evaluation = Evaluation(line_id, now, version, values, [], reports=reports)
+            # Reads first, writes last: on SQLite the first write takes the database's one
+            # write lock until the commit, and ingestion's group commit waits for it, so
+            # nothing but the writes and the commit's fsync may run while it is held.
+            states = self._step_alarms(session, line, rules, values, evaluation, now)
             self._store(session, line_id, parts[0].id, version, values, reports, now)
-            self._step_alarms(session, line, rules, values, evaluation, now)
             session.commit()
-        self._export(line_id, values, rules, evaluation)
+        self._export(line_id, values, rules, states)
         return evaluation
 
     def _values(
@@ -588,7 +638,10 @@ class LineMonitor:
         values: dict[str, float | None],
         evaluation: Evaluation,
         now: datetime,
-    ) -> None:
+    ) -> dict[str, AlarmState]:
+        """Each rule's new state (by rule name). Writes nothing before the last read but on a
+        transition (rare), whose actions read and write the line."""
+        states: dict[str, AlarmState] = {}
         rows = {
             r.rule: r
             for r in session.exec(
@@ -600,6 +653,7 @@ class LineMonitor:
             row = rows.get(rule.name)
             state = AlarmState.from_dict(row.state) if row is not None else AlarmState()
             new_state, transitions = step(rule, state, value, now)
+            states[rule.name] = new_state
             if row is None:
                 row = AlarmStateRow(line_id=line.id, rule=rule.name, state=new_state.to_dict())
             row.state = new_state.to_dict()
@@ -608,6 +662,7 @@ class LineMonitor:
             for transition in transitions:
                 evaluation.transitions.append(transition)
                 self._record_transition(session, line, transition, evaluation)
+        return states
 
     def _record_transition(
         self, session: Session, line: Line, transition: Transition, evaluation: Evaluation
@@ -677,15 +732,18 @@ class LineMonitor:
                 )
 
     def _export(
-        self, line_id: str, values: dict[str, float | None], rules: list[AlarmRule], ev: Evaluation
+        self,
+        line_id: str,
+        values: dict[str, float | None],
+        rules: list[AlarmRule],
+        states: dict[str, AlarmState],
     ) -> None:
+        """The values and each rule's state (as just committed) on the Prometheus gauges."""
         if self.metrics is None:
             return
         for metric, value in values.items():
             if "@" not in metric and value is not None:
                 self.metrics.monitor_value.labels(line=line_id, metric=metric).set(value)
-        with Session(self.engine) as session:
-            states = alarm_states(session, line_id)
         for rule in rules:
             firing = states.get(rule.name, AlarmState()).status is AlarmStatus.FIRING
             self.metrics.alarm_firing.labels(

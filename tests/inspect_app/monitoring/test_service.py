@@ -20,6 +20,8 @@ from inspect_app.monitoring.service import (
     DRIFT_METRICS,
     LineMonitor,
     MonitorConfig,
+    _recent_parts,
+    _Windows,
     line_rules,
     set_line_rule,
 )
@@ -229,3 +231,38 @@ def test_a_supervisor_edits_a_rule_per_line_and_it_is_logged(
 def test_drift_metrics_are_the_profiles_input_metrics(profile: ReferenceProfile) -> None:
     assert set(DRIFT_METRICS) <= set(profile.metric_quantiles)
     assert MonitorConfig().input_window == 50
+
+
+def test_the_window_read_incrementally_is_the_window_read_in_full(
+    engine: Engine, partial_line: str
+) -> None:
+    """Evaluations read in full only the parts new since the last one; the window is still
+    the database's: a part another transaction committed late, with a lower id than parts
+    already read, is in it."""
+    windows = _Windows()
+    rng = np.random.default_rng(11)
+    with Session(engine) as db:
+        db.execute(insert(Inspection), [_row(rng, partial_line, 2000 + 2 * i) for i in range(30)])
+        db.commit()
+        first = windows.recent(db, partial_line, 20)
+        assert first == _recent_parts(db, partial_line, 20)
+        assert [p.id for p in first] == list(range(2058, 2018, -2))
+    with Session(engine) as db:
+        # the next parts, and one committed late: its id is below those already read
+        db.execute(insert(Inspection), [_row(rng, partial_line, 2060 + 2 * i) for i in range(5)])
+        db.execute(insert(Inspection), [_row(rng, partial_line, 2031)])
+        db.commit()
+        again = windows.recent(db, partial_line, 40)
+        assert again == _recent_parts(db, partial_line, 40)
+        ids = [p.id for p in again]
+        assert 2031 in ids and ids[0] == 2068 and ids[-1] == 2000
+
+
+def _row(rng: np.random.Generator, line_id: str, ident: int) -> dict[str, object]:
+    return dict(
+        id=ident, line_id=line_id, source="http", received_at=utcnow(),
+        image_sha256=uuid.uuid4().hex * 2, image_format="png", width=64, height=64,
+        **metrics_row(rng), model_version=VERSION, p_defect=0.5, predicted_class="ok",
+        confidence=0.5, probabilities={"ok": 0.5}, level="partial", pass_threshold=0.9,
+        fail_threshold=0.9, route="auto", show_model=True, decision="pass", decided_by="model",
+    )  # fmt: skip
