@@ -31,104 +31,30 @@ import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import insert, text
+from plant_history import LINES, add_plant, insert_history, inspection_row  # bench/ helper
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from inspect_app import agreement, review_queue
 from inspect_app.accounts import add_user
-from inspect_app.domain import CLASS_NAMES, Role, Route, TaskReason, TaskStatus
-from inspect_app.lines import add_line
+from inspect_app.domain import CLASS_NAMES, Role, Route
 from inspect_app.monitoring import queries as monitoring
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.tables import Inspection, Label, Line, ReviewTask, User, utcnow
+from inspect_app.storage.tables import Line, User, utcnow
 
-LINES = ("line-1", "line-2", "line-3")
-CHUNK = 5_000
 GOAL_RATIO = 1.5
 GOAL_QUERIES = ("claim", "gate evidence")
 
 
-def _inspection(rng: random.Random, line: str, at, *, version: str, level: str, route: str):  # type: ignore[no-untyped-def]
-    p_ok = rng.random() ** 0.2  # mostly confident ok, as a good line is
-    rest = (1 - p_ok) / 4
-    probabilities = {c: rest for c in CLASS_NAMES} | {"ok": p_ok}
-    predicted = max(probabilities, key=probabilities.__getitem__)
-    gated = rng.random() < 0.002
-    decided = route == Route.AUTO.value or route == Route.AUDIT.value
-    return dict(
-        line_id=line, source="http", received_at=at, image_sha256=uuid.uuid4().hex * 2,
-        image_format="png", width=256, height=256, brightness=120.0 + rng.gauss(0, 3),
-        contrast=30.0, sharpness=200.0, model_version=version, probabilities=probabilities,
-        predicted_class=predicted, confidence=probabilities[predicted], p_defect=1 - p_ok,
-        level=level, pass_threshold=0.98, fail_threshold=0.98, route=route, show_model=False,
-        decision=("pass" if p_ok >= 0.5 else "fail") if decided else "pass",
-        decided_by="model" if decided else "human",
-        gate_codes="blur" if gated else None,
-        gate_reason="the image is out of focus" if gated else None,
-    )  # fmt: skip
-
-
-def _insert_block(
-    engine: Engine,
-    rows: list[dict],
-    labeled: list[bool],
-    waiting: list[bool],
-    user_id: int,
-    rng: random.Random,
-) -> None:
-    """Inspections, a task for each routed to a human, and a label for each labeled one."""
-    with engine.begin() as conn:
-        for first in range(0, len(rows), CHUNK):
-            chunk = rows[first : first + CHUNK]
-            ids = list(
-                conn.scalars(
-                    insert(Inspection).returning(Inspection.id, sort_by_parameter_order=True),
-                    chunk,
-                )
-            )
-            tasks, task_of = [], []
-            for k, (iid, row) in enumerate(zip(ids, chunk, strict=True)):
-                if row["route"] == Route.AUTO.value:
-                    continue
-                audit = row["route"] == Route.AUDIT.value
-                done = labeled[first + k]
-                tasks.append(
-                    dict(
-                        inspection_id=iid, line_id=row["line_id"],
-                        reason=(TaskReason.AUDIT if audit else TaskReason.DECIDE).value,
-                        priority=1 if audit else 0, show_model=False,
-                        status=(TaskStatus.DONE if done else TaskStatus.OPEN).value,
-                        created_at=row["received_at"],
-                        completed_at=row["received_at"] if done else None,
-                    )
-                )  # fmt: skip
-                task_of.append((iid, done, row["received_at"]))
-            if not tasks:
-                continue
-            task_ids = list(
-                conn.scalars(
-                    insert(ReviewTask).returning(ReviewTask.id, sort_by_parameter_order=True),
-                    tasks,
-                )
-            )
-            labels = [
-                dict(
-                    inspection_id=iid, task_id=tid, user_id=user_id,
-                    label="ok" if rng.random() < 0.9 else rng.choice(CLASS_NAMES),
-                    model_shown=False, duration_ms=2000, created_at=at, superseded=False,
-                )
-                for tid, (iid, done, at) in zip(task_ids, task_of, strict=True)
-                if done
-            ]  # fmt: skip
-            if labels:
-                conn.execute(insert(Label), labels)
-    del waiting
+def _ok_mostly(rng: random.Random) -> str:
+    return "ok" if rng.random() < 0.9 else rng.choice(CLASS_NAMES)
 
 
 def _copy_history(engine: Engine, block_rows: int, copies: int) -> None:
@@ -178,43 +104,42 @@ def build(path: Path, size: int, args: argparse.Namespace) -> Engine:
     engine = make_engine(f"sqlite:///{path}")
     upgrade_database(engine)
     rng = random.Random(args.seed)
-    with Session(engine, expire_on_commit=False) as db:
-        for line in LINES:
-            add_line(db, line, "shadow")
-        historian = add_user(db, "history", Role.INSPECTOR, "history-password")
+    historian = add_plant(engine)
+    with Session(engine) as db:
         add_user(db, "bench-inspector", Role.INSPECTOR, "bench-password")
     assert historian.id is not None
     era = args.era + args.waiting
     history = max(0, size - era)
     block = min(args.block, history)
     now = utcnow()
-    rows, labeled = [], []
+
+    def part(
+        line: str, at: datetime, version: str, level: str, route: Route, labeled: bool = True
+    ) -> dict[str, Any]:
+        p_ok = rng.random() ** 0.2  # mostly confident ok, as a good line is
+        gated = rng.random() < 0.002
+        return inspection_row(rng, line, at, p_ok=p_ok, version=version, level=level,
+                              route=route.value, labeled=labeled, gated=gated)  # fmt: skip
+
+    label_of = partial(_ok_mostly, rng)
+    rows = []
     for i in range(block):
         roll = rng.random()
         route = Route.AUTO if roll < 0.85 else Route.AUDIT if roll < 0.95 else Route.REVIEW
         at = now - timedelta(days=60) + timedelta(seconds=i)
-        rows.append(
-            _inspection(rng, LINES[i % 3], at, version="v1", level="partial", route=route.value)
-        )
-        labeled.append(True)
-    _insert_block(engine, rows, labeled, [], historian.id, rng)
+        rows.append(part(LINES[i % 3], at, "v1", "partial", route))
+    insert_history(engine, rows, [True] * block, historian.id, label_of)
     if block:
         _copy_history(engine, block, history // block - 1)
     rest = history - (history // block) * block if block else 0
-    rows = [
-        _inspection(rng, "line-1", now - timedelta(days=1), version="v1", level="partial",
-                    route=Route.AUTO.value)
-        for _ in range(rest)
-    ]  # fmt: skip
-    rows += [
-        _inspection(
-            rng, "line-1", now - timedelta(hours=12) + timedelta(seconds=i), version="v2",
-            level="shadow", route=Route.REVIEW.value,
-        )
-        for i in range(era)
-    ]  # fmt: skip
-    labeled = [True] * rest + [True] * args.era + [False] * args.waiting
-    _insert_block(engine, rows, labeled, [], historian.id, rng)
+    yesterday = now - timedelta(days=1)
+    rows = [part("line-1", yesterday, "v1", "partial", Route.AUTO) for _ in range(rest)]
+    labeled = [True] * rest
+    for i in range(era):  # the current era: labeled blind, then the parts still waiting
+        at = now - timedelta(hours=12) + timedelta(seconds=i)
+        labeled.append(i < args.era)
+        rows.append(part("line-1", at, "v2", "shadow", Route.REVIEW, labeled=labeled[-1]))
+    insert_history(engine, rows, labeled, historian.id, label_of)
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return engine

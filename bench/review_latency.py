@@ -37,98 +37,44 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
+from plant_history import LINES, add_plant, insert_history, inspection_row  # bench/ helper
 from postgres_server import durable_postgres  # bench/ helper
-from sqlalchemy import insert, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from inspect_app import review_queue
 from inspect_app.accounts import add_user
-from inspect_app.domain import CLASS_NAMES, DefectClass, Role, Route, TaskReason, TaskStatus
-from inspect_app.lines import add_line
+from inspect_app.domain import CLASS_NAMES, DefectClass, Role, Route
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.tables import Inspection, Label, ReviewTask, User, utcnow
+from inspect_app.storage.tables import User, utcnow
 
-LINES = ("line-1", "line-2", "line-3")
-CHUNK = 5_000
 GOAL_P95_MS = 50.0
 
 
 def seed(engine: Engine, n_inspections: int, n_waiting: int, rng: random.Random) -> None:
-    """`n_inspections` inspections with tasks; all but `n_waiting` labeled by 'history'."""
-    with Session(engine, expire_on_commit=False) as db:
-        for line in LINES:
-            add_line(db, line, "shadow")
-        historian = add_user(db, "history", Role.INSPECTOR, "history-password")
+    """`n_inspections` inspections over 30 days, each with its review task (a tenth audits,
+    the rest routed to a human); all but the last `n_waiting` labeled by 'history'."""
+    historian = add_plant(engine)
+    assert historian.id is not None
     start = utcnow() - timedelta(days=30)
     step = timedelta(days=30) / max(1, n_inspections)
-    done_until = n_inspections - n_waiting
-    with engine.begin() as conn:
-        for first in range(0, n_inspections, CHUNK):
-            count = min(CHUNK, n_inspections - first)
-            inspections, meta = [], []
-            for i in range(first, first + count):
-                p_ok = rng.random()
-                rest = (1 - p_ok) / 4
-                probabilities = {c: rest for c in CLASS_NAMES} | {"ok": p_ok}
-                predicted = max(probabilities, key=probabilities.__getitem__)
-                audit = rng.random() < 0.1
-                labeled = i < done_until
-                at = start + i * step
-                inspections.append(
-                    dict(
-                        line_id=LINES[i % len(LINES)], source="http", received_at=at,
-                        image_sha256=uuid.uuid4().hex * 2, image_format="png",
-                        width=256, height=256, brightness=120.0, contrast=30.0, sharpness=200.0,
-                        model_version="bench", probabilities=probabilities,
-                        predicted_class=predicted, confidence=probabilities[predicted],
-                        p_defect=1 - p_ok, level="shadow", pass_threshold=0.98,
-                        fail_threshold=0.98,
-                        route=(Route.AUDIT if audit else Route.REVIEW).value, show_model=False,
-                        decision="pass" if (audit or labeled) else "pending",
-                        decided_by="human" if labeled else ("model" if audit else None),
-                    )
-                )  # fmt: skip
-                meta.append((audit, labeled, at))
-            ids = list(
-                conn.scalars(
-                    insert(Inspection).returning(Inspection.id, sort_by_parameter_order=True),
-                    inspections,
-                )
-            )
-            tasks = [
-                dict(
-                    inspection_id=iid, line_id=row["line_id"],
-                    reason=(TaskReason.AUDIT if audit else TaskReason.DECIDE).value,
-                    priority=1 if audit else 0, show_model=False,
-                    status=(TaskStatus.DONE if labeled else TaskStatus.OPEN).value,
-                    created_at=at, completed_at=at if labeled else None,
-                )
-                for iid, row, (audit, labeled, at) in zip(ids, inspections, meta, strict=True)
-            ]  # fmt: skip
-            task_ids = list(
-                conn.scalars(
-                    insert(ReviewTask).returning(ReviewTask.id, sort_by_parameter_order=True),
-                    tasks,
-                )
-            )
-            labels = [
-                dict(
-                    inspection_id=iid, task_id=tid, user_id=historian.id,
-                    label=rng.choice(CLASS_NAMES), model_shown=False, duration_ms=2000,
-                    created_at=at, superseded=False,
-                )
-                for iid, tid, (_audit, labeled, at) in zip(ids, task_ids, meta, strict=True)
-                if labeled
-            ]  # fmt: skip
-            if labels:
-                conn.execute(insert(Label), labels)
+    labeled = [i < n_inspections - n_waiting for i in range(n_inspections)]
+    rows = [
+        inspection_row(
+            rng, LINES[i % len(LINES)], start + i * step, p_ok=rng.random(), version="bench",
+            level="shadow", route=(Route.AUDIT if rng.random() < 0.1 else Route.REVIEW).value,
+            labeled=labeled[i],
+        )
+        for i in range(n_inspections)
+    ]  # fmt: skip
+    insert_history(engine, rows, labeled, historian.id, partial(rng.choice, CLASS_NAMES))
 
 
 def inspectors(engine: Engine, n: int) -> list[User]:
