@@ -24,6 +24,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from inspect_app import security
+
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
@@ -55,6 +57,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
 
     items.sort(key=rank)  # stable: the order within a module, and of the others, is kept
+
+
+# -- password hashing: cheap for the users tests make, the product's cost checked apart --------
+
+PRODUCT_SCRYPT_N = security.SCRYPT_N
+TEST_SCRYPT_N = 2**10
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    """Users made in a test process hash their passwords with scrypt at N = 2**10 (1 MB), not
+    the product's 2**14 (16 MB, about 50 ms a hash and as long again to log in). Django's
+    documentation gives the same advice for test suites, where hashing is most of making a user.
+    A hash carries its own cost and `verify_password` reads it, so logins still check the real
+    scrypt; service processes the tests start keep the product's cost. The product's cost
+    itself is tested under `product_password_hashing`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "SCRYPT_N", TEST_SCRYPT_N)
+        yield
+
+
+@pytest.fixture
+def product_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product's own scrypt cost, for the tests of it."""
+    monkeypatch.setattr(security, "SCRYPT_N", PRODUCT_SCRYPT_N)
 
 
 # -- databases (core engineer): SQLite in memory and a real PostgreSQL server ---------------

@@ -18,6 +18,7 @@ def test_equal_passwords_hash_apart_because_each_gets_its_own_salt() -> None:
     assert verify_password("same password", first) and verify_password("same password", second)
 
 
+@pytest.mark.usefixtures("product_password_hashing")
 def test_the_stored_string_carries_its_cost_parameters() -> None:
     scheme, n, r, p, _salt, _digest = hash_password("pw12345678").split("$")
     assert (scheme, int(n), int(r), int(p)) == ("scrypt", 2**14, 8, 1)
