@@ -11,8 +11,10 @@ image is never lost:
    sources read `inspect_app.lookups`' cache) and the capture_id replay lookup; validate +
    decode + input stats (OpenCV); and each version's network input
    (`MicroBatcher.prepare`), so the model's thread only runs the network;
-2. the model, through the micro-batcher (skipped at ``human_only``), and beside it a file
-   store's durable write of the bytes (fsync'd before any row points at them);
+2. the deciding version's model, through its micro-batcher (skipped at ``human_only``), and
+   beside it a file store's durable write of the bytes (fsync'd before any row points at
+   them); versions running hidden (a shadow challenger) run after the reply, their rows in a
+   later commit (`_after_reply`), so they are never on the part's answer path;
 3. in the group committer's thread (`inspect_app.storage.group_commit`): the image gate
    (``inspect_app.monitoring.gate``: the frame's input metrics and embedding against the
    model's reference profile; a refused frame goes to a human with the reason), routing (pure,
@@ -73,6 +75,9 @@ from inspect_app.timeutil import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 SOURCES = ("http", "opencv", "folder", "replay")
+# Parts whose hidden runs may wait at once (`InspectionPipeline._after_reply`): at the
+# machine's limit a challenger cannot keep up, and its queue must not grow without bound.
+MAX_HIDDEN_BEHIND = 256
 _MAX_ID_LENGTH = 128  # capture_id and part_serial columns
 
 
@@ -129,6 +134,8 @@ class _Ran:
     decider: str | None = None
     hidden: dict[str, BatchedPrediction | Exception] = field(default_factory=dict)
     candidate_failed: Exception | None = None  # the candidate was to decide and failed
+    # hidden versions still to run: after the reply (`InspectionPipeline._run_hidden`)
+    later: tuple[str, ...] = ()
 
 
 def _prediction_fields(version: str, role: str, result: BatchedPrediction | Exception) -> dict:
@@ -231,6 +238,8 @@ class InspectionPipeline:
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()
         self._closed = False
+        self._hidden_runs: set[asyncio.Task[None]] = set()  # `_after_reply`'s, in flight
+        self._hidden_skipped = 0
 
     @property
     def committer(self) -> GroupCommitter:
@@ -399,7 +408,10 @@ class InspectionPipeline:
                 self.metrics.gate_refusals.labels(line=inspection.line_id, reason=code).inc()
         if self.monitor is not None:
             self.monitor.observe(inspection.line_id)
-        if state is not None:
+        if ran.later:
+            assert inspection.id is not None
+            self._after_reply(inspection.id, job, state, ran)
+        elif state is not None:
             self._watch_candidate(state, ran)
         return InspectionOutcome(inspection=inspection, created=True)
 
@@ -567,6 +579,9 @@ class InspectionPipeline:
     def _finish(session: Session, staged: list[_Staged]) -> None:
         """After every image of a group is staged: one flush numbers the inspections, then
         their predictions, review tasks and outbox messages (one counter update per line)."""
+        staged = [item for item in staged if isinstance(item, _Staged)]  # not hidden rows
+        if not staged:
+            return
         session.flush()
         decided: list[Inspection] = []
         for item in staged:
@@ -632,39 +647,104 @@ class InspectionPipeline:
         assignment: Assignment | None,
         inputs: dict[Hashable, np.ndarray | None],
     ) -> _Ran:
-        """The decider, and beside it (concurrently) every hidden version. A hidden version's
-        failure is recorded and decides nothing; a failing candidate decider hands the part to
-        the champion, so a bad candidate never costs the line an answer."""
+        """The decider only: the hidden versions run after the reply (`_run_hidden`), so a
+        challenger's inference is never on the champion's answer path. A failing candidate
+        decider hands the part to the champion (run then), so a bad candidate never costs the
+        line an answer."""
         if assignment is None:
             return _Ran(decided=await self._predict(self.batcher, image, inputs),
                         decider=self.batcher.predictor.version)  # fmt: skip
-        versions = (assignment.decider, *assignment.hidden)
+        try:
+            decided = await self._predict_version(assignment.decider, image, inputs)
+        except Exception as exc:
+            if not (assignment.arm is Arm.CANDIDATE and assignment.hidden):
+                raise
+            champion = assignment.hidden[0]
+            ran = _Ran(candidate_failed=exc, later=assignment.hidden[1:])
+            ran.hidden[assignment.decider] = exc
+            logger.warning(
+                "candidate %s failed on an image (%s); champion %s decides it",
+                assignment.decider,
+                exc,
+                champion,
+            )
+            ran.decided = await self._predict_version(champion, image, inputs)
+            ran.decider = champion
+            return ran
+        return _Ran(decided=decided, decider=assignment.decider, later=assignment.hidden)
+
+    def _after_reply(
+        self, inspection_id: int, job: _Job, state: DeploymentState | None, ran: _Ran
+    ) -> None:
+        """The hidden versions' runs of a committed part, in a task of their own: the caller
+        has its answer. Past `MAX_HIDDEN_BEHIND` parts waiting, a part's hidden runs are
+        skipped (and counted in the log): the challenger's evidence comes from fewer parts,
+        the line's answers never wait for it."""
+        if len(self._hidden_runs) >= MAX_HIDDEN_BEHIND:
+            self._hidden_skipped += 1
+            if self._hidden_skipped % 100 == 1:
+                logger.warning(
+                    "hidden versions %s are %d parts behind: skipped their run on inspection "
+                    "%s (%d parts skipped so far)",
+                    ", ".join(ran.later),
+                    len(self._hidden_runs),
+                    inspection_id,
+                    self._hidden_skipped,
+                )
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run_hidden(inspection_id, job, state, ran)
+        )
+        self._hidden_runs.add(task)
+        task.add_done_callback(self._hidden_runs.discard)
+
+    async def _run_hidden(
+        self, inspection_id: int, job: _Job, state: DeploymentState | None, ran: _Ran
+    ) -> None:
+        """Run the hidden versions on a part already answered, concurrently, and store their
+        predictions in a later group commit. A version's failure is recorded and decides
+        nothing. These rows are the challenger's evidence, not the part's decision: a crash
+        between the reply and their commit loses them (never the acknowledged inspection)."""
+        assert job.prepared.decoded is not None
+        image, inputs = job.prepared.decoded.image, job.prepared.inputs
+        versions = ran.later
         results = await asyncio.gather(
-            *(self._predict(self._batcher_of(v), image, inputs) for v in versions),
+            *(self._predict_version(v, image, inputs) for v in versions),
             return_exceptions=True,
         )
-        by_version = dict(zip(versions, results, strict=True))
-        decided = by_version.pop(assignment.decider)
-        ran = _Ran(hidden=dict(by_version.items()))  # type: ignore[arg-type]
-        if not isinstance(decided, BaseException):
-            ran.decided, ran.decider = decided, assignment.decider
-            return ran
-        if assignment.arm is Arm.CANDIDATE and assignment.hidden:
-            champion = assignment.hidden[0]
-            fallback = ran.hidden.pop(champion)
-            ran.candidate_failed = decided if isinstance(decided, Exception) else None
-            ran.hidden[assignment.decider] = ran.candidate_failed or RuntimeError("failed")
-            if not isinstance(fallback, BaseException):
-                logger.warning(
-                    "candidate %s failed on an image (%s); champion %s decided it",
-                    assignment.decider,
-                    decided,
-                    champion,
-                )
-                ran.decided, ran.decider = fallback, champion
-                return ran
-            raise fallback
-        raise decided
+        hidden: dict[str, BatchedPrediction | Exception] = {
+            v: r if isinstance(r, BatchedPrediction | Exception) else RuntimeError("cancelled")
+            for v, r in zip(versions, results, strict=True)
+        }
+        ran.hidden.update(hidden)
+        rows = [_prediction_fields(v, "shadow", r) for v, r in hidden.items()]
+        try:
+            await self.committer.commit(partial(self._stage_hidden, inspection_id, rows))
+        except Exception:
+            logger.exception(
+                "could not store the hidden versions' predictions of inspection %s",
+                inspection_id,
+            )
+            return
+        if state is not None:
+            self._watch_candidate(state, ran)
+
+    @staticmethod
+    def _stage_hidden(inspection_id: int, rows: list[dict[str, Any]], session: Session) -> None:
+        session.add_all(ModelPrediction(inspection_id=inspection_id, **f) for f in rows)
+
+    async def settle(self) -> None:
+        """Wait until the hidden runs of every part answered so far are stored (the app's
+        shutdown, before the batchers stop; tests)."""
+        while self._hidden_runs:
+            await asyncio.gather(*list(self._hidden_runs), return_exceptions=True)
+
+    def settle_blocking(self, timeout: float | None = None) -> None:
+        """`settle` for threads that are not the event loop (tests with a TestClient)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.settle(), loop).result(timeout)
 
     def _watch_candidate(self, state: DeploymentState, ran: _Ran) -> None:
         """Count the candidate's run; roll it back (in a worker thread) past the limits."""
@@ -761,6 +841,11 @@ class InspectionPipeline:
             max_pixels=self.max_image_pixels,
         )
         return decoded, input_stats(decoded.image)
+
+    async def _predict_version(
+        self, version: str, image: np.ndarray, inputs: dict[Hashable, np.ndarray | None]
+    ) -> BatchedPrediction:
+        return await self._predict(self._batcher_of(version), image, inputs)
 
     async def _predict(
         self,

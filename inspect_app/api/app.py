@@ -209,6 +209,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             # In a thread: a camera thread may be waiting on a submission that needs this
             # event loop to finish.
             await asyncio.to_thread(sources.stop)
+        try:  # the hidden runs of answered parts, while their batchers still run
+            await asyncio.wait_for(pipeline.settle(), timeout=30)
+        except TimeoutError:
+            logger.error("the hidden runs of answered parts did not finish within 30 s")
         await asyncio.to_thread(rollout.stop)  # every loaded version's batcher
         await asyncio.to_thread(pipeline.close)  # commits what the batchers answered
         await asyncio.to_thread(monitor.stop)

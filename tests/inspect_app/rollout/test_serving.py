@@ -56,6 +56,7 @@ def service(app_settings: Settings, tiny_candidate: Path) -> Iterator[dict[str, 
             "key": key,
             "supervisor": supervisor,
             "rollout": client.app.state.rollout,  # type: ignore[attr-defined]
+            "pipeline": client.app.state.pipeline,  # type: ignore[attr-defined]
         }
 
 
@@ -108,6 +109,7 @@ def test_a_shadow_candidate_runs_hidden_on_every_part_and_decides_none(
 ) -> None:
     _deploy(service, Mode.SHADOW)
     ids = [_post(service, seed)["inspection_id"] for seed in range(5)]
+    service["pipeline"].settle_blocking(60)  # hidden runs follow each part's answer
     with Session(service["engine"]) as db:
         rows = db.exec(select(Inspection).where(col(Inspection.id).in_(ids))).all()
         assert {(r.model_version, r.arm, r.assignment_p) for r in rows} == {
@@ -183,7 +185,8 @@ def test_blue_green_switches_and_rolls_back_for_the_next_image_while_the_camera_
         elif row.received_at > switched:
             assert row.deployment_revision in (green, back), row
     assert any(r.deployment_revision == green for r in rows)
-    # the champion stays loaded and runs hidden beside the candidate
+    # the champion stays loaded and runs hidden beside the candidate (after each answer)
+    service["pipeline"].settle_blocking(60)
     deciding = [r for r in rows if r.model_version == CANDIDATE]
     assert deciding and all(
         _predictions(service["engine"], r.id) == {CANDIDATE: "decided", CHAMPION: "shadow"}  # type: ignore[arg-type]
