@@ -11,16 +11,15 @@ worker thread, beside the decoding): the batch is then one stack of ready inputs
 model's thread, the one place every image of a version queues for, does no per-image
 preprocessing. A predictor without `predict_prepared` gets the images themselves.
 
-Lifecycle: ``start()`` -> the worker runs until ``stop()`` -> everything queued before the
-stop is still answered, anything submitted after it is refused.
+Lifecycle (`inspect_app.workers.QueueWorker`, shared with the group committer): ``start()``
+-> the worker runs until ``stop()`` -> everything queued before the stop is still answered,
+anything submitted after it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Future
@@ -31,6 +30,7 @@ import numpy as np
 
 from inspect_app.domain import Prediction
 from inspect_app.metrics import ServiceMetrics
+from inspect_app.workers import QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +80,7 @@ class _Item:
     enqueued_at: float = field(default_factory=time.perf_counter)
 
 
-_STOP = object()
-
-
-class MicroBatcher:
+class MicroBatcher(QueueWorker[_Item]):
     def __init__(
         self,
         predictor: BatchPredictor,
@@ -96,14 +93,15 @@ class MicroBatcher:
             raise ValueError("max_batch must be at least 1")
         if max_wait_ms < 0:
             raise ValueError("max_wait_ms must not be negative")
+        super().__init__(
+            name="inspect-model-batcher",
+            max_group=max_batch,
+            max_wait_s=max_wait_ms / 1000.0,
+            stopped=BatcherStopped,
+        )
         self.predictor = predictor
         self.max_batch = max_batch
-        self.max_wait_s = max_wait_ms / 1000.0
         self.metrics = metrics
-        self._queue: queue.Queue[_Item | object] = queue.Queue()
-        self._lock = threading.Lock()  # orders "accepting?" checks against the stop sentinel
-        self._accepting = False
-        self._thread: threading.Thread | None = None
         self._preparing = all(
             callable(getattr(predictor, name, None)) for name in ("prepare", "predict_prepared")
         )
@@ -121,19 +119,8 @@ class MicroBatcher:
             return None
         return self.predictor.prepare(image)  # type: ignore[attr-defined,no-any-return]
 
-    @property
-    def running(self) -> bool:
-        return self._accepting and self._thread is not None and self._thread.is_alive()
-
     def start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError("the batcher was already started")
-            self._thread = threading.Thread(
-                target=self._run, name="inspect-model-batcher", daemon=True
-            )
-            self._accepting = True
-            self._thread.start()
+        super().start()
         logger.info(
             "model batcher started: model %s, batches of up to %d, waiting up to %.1f ms",
             self.predictor.version,
@@ -141,18 +128,12 @@ class MicroBatcher:
             self.max_wait_s * 1000,
         )
 
-    def stop(self, timeout: float | None = 30.0) -> None:
+    def stop(self, timeout: float | None = 30.0) -> bool:
         """Answer what is queued, then end the worker. Safe to call twice."""
-        with self._lock:
-            if not self._accepting:
-                return
-            self._accepting = False
-            self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.error("the model worker did not stop within %s s", timeout)
-        logger.info("model batcher stopped")
+        stopped = super().stop(timeout)
+        if stopped:
+            logger.info("model batcher stopped")
+        return stopped
 
     def submit(
         self, image: np.ndarray, prepared: np.ndarray | None = None
@@ -160,10 +141,7 @@ class MicroBatcher:
         """Queue one image (from any thread), with its `prepare`d input when the caller made
         it; the future gets its prediction or its error."""
         future: Future[BatchedPrediction] = Future()
-        with self._lock:
-            if not self._accepting:
-                raise BatcherStopped("the model batcher is not running")
-            self._queue.put(_Item(image=image, future=future, prepared=prepared))
+        self.put(_Item(image=image, future=future, prepared=prepared))
         return future
 
     async def predict(
@@ -180,33 +158,8 @@ class MicroBatcher:
 
     # -- the worker thread
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            assert isinstance(first, _Item)
-            batch = [first]
-            deadline = time.perf_counter() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                remaining = deadline - time.perf_counter()
-                try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else None
-                except queue.Empty:
-                    nxt = None
-                if nxt is None:
-                    # The wait is over; still take whatever is already queued, for free.
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                assert isinstance(nxt, _Item)
-                batch.append(nxt)
-            self._run_batch(batch)
+    def handle(self, group: list[_Item]) -> None:
+        self._run_batch(group)
 
     def _run_batch(self, batch: list[_Item]) -> None:
         # A caller that gave up (client disconnected) is not worth a model slot.

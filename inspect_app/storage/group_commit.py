@@ -17,16 +17,15 @@ transaction back and runs each write again alone, in its own transaction, so one
 never fails its neighbours and each error reaches the caller whose write caused it. A
 `stage` must therefore build its rows afresh each time it is called.
 
-Lifecycle: ``start()`` -> the writer runs until ``stop()``; what was queued before the stop
-is still committed, anything submitted after it is refused.
+Lifecycle (`inspect_app.workers.QueueWorker`, shared with the micro-batcher): ``start()`` ->
+the writer runs until ``stop()``; what was queued before the stop is still committed,
+anything submitted after it is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -35,6 +34,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+
+from inspect_app.workers import QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +56,7 @@ class _Write(Generic[R]):
     queued_at: float = field(default_factory=time.perf_counter)
 
 
-_STOP = object()
-
-
-class GroupCommitter:
+class GroupCommitter(QueueWorker[_Write[Any]]):
     def __init__(
         self,
         engine: Engine,
@@ -72,44 +70,18 @@ class GroupCommitter:
         `on_commit(size, seconds)` is told each commit (metrics)."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        # no wait for a group: what queued during the last commit is the group
+        super().__init__(name=name, max_group=max_batch, stopped=GroupCommitStopped)
         self.engine = engine
         self.finish = finish
         self.max_batch = max_batch
-        self.name = name
         self.on_commit = on_commit
-        self._queue: queue.Queue[_Write[Any] | object] = queue.Queue()
-        self._lock = threading.Lock()  # orders "accepting?" checks against the stop sentinel
-        self._accepting = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                raise RuntimeError("the group committer was already started")
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._accepting = True
-            self._thread.start()
-
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Commit what is queued, then end the writer. Safe to call twice."""
-        with self._lock:
-            if not self._accepting:
-                return
-            self._accepting = False
-            self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.error("the group committer did not stop within %s s", timeout)
 
     def submit(self, stage: Stage[R]) -> Future[R]:
         """Queue one write (from any thread); its future gets the stage's result once the
         transaction holding it has committed, or the write's own error."""
         future: Future[R] = Future()
-        with self._lock:
-            if not self._accepting:
-                raise GroupCommitStopped("the group committer is not running")
-            self._queue.put(_Write(stage=stage, future=future))
+        self.put(_Write(stage=stage, future=future))
         return future
 
     async def commit(self, stage: Stage[R]) -> R:
@@ -118,25 +90,10 @@ class GroupCommitter:
 
     # -- the writer thread
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            group: list[_Write[Any]] = [first]  # type: ignore[list-item]
-            while len(group) < self.max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                group.append(nxt)  # type: ignore[arg-type]
-            live = [w for w in group if w.future.set_running_or_notify_cancel()]
-            if live:
-                self._commit_group(live)
+    def handle(self, group: list[_Write[Any]]) -> None:
+        live = [w for w in group if w.future.set_running_or_notify_cancel()]
+        if live:
+            self._commit_group(live)
 
     def _transaction(self, writes: list[_Write[Any]]) -> list[Any]:
         started = time.perf_counter()
