@@ -272,7 +272,8 @@ async def amain(args: argparse.Namespace) -> None:
     print(f"sizes: defect share {pct(args.defect_share)}; lead-in {args.lead_in}, drift at most "
           f"{args.after}; labeled dark parts {args.label_parts}; base data {args.base_n} "
           f"(seed {args.base_seed}); fine-tune {args.epochs} epochs (patience {args.patience}), "
-          f"plant weight {args.plant_weight}, distill weight {args.distill_weight}, class mix "
+          f"plant weight {args.plant_weight}, distill weight {args.distill_weight}, base share "
+          f"{args.base_share}, class mix "
           f"{'kept at the base data' if args.keep_prior else 'as weighted'}, lr default (3e-4 "
           f"from a parent); shadow dark parts {args.shadow_parts}; test sets {args.test_n} dark "
           f"+ {args.test_n} normal (seeds {args.test_seeds}; half defective); torch threads "
@@ -346,6 +347,7 @@ async def amain(args: argparse.Namespace) -> None:
         train = [str(INSPECT_APP), "train", "--init-from", parent_version, "--data", str(base),
                  "--data", str(export), "--plant-weight", str(args.plant_weight),
                  "--distill-weight", str(args.distill_weight),
+                 *(["--base-share", str(args.base_share)] if args.base_share is not None else []),
                  "--keep-prior" if args.keep_prior else "--no-keep-prior", "--register",
                  "--shadow-on", LINE, "--as", "sam", "--out", str(out), "--epochs",
                  str(args.epochs), "--patience", str(args.patience), "--data-seed",
@@ -461,6 +463,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--plant-weight", type=float, default=3.0)
     p.add_argument("--distill-weight", type=float, default=1.0, help="train --distill-weight")
+    p.add_argument(
+        "--base-share", type=float, default=None, help="train --base-share (rehearsal; off)"
+    )
     p.add_argument(
         "--no-keep-prior",
         dest="keep_prior",
