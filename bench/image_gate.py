@@ -8,15 +8,15 @@ shipped reference profile and ``ImageGate``):
   per source, how many the model alone would auto-decide at the line thresholds, how many the
   gate lets through, and how many it lets through that the model then auto-decides (the
   figure that must be 0);
-- a clean labeled set from a generator seed nothing else uses (8080 by default; training
-  uses 1, the tests 777/778/90210, the gate's tuning 31337, and 4242, 2718 and 1618 measured
-  the gate as it was tuned): the share of good parts the gate refuses (target <= 1%), with
-  its 95% Clopper-Pearson interval, and per reason code.
+- a clean labeled set from a generator seed nothing else uses (9393 by default; training
+  uses 1, the tests 777/778/90210, the gate's tuning 31337, and 4242, 2718, 1618 and 8080
+  measured the gate as it was tuned): the share of good parts the gate refuses (target
+  <= 1%), with its 95% Clopper-Pearson interval, and per reason code.
 
 Usage (the clean set is generated into ``var/`` on first use, ~30 s):
 
     .venv/bin/python bench/image_gate.py [--part held_out|tuning] [--n-per-source 50]
-        [--clean-seed 8080] [--clean-n 2000] [--checkpoint C]
+        [--clean-seed 9393] [--clean-n 2000] [--checkpoint C]
 
 The gate's defaults were tuned with ``--part tuning --clean-seed 31337``; quote the held-out.
 """
@@ -55,8 +55,11 @@ REPO = Path(__file__).resolve().parents[1]
 # metric came in, measured on seed 3 (13); a last re-tune on the tuning part (margin,
 # ood_level) is measured on seed 4, frames nothing was chosen on (6 through, all halves of
 # phones stretched to fill the frame). The framing rules came in for those: seeds 4, 5 and 6
-# chose their margin (see GateConfig.framing_margin), so seed 7 is the figure to quote.
-OOD_SEEDS = {"tuning": 1, "held_out": 7}
+# chose their margin (see GateConfig.framing_margin) and seed 7 measured it (3 through: 2
+# halves, 1 tilted phone). The tilt and the joint check of end and gradient balance were
+# then chosen on seeds 4-7 and the tuning part, so all of those are spent: seed 31 (with
+# clean seed 9393) is the figure to quote.
+OOD_SEEDS = {"tuning": 1, "held_out": 31}
 
 
 def run(
@@ -141,7 +144,8 @@ def clean(predictor: Predictor, gate: ImageGate, root: Path, args: argparse.Name
     print(
         f"  OOD distance: median {np.median(distances):.1f}, 99.5th percentile "
         f"{np.quantile(distances, 0.995):.1f} (gate threshold {gate.ood_threshold:.1f}, "
-        f"the reference's {gate.config.ood_level:.1%})"
+        f"the reference's {gate.config.ood_level:.1%}); joint check threshold "
+        f"{gate.joint_threshold:.2f} (the reference's {gate.config.joint_level:.1%})"
     )
 
 
@@ -162,7 +166,7 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(SOURCES), default="held_out")
     parser.add_argument("--n-per-source", type=int, default=50)
     parser.add_argument("--ood-seed", type=int, default=None, help="default: the part's")
-    parser.add_argument("--clean-seed", type=int, default=8080)
+    parser.add_argument("--clean-seed", type=int, default=9393)
     parser.add_argument("--clean-n", type=int, default=2000)
     parser.add_argument("--pass-threshold", type=float, default=0.95)
     parser.add_argument("--fail-threshold", type=float, default=0.95)

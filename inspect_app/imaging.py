@@ -83,6 +83,15 @@ CLIP_BRIGHT = 253
 OUTLINE_RUN = 0.2  # of the frame's side: how long an edge must be to count as an outline
 END_BAND = 0.3  # of the height: the top and bottom bands where the part's ends are looked for
 
+# Tilt (`InputStats.tilt`): how far the part is turned from the frame's axes. A fixture holds a
+# phone square to the camera (the generator turns parts by at most 7 degrees); one turned by
+# 18-25 degrees still looks like a phone to the embedding, which let such frames through. A
+# phone's outline, its screen, its camera module and the fixture's pocket are rectangles, so
+# the frame's edges point along two perpendicular directions; the tilt is that pair's angle
+# from the frame's axes: the mean of 4x the gradients' angles (a right angle apart count as
+# one direction), weighted by the gradient's magnitude, divided by 4. Within (-45, 45]
+# degrees, positive when the part is turned clockwise as the picture is seen.
+
 
 @dataclass(frozen=True)
 class InputStats:
@@ -104,6 +113,9 @@ class InputStats:
     # the same for long vertical edges in the left half over the right half (positive: the
     # right side is missing)
     side_balance: float
+    # degrees the frame's edges are turned from its axes (the tilt note above): near 0 for a
+    # part in its fixture, 18-45 (or -18 to -45) for one turned in it
+    tilt: float
     clipped_dark: float  # share of pixels with grey level <= CLIP_DARK: under-exposure
     clipped_bright: float  # share of pixels with grey level >= CLIP_BRIGHT: over-exposure
     mean_blue: float  # mean of each colour channel, 0..255: a lamp's colour shift
@@ -127,6 +139,7 @@ class InputStats:
             "gradient_balance": self.gradient_balance,
             "end_balance": self.end_balance,
             "side_balance": self.side_balance,
+            "tilt": self.tilt,
             "clipped_dark": self.clipped_dark,
             "clipped_bright": self.clipped_bright,
             "mean_blue": self.mean_blue,
@@ -296,7 +309,7 @@ def input_stats(image: np.ndarray) -> InputStats:
     _, dy_std = cv2.meanStdDev(dy)
     # a flat frame has no gradient either way: balanced (0), not undefined
     balance = math.log((dx_std[0][0] ** 2 + 1e-6) / (dy_std[0][0] ** 2 + 1e-6))
-    end_balance, side_balance = _framing(grey)
+    end_balance, side_balance, tilt = _outline(grey)
     pixels = grey.size
     # numpy, not cv2.compare: OpenCV takes a 1x1 image for a scalar and refuses the pair.
     dark = np.count_nonzero(grey <= CLIP_DARK) / pixels
@@ -311,6 +324,7 @@ def input_stats(image: np.ndarray) -> InputStats:
         gradient_balance=balance,
         end_balance=end_balance,
         side_balance=side_balance,
+        tilt=tilt,
         clipped_dark=dark,
         clipped_bright=bright,
         mean_blue=float(blue),
@@ -319,10 +333,10 @@ def input_stats(image: np.ndarray) -> InputStats:
     )
 
 
-def _framing(grey: np.ndarray) -> tuple[float, float]:
-    """(end_balance, side_balance) of an (H, W) uint8 grey frame; see OUTLINE_RUN for what
-    they measure and why. At half resolution: an outline survives it, and it costs a quarter
-    of the full frame's filtering on the hot path."""
+def _outline(grey: np.ndarray) -> tuple[float, float, float]:
+    """(end_balance, side_balance, tilt) of an (H, W) uint8 grey frame; see OUTLINE_RUN and
+    the tilt note beside it for what they measure and why. At half resolution: an outline
+    survives it, and it costs a quarter of the full frame's filtering on the hot path."""
     if min(grey.shape) >= 4:
         grey = cv2.resize(
             grey, (grey.shape[1] // 2, grey.shape[0] // 2), interpolation=cv2.INTER_AREA
@@ -338,4 +352,23 @@ def _framing(grey: np.ndarray) -> tuple[float, float]:
     top, bottom = float(across[:band].max()) / run_x, float(across[h - band :].max()) / run_x
     half = max(1, w // 2)
     left, right = float(along[:, :half].max()) / run_y, float(along[:, w - half :].max()) / run_y
-    return math.log((1.0 + top) / (1.0 + bottom)), math.log((1.0 + left) / (1.0 + right))
+    return (
+        math.log((1.0 + top) / (1.0 + bottom)),
+        math.log((1.0 + left) / (1.0 + right)),
+        _tilt(dx, dy),
+    )
+
+
+def _tilt(dx: np.ndarray, dy: np.ndarray) -> float:
+    """Degrees the edges of (H, W) gradients `dx`, `dy` are turned from the axes (the tilt
+    note beside OUTLINE_RUN says why)."""
+    gx, gy = dx.astype(np.float32), dy.astype(np.float32)
+    # with g = gx + i*gy: g^2 = c2 + i*s2, g^4 = c4 + i*s4, |g^4| = |g|^4
+    c2, s2 = gx * gx - gy * gy, 2.0 * gx * gy
+    c4, s4 = c2 * c2 - s2 * s2, 2.0 * c2 * s2
+    magnitude = np.sqrt(gx * gx + gy * gy)
+    # weight |g|: each pixel's unit vector at 4x its angle (g^4 / |g|^4), times |g|
+    weight = np.divide(1.0, magnitude**3, out=np.zeros_like(magnitude), where=magnitude > 0)
+    x, y = float((c4 * weight).sum()), float((s4 * weight).sum())
+    # a flat frame has no edges: no tilt, not an undefined one
+    return math.degrees(math.atan2(y, x)) / 4.0 if x or y else 0.0

@@ -24,6 +24,10 @@ What it holds:
   scored by a PPCA fitted without it (5-fold cross-fitting): a model scores its own fitting
   images closer than fresh ones, so in-sample quantiles would refuse more clean parts than
   the quantile says;
+- the joint distribution of a few input metrics that mean more together than apart
+  (`JOINT_METRICS`: a Gaussian's mean and precision, and the reference distribution of its
+  Mahalanobis distance, cross-fitted as the embedding's is), which the image gate checks
+  besides each metric's own range;
 - the calibration embeddings themselves, as coordinates along the first 32 directions plus
   the distance off them (float16, ~70 KB): the reference sample of embedding-drift tests;
 - the predicted defect rate and histograms of the confidence and of P(defect), for
@@ -65,6 +69,11 @@ P_DEFECT_BINS: tuple[float, ...] = (
     0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0,
 )  # fmt: skip
 DEFECT_CUT = 0.5  # P(defect) above this is a predicted defect, as drift monitoring counts it
+# Input metrics checked together (`JointMetrics`): a half of a phone stretched to fill the
+# frame has one end's outline weaker than the other's (end balance) *and* its detail smeared
+# up and down (gradient balance), each inside its own clean range but together where no
+# calibration image lies (``inspect_app/monitoring/gate.py`` has the figures).
+JOINT_METRICS: tuple[str, ...] = ("end_balance", "gradient_balance")
 
 
 class ProfileError(ValueError):
@@ -164,6 +173,64 @@ class EmbeddingModel:
 
 
 @dataclass(frozen=True)
+class JointMetrics:
+    """A Gaussian of a few input metrics of the calibration images, and the reference
+    distribution of the Mahalanobis distance under it (each image scored by a Gaussian fitted
+    on the other folds, as the embedding's distances are)."""
+
+    metrics: tuple[str, ...]
+    mean: np.ndarray  # (M,)
+    precision: np.ndarray  # (M, M), the covariance's inverse
+    quantiles: tuple[float, ...]  # of the cross-fitted distance, at the profile's levels
+
+    @classmethod
+    def fit(cls, table: np.ndarray, metrics: Sequence[str], config: ProfileConfig) -> JointMetrics:
+        """Fit on an (N, M) table of the `metrics`' values, one row per image."""
+        from sklearn.covariance import EmpiricalCovariance
+        from sklearn.model_selection import KFold
+
+        x = np.asarray(table, dtype=np.float64)
+        cross = np.empty(x.shape[0])
+        folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+        for fit_idx, score_idx in folds.split(x):
+            part = EmpiricalCovariance().fit(x[fit_idx])
+            cross[score_idx] = np.sqrt(part.mahalanobis(x[score_idx]))
+        whole = EmpiricalCovariance().fit(x)
+        return cls(
+            metrics=tuple(metrics),
+            mean=whole.location_,
+            precision=whole.precision_,
+            quantiles=_quantiles(cross),
+        )
+
+    def distance(self, values: np.ndarray) -> np.ndarray:
+        """(B, M) values of `metrics`, in that order -> (B,) Mahalanobis distances."""
+        centred = np.atleast_2d(np.asarray(values, dtype=np.float64)) - self.mean
+        return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", centred, self.precision, centred), 0))
+
+    def quantile(self, level: float) -> float:
+        """The reference distance at a quantile level (interpolated between stored levels)."""
+        return float(np.interp(level, QUANTILE_LEVELS, self.quantiles))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": list(self.metrics),
+            "mean": _encode(self.mean),
+            "precision": _encode(self.precision),
+            "quantiles": list(self.quantiles),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> JointMetrics:
+        return cls(
+            metrics=tuple(str(m) for m in d["metrics"]),
+            mean=_decode(d["mean"]),
+            precision=_decode(d["precision"]),
+            quantiles=tuple(float(v) for v in d["quantiles"]),
+        )
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     # PPCA directions kept: on the gate's tuning frames 64 caught as much as a full
     # shrinkage covariance (LedoitWolf) while refusing fewer clean parts; 16-32 lost most of
@@ -202,6 +269,9 @@ class ReferenceProfile:
     p_defect_edges: tuple[float, ...]  # P_DEFECT_BINS
     p_defect_histogram: tuple[int, ...]  # counts of P(defect) per bin, the last bin closed
     extra: dict[str, Any] = field(default_factory=dict)  # lineage (split seeds, data folder)
+    # JOINT_METRICS together; None in a profile made before it existed (or from metric rows
+    # without those metrics): the gate then checks each metric alone
+    joint_metrics: JointMetrics | None = None
 
     def metric_quantile(self, metric: str, level: float) -> float:
         """A metric's reference quantile at any level, interpolated between stored levels."""
@@ -231,6 +301,11 @@ class ReferenceProfile:
             "p_defect_edges": list(self.p_defect_edges),
             "p_defect_histogram": list(self.p_defect_histogram),
             "extra": dict(self.extra),
+            **(
+                {"joint_metrics": self.joint_metrics.to_dict()}
+                if self.joint_metrics is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -259,6 +334,9 @@ class ReferenceProfile:
                 p_defect_edges=tuple(float(v) for v in d["p_defect_edges"]),
                 p_defect_histogram=tuple(int(v) for v in d["p_defect_histogram"]),
                 extra=dict(d.get("extra", {})),
+                joint_metrics=(
+                    JointMetrics.from_dict(d["joint_metrics"]) if "joint_metrics" in d else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"malformed reference profile: {exc!r}") from exc
@@ -311,6 +389,10 @@ def profile_from_outputs(
     predicted = probabilities.argmax(axis=1)
     confidence_edges = np.linspace(0.0, 1.0, CONFIDENCE_BINS + 1)
     model = EmbeddingModel.fit(embeddings, config.components)
+    joint = None
+    if all(m in names for m in JOINT_METRICS):
+        columns = [names.index(m) for m in JOINT_METRICS]
+        joint = JointMetrics.fit(table[:, columns], JOINT_METRICS, config)
     # np.histogram closes the last bin: a probability of exactly 1.0 is counted
     return ReferenceProfile(
         model_version=model_version,
@@ -333,6 +415,7 @@ def profile_from_outputs(
         p_defect_edges=P_DEFECT_BINS,
         p_defect_histogram=tuple(int(c) for c in np.histogram(p_defect, bins=P_DEFECT_BINS)[0]),
         extra=dict(extra or {}),
+        joint_metrics=joint,
     )
 
 
@@ -412,4 +495,7 @@ def load_profile(checkpoint: Path, *, version: str | None = None) -> ReferencePr
         )
     if not all(math.isfinite(q) for q in profile.ood_quantiles):
         raise ProfileError(f"{path} has non-finite OOD quantiles")
+    joint = profile.joint_metrics
+    if joint is not None and not all(math.isfinite(q) for q in joint.quantiles):
+        raise ProfileError(f"{path} has non-finite joint-metric quantiles")
     return profile

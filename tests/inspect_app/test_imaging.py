@@ -203,3 +203,22 @@ def test_framing_metrics_see_a_part_cut_off_by_the_frame() -> None:
     assert input_stats(np.ascontiguousarray(right[:, ::-1])).side_balance > 2
     flat = input_stats(np.full((20, 20, 3), 7, dtype=np.uint8))
     assert (flat.end_balance, flat.side_balance) == (0.0, 0.0)
+
+
+def test_tilt_is_how_far_the_parts_edges_are_turned_from_the_frames_axes() -> None:
+    """A dark rectangle on a grey belt: square to the frame it has no tilt; turned by 20
+    degrees either way the tilt says so (positive clockwise as seen); a right angle is no
+    turn at all (the edges point the same two ways); a flat frame has no edges and no tilt."""
+    part = np.full((256, 256, 3), 120, dtype=np.uint8)
+    cv2.rectangle(part, (80, 30), (176, 226), (30, 30, 30), -1)
+    assert input_stats(part).tilt == pytest.approx(0.0, abs=0.5)
+    assert "tilt" in input_stats(part).metrics()
+
+    def turned(degrees: float) -> np.ndarray:  # OpenCV: positive turns anticlockwise
+        m = cv2.getRotationMatrix2D((128, 128), degrees, 1.0)
+        return cv2.warpAffine(part, m, (256, 256), borderValue=(120, 120, 120))
+
+    assert input_stats(turned(20)).tilt == pytest.approx(-20, abs=1.5)
+    assert input_stats(turned(-20)).tilt == pytest.approx(20, abs=1.5)
+    assert input_stats(turned(90)).tilt == pytest.approx(0.0, abs=0.5)
+    assert input_stats(np.full((20, 20, 3), 7, dtype=np.uint8)).tilt == 0.0

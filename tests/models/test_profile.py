@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.covariance import EmpiricalCovariance
 from sklearn.decomposition import PCA
 
 from data.synth import generate_dataset
@@ -15,6 +16,7 @@ from inspect_app.domain import CLASS_NAMES
 from inspect_app.imaging import input_stats
 from models.predictor import Predictor
 from models.profile import (
+    JOINT_METRICS,
     QUANTILE_LEVELS,
     EmbeddingModel,
     ProfileError,
@@ -68,6 +70,34 @@ def test_profile_summarises_what_it_was_given() -> None:
     assert sum(profile.p_defect_histogram) == sum(profile.confidence_histogram) == 60
     assert sum(profile.predicted_class_rates.values()) == pytest.approx(1.0)
     assert 0.0 <= profile.predicted_defect_rate <= 1.0
+
+
+def test_joint_metrics_are_a_gaussian_of_the_pair_with_a_cross_fitted_reference() -> None:
+    """End and gradient balance together: sklearn's Mahalanobis distance of the pair, a
+    reference that fresh frames from the same distribution exceed at about its own rate, a
+    JSON round trip; metric rows without the pair make no joint check."""
+    rng = np.random.default_rng(5)
+    n = 400
+    pair = rng.multivariate_normal([0.0, 0.7], [[0.16, 0.05], [0.05, 0.09]], size=n)
+    rows = [{"end_balance": float(e), "gradient_balance": float(g)} for e, g in pair]
+    profile = profile_from_outputs(
+        rng.dirichlet(np.ones(len(CLASS_NAMES)), size=n), rng.normal(size=(n, 6)), rows,
+        model_version="v", source="toy",
+    )  # fmt: skip
+    joint = profile.joint_metrics
+    assert joint is not None and joint.metrics == JOINT_METRICS
+    expected = np.sqrt(EmpiricalCovariance().fit(pair).mahalanobis(pair[:5]))
+    np.testing.assert_allclose(joint.distance(pair[:5]), expected, rtol=1e-9)
+    fresh = rng.multivariate_normal([0.0, 0.7], [[0.16, 0.05], [0.05, 0.09]], size=4000)
+    assert np.mean(joint.distance(fresh) > joint.quantile(0.9)) == pytest.approx(0.1, abs=0.04)
+    # inside each one's own range, together where the reference has no frame
+    assert joint.distance(np.array([[0.8, 0.2]]))[0] > joint.quantile(0.999)
+
+    again = ReferenceProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again.joint_metrics is not None and again.joint_metrics.quantiles == joint.quantiles
+    np.testing.assert_allclose(again.joint_metrics.distance(fresh[:9]), joint.distance(fresh[:9]),
+                               rtol=1e-5)  # fmt: skip
+    assert _toy_profile().joint_metrics is None  # brightness and contrast only
 
 
 def test_ppca_distance_is_the_mahalanobis_distance_of_sklearns_ppca() -> None:
