@@ -181,6 +181,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.rollout = rollout
     batcher.start()
     await asyncio.to_thread(rollout.start)
+    await asyncio.to_thread(monitor.warm_up)
     monitor.start()
     outputs = worker_of(settings, engine)  # None when INSPECT_OUTPUTS_ENABLED=false
     app.state.outputs = outputs
