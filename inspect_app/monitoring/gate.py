@@ -72,7 +72,9 @@ class GateConfig:
     8080; mean 0.69%). With the tilt, the joint check and the levels below: through 5 (bands
     of phones stretched to fill the frame) / 0, 0, 0, 0; clean refused 0.20, 0.45, 0.90,
     0.80, 1.10% (mean 0.69%: the embedding 0.32%, framing 0.17%, detail in one direction
-    0.13%, blank 0.04%). The fresh-seed figures: ``bench/image_gate.py``.
+    0.13%, blank 0.04%). On seeds nothing was chosen on (held-out 31, clean 9393): through 2
+    of 1,000 (a half of a phone, a phone's zoomed-in centre), clean refused 1.10% (the gate
+    before: 2 and 1.00%): both targets (0 and <= 1%) still missed there (``bench/image_gate.py``).
     """
 
     # Each input metric's range is its reference quantiles at these levels (0.1% and 99.9%:
