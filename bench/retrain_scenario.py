@@ -273,7 +273,7 @@ async def amain(args: argparse.Namespace) -> None:
           f"{args.after}; labeled dark parts {args.label_parts}; base data {args.base_n} "
           f"(seed {args.base_seed}); fine-tune {args.epochs} epochs (patience {args.patience}), "
           f"plant weight {args.plant_weight}, distill weight {args.distill_weight}, base share "
-          f"{args.base_share}, class mix "
+          f"{'the CLI default' if args.base_share is None else args.base_share}, class mix "
           f"{'kept at the base data' if args.keep_prior else 'as weighted'}, lr default (3e-4 "
           f"from a parent); shadow dark parts {args.shadow_parts}; test sets {args.test_n} dark "
           f"+ {args.test_n} normal (seeds {args.test_seeds}; half defective); torch threads "
@@ -464,7 +464,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--plant-weight", type=float, default=3.0)
     p.add_argument("--distill-weight", type=float, default=1.0, help="train --distill-weight")
     p.add_argument(
-        "--base-share", type=float, default=None, help="train --base-share (rehearsal; off)"
+        "--base-share",
+        type=float,
+        default=None,
+        help="train --base-share (rehearsal; default: the CLI's, 0.75; 0 turns it off)",
     )
     p.add_argument(
         "--no-keep-prior",

@@ -78,10 +78,11 @@ def train(
         "second target, against the labels' 1 (0 turns it off), so that the new version keeps "
         "what the parent got right on normal parts",
     ),
-    base_share: float | None = typer.Option(
-        None,
-        help="Rehearsal: this share of every batch is base images, the rest the plant's "
-        "(default: batches drawn from all training images alike)",
+    base_share: float = typer.Option(
+        0.75,
+        help="Rehearsal, with an export among --data: this share of every batch is base "
+        "images, the rest the plant's, so that the new version keeps seeing normal parts as "
+        "often as it sees the plant's (0: batches drawn from all training images alike)",
     ),
     register: bool = typer.Option(
         False, "--register", help="Register the result, with its lineage, in the registry"
@@ -101,7 +102,7 @@ def train(
     base data plus the plant's exported labels), calibrate it, write checkpoint + model card
     + reference profile; optionally register it and start it in shadow on a line."""
     _log_to_stderr()
-    from inspect_app.retrain import RetrainError, lineage, plan_data
+    from inspect_app.retrain import RetrainError, effective_base_share, lineage, plan_data
     from models.train import TrainConfig, train_model
 
     register = register or shadow_on is not None
@@ -109,6 +110,10 @@ def train(
         plan = plan_data(data, plant_weight=plant_weight)
     except RetrainError as exc:
         raise typer.BadParameter(str(exc), param_hint="--data") from exc
+    try:
+        rehearsal = effective_base_share(plan, base_share)
+    except RetrainError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--base-share") from exc
     checkpoint, parent = None, None
     if init_from is not None or register:
         from inspect_app.rollout.registry import get_version, materialize
@@ -126,7 +131,7 @@ def train(
     distill_weight = distill_weight if checkpoint is not None else 0.0
     made_of = lineage(
         plan, parent_version=parent, base_data_seed=data_seed, plant_weight=plant_weight,
-        keep_prior=keep_prior, distill_weight=distill_weight, base_share=base_share,
+        keep_prior=keep_prior, distill_weight=distill_weight, base_share=rehearsal,
     )  # fmt: skip
     try:
         config = TrainConfig(
@@ -134,7 +139,7 @@ def train(
             data_seed=data_seed, batch_size=batch_size,
             lr=lr if lr is not None else (3e-4 if checkpoint is not None else 3e-3),
             threads=threads, init_from=checkpoint, sources=plan.sources, keep_prior=keep_prior,
-            distill_weight=distill_weight, base_share=base_share,
+            distill_weight=distill_weight, base_share=rehearsal,
             notes={"parent_version": parent, "lineage": made_of} if plan.sources or parent else {},
         )  # fmt: skip
     except ValueError as exc:

@@ -112,6 +112,8 @@ def test_export_then_fine_tune_register_and_shadow(plant, tmp_path: Path) -> Non
     assert set(by_source) == {str(plant.base), str(export)}
     assert all(n["val"] >= 1 and n["calib"] >= 1 and n["train"] >= 1 for n in by_source.values())
     assert saved["metrics"]["train_config"]["keep_prior"] is True  # the default
+    # rehearsal by default with an export: 3 of every 4 images of a batch are base images
+    assert saved["metrics"]["train_config"]["base_share"] == 0.75 == lineage["base_share"]
     card = out.with_suffix(".md").read_text()
     assert "newest" in card and PARENT in card and manifest_sha in card
     assert profile_path(out).is_file()  # recomputed on the new training distribution
@@ -130,6 +132,8 @@ def test_refusals_come_before_training(plant, tmp_path: Path) -> None:  # type: 
     no_line = plant("train", "--data", base, "--out", str(out), "--shadow-on", "line-9",
                     code=1)  # fmt: skip
     assert "line-9" in no_line
+    share = plant("train", "--data", base, "--out", str(out), "--base-share", "1", code=2)
+    assert "--base-share" in share and "below 1" in " ".join(share.replace("│", " ").split())
     assert not out.exists()
 
 
