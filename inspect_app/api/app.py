@@ -372,7 +372,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from review_ui.app import mount_review_ui  # gradio: imported when an app is built
 
         mount_review_ui(app)  # the review UI under /review, on the same service layer
-    return app
     # Added last, so it is the outermost middleware: every body, the review UI's included,
     # is bounded before anything (the UI's session check too) reads it.
     app.add_middleware(BodyGuard, limit=MAX_BODY_BYTES, exempt=[images.IMAGE_UPLOAD_PATH])
+    return app
