@@ -418,12 +418,13 @@ def tiny_candidate(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pa
 
 
 @pytest.fixture
-def app_settings(tmp_path: Path, tiny_checkpoint: Path) -> Settings:
+def app_settings(tmp_path: Path, tiny_checkpoint: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings for one test's own service: SQLite and images under tmp_path, the tiny model,
-    no cameras, and no review UI: building the Gradio app is most of an app's start (about
-    1 s of ~330 tests' setup), and only the review UI's tests and the few here that reach
-    ``/review`` need it; they turn it on (``tests/review_ui/conftest.py``). Tests change what
-    they need with ``app_settings.model_copy(update=...)``."""
+    no cameras, and no review UI unless the test is marked ``review_ui``: building the Gradio
+    app is most of an app's start (about 1 s of ~330 tests' setup), and only the review UI's
+    tests (``tests/review_ui/conftest.py`` turns it on for all of them) and the few elsewhere
+    that reach ``/review`` need it. Tests change what they need with
+    ``app_settings.model_copy(update=...)``."""
     from inspect_app.settings import Settings
 
     return Settings(
@@ -433,7 +434,7 @@ def app_settings(tmp_path: Path, tiny_checkpoint: Path) -> Settings:
         batch_max_wait_ms=2.0,
         cameras=[],
         demo=False,
-        review_ui=False,
+        review_ui=request.node.get_closest_marker("review_ui") is not None,
     )
 
 

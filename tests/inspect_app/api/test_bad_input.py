@@ -24,19 +24,11 @@ from inspect_app.api.params import (
     MAX_REASON_CHARS,
     USER_NAME_PATTERN,
 )
-from inspect_app.settings import Settings
 from inspect_app.storage.tables import Event, Inspection, Label, Line, ReviewTask, User
 from tests.inspect_app.api.test_images import phone_image
-from tests.review_ui.conftest import with_review_ui
 
 PASSWORD = "a long test password"
 TOO_BIG_ID = 2**63  # one past BIGINT: the driver cannot bind it
-
-
-@pytest.fixture
-def app_settings(app_settings: Settings) -> Settings:
-    """With the review UI: hostile input to its login, its handlers and Gradio's routes."""
-    return with_review_ui(app_settings)
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -282,11 +274,21 @@ def test_a_body_over_the_limit_is_413_with_or_without_a_length(
 
     streamed = client.put("/api/v1/lines/line-1/automation", content=chunks(), headers=headers)
     refused(streamed, 413, "over the limit")
-    # Gradio's routes sit behind the same limit.
+
+
+def _chunked(size: int) -> Iterator[bytes]:
+    for _ in range(0, size, 4096):
+        yield b"x" * 4096
+
+
+@pytest.mark.review_ui
+def test_the_review_uis_routes_sit_behind_the_same_body_limit(
+    client: TestClient, world: dict[str, Any]
+) -> None:
     gradio = client.post("/review/gradio_api/queue/join", content=b"x" * (MAX_BODY_BYTES + 1))
     refused(gradio, 413, "over the limit")
-    streamed_to_gradio = client.post("/review/gradio_api/queue/join", content=chunks())
-    refused(streamed_to_gradio, 413, "over the limit")
+    streamed = client.post("/review/gradio_api/queue/join", content=_chunked(2 * MAX_BODY_BYTES))
+    refused(streamed, 413, "over the limit")
 
 
 @pytest.mark.parametrize(
@@ -326,6 +328,7 @@ def _run(client: TestClient, api_name: str, *data: Any) -> Response:
     )
 
 
+@pytest.mark.review_ui
 def test_a_refusal_in_a_ui_handler_is_a_4xx_with_its_message(
     client: TestClient, world: dict[str, Any]
 ) -> None:
@@ -343,6 +346,7 @@ def test_a_refusal_in_a_ui_handler_is_a_4xx_with_its_message(
     assert "greater than maximum" in too_high.json()["error"]
 
 
+@pytest.mark.review_ui
 def test_the_ui_enforces_the_reason_limit_on_the_server(
     client: TestClient, world: dict[str, Any]
 ) -> None:
@@ -361,6 +365,7 @@ def test_the_ui_enforces_the_reason_limit_on_the_server(
     assert unknown.status_code == 422 and "no line" in unknown.json()["error"]
 
 
+@pytest.mark.review_ui
 def test_gradio_file_uploads_are_closed(client: TestClient, world: dict[str, Any]) -> None:
     _gradio_login(client, "inspector")
     for route in ("upload", "process_recording"):
