@@ -685,16 +685,28 @@ class ServiceProcess:
 
 @contextmanager
 def _running_service(
-    data_dir: Path, *, weights: Path, log: Path, database_url: str | None = None
+    data_dir: Path,
+    *,
+    weights: Path,
+    log: Path,
+    database_url: str | None = None,
+    review_ui: bool = False,
 ) -> Iterator[ServiceProcess]:
     """`inspect-app serve` in its own process on a free port (real HTTP), ready when yielded;
-    stopped (terminate, then kill) on exit, unless the test already killed it."""
+    stopped (terminate, then kill) on exit, unless the test already killed it. Without the
+    review UI unless asked (`INSPECT_REVIEW_UI`): importing Gradio and building its app is
+    about 7 s of a cold start's ~18, and most of these tests use the API only."""
     port = _free_port()
     command = [sys.executable, "-m", "inspect_app.cli", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
     if database_url:
         command += ["--database-url", database_url]
-    env = {**os.environ, "INSPECT_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "INSPECT_WEIGHTS": str(weights),
+        "OMP_NUM_THREADS": "1",
+        "INSPECT_REVIEW_UI": "true" if review_ui else "false",
+    }
     with log.open("ab") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -734,8 +746,11 @@ def two_services(
     tiny_checkpoint: Path,
     tmp_path: Path,
     running_service: Callable[..., AbstractContextManager[ServiceProcess]],
+    request: pytest.FixtureRequest,
 ) -> Iterator[list[str]]:
-    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database."""
+    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database (with the
+    review UI for a test marked ``review_ui``)."""
+    review_ui = request.node.get_closest_marker("review_ui") is not None
     with ExitStack() as stack:
         services = [
             stack.enter_context(
@@ -744,6 +759,7 @@ def two_services(
                     weights=tiny_checkpoint,
                     log=tmp_path / f"serve-{i}.log",
                     database_url=fresh_postgres_url,
+                    review_ui=review_ui,
                 )
             )
             for i in range(2)

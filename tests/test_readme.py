@@ -134,7 +134,10 @@ def test_every_readme_command_runs_as_written(
     first = run_script(before + keep, clone, env)
     assert first.returncode == 0, f"{first.stdout}\n{first.stderr}"
 
-    with running_service(clone / "var", weights=DEFAULT_WEIGHTS, log=tmp_path / "serve.log") as svc:
+    serve = running_service(
+        clone / "var", weights=DEFAULT_WEIGHTS, log=tmp_path / "serve.log", review_ui=True
+    )  # as the README starts it: with the review UI
+    with serve as svc:
         restore = [f"source {shlex.quote(str(state))}"] if assigned else []
         rest = [c.replace(README_URL, svc.url) for c in after]
         second = run_script(restore + rest, clone, env)

@@ -30,7 +30,7 @@ from inspect_app.storage.db import make_engine, upgrade_database
 from review_ui.auth import COOKIE_ID
 from tests.inspect_app.api.test_images import phone_image
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.review_ui]
 
 PASSWORD = "inspector password"
 UPSTREAM_HEADER = "X-Test-Upstream"  # which process answered: the proxy adds it

@@ -36,6 +36,7 @@ from tests.review_ui.test_browser import (
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.review_ui,
     pytest.mark.postgres,
     pytest.mark.slow,
     pytest.mark.skipif(

@@ -73,7 +73,9 @@ def test_credentials_ended_elsewhere_are_refused_by_the_live_service_at_once(
 
     image = _png()
     with (
-        running_service(data_dir, weights=tiny_checkpoint, log=tmp_path / "serve.log") as service,
+        running_service(
+            data_dir, weights=tiny_checkpoint, log=tmp_path / "serve.log", review_ui=True
+        ) as service,
         httpx.Client(base_url=service.url, timeout=60) as http,
     ):
 
