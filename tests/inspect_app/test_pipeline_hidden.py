@@ -5,14 +5,17 @@ stored afterwards, in a later commit, a failure recorded as such and deciding no
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from inspect_app import pipeline as pipeline_module
 from inspect_app.accounts import add_user
 from inspect_app.domain import Role
 from inspect_app.inference import BatchedPrediction
@@ -148,3 +151,33 @@ def test_a_failing_challenger_is_recorded_and_costs_the_line_no_answer(tmp_path:
         (inspection_id, "cand", "shadow", False),
         (inspection_id, "champ", "decided", True),
     ]
+
+
+def test_past_the_limit_a_parts_hidden_runs_are_skipped_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A challenger that cannot keep up never holds the line's answers: past
+    `MAX_HIDDEN_BEHIND` parts waiting, a part is answered with no hidden run, and the log says
+    so; the parts already waiting still get theirs."""
+    monkeypatch.setattr(pipeline_module, "MAX_HIDDEN_BEHIND", 2)
+    pipeline, engine, challenger = _pipeline(tmp_path, fail=False)
+
+    async def scenario() -> list[int]:
+        outcomes = [await pipeline.submit(_submit(pipeline, i)) for i in range(4)]
+        challenger.go.set()
+        await pipeline.settle()
+        return [o.inspection.id for o in outcomes]  # type: ignore[misc]
+
+    with caplog.at_level(logging.WARNING, logger="inspect_app.pipeline"):
+        ids = asyncio.run(scenario())
+    pipeline.close()
+    assert challenger.asked == 2
+    first, second, third, fourth = ids
+    assert _roles(engine, ids) == [
+        (first, "cand", "shadow", True), (first, "champ", "decided", True),
+        (second, "cand", "shadow", True), (second, "champ", "decided", True),
+        (third, "champ", "decided", True),
+        (fourth, "champ", "decided", True),
+    ]  # fmt: skip
+    skipped = [r.getMessage() for r in caplog.records if "skipped their run" in r.getMessage()]
+    assert len(skipped) == 1 and f"inspection {third}" in skipped[0]  # logged once per 100
