@@ -40,8 +40,8 @@ from numpy.typing import ArrayLike, NDArray
 
 # Imports: scipy.stats and scikit-learn are imported by the functions that use them, not
 # here. This module is imported by every `serve` and by the CLI, and those two libraries add
-# about 2.5 s to each start (`python -X importtime`). Most CLI commands never test drift. A
-# service tests drift only after a line's first window of parts.
+# about 2.5 s to each start at load ~5 (`python -X importtime`). Most CLI commands never test
+# drift. A service tests drift only after a line's first window of parts.
 
 # The default levels, set against the scenario's budget of one false alarm per 20,000 clean
 # parts for the whole system, with the figures bench/drift_tests.py measured:

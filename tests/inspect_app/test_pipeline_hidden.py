@@ -20,17 +20,18 @@ from inspect_app.accounts import add_user
 from inspect_app.domain import Role
 from inspect_app.inference import BatchedPrediction
 from inspect_app.lines import add_line
-from inspect_app.metrics import ServiceMetrics
 from inspect_app.pipeline import ImageSubmission, InspectionPipeline
 from inspect_app.rollout import deployments
 from inspect_app.rollout.deployments import DeploymentRequest
 from inspect_app.rollout.policy import Mode
 from inspect_app.rollout.rehearsal import register_versions
-from inspect_app.rollout.serving import ModelPool, Rollout
 from inspect_app.storage.db import make_engine, upgrade_database
-from inspect_app.storage.images import LocalImageStore
 from inspect_app.storage.tables import Inspection, ModelPrediction
-from tests.inspect_app.rollout.test_rehearsal import FixedBatcher, FixedVersion
+from tests.inspect_app.rollout.test_rehearsal import (
+    FixedBatcher,
+    FixedVersion,
+    pipeline_with_rollout,
+)
 
 
 class HeldBatcher(FixedBatcher):
@@ -75,21 +76,9 @@ def _pipeline(tmp_path: Path, fail: bool) -> tuple[InspectionPipeline, Engine, H
     # the hidden rows commit while the next part is read
     engine = make_engine(f"sqlite:///{tmp_path / 'hidden.db'}")
     _shadow_world(engine)
-    pool = ModelPool(engine, tmp_path)
-    champion, challenger = FixedBatcher("champ"), HeldBatcher("cand", fail=fail)
-    for batcher in (champion, challenger):
-        pool.add(batcher.predictor, batcher, None, None)  # type: ignore[arg-type]
-    rollout = Rollout(engine, pool, "champ")
-    rollout.refresh()
-    pipeline = InspectionPipeline(
-        engine=engine,
-        store=LocalImageStore(tmp_path / "images"),
-        batcher=champion,  # type: ignore[arg-type]
-        metrics=ServiceMetrics(),
-        max_image_bytes=1 << 20,
-        max_image_pixels=1 << 20,
-        rng=random.Random(1),
-        rollout=rollout,
+    challenger = HeldBatcher("cand", fail=fail)
+    pipeline = pipeline_with_rollout(
+        engine, tmp_path, [FixedBatcher("champ"), challenger], random.Random(1)
     )
     return pipeline, engine, challenger
 

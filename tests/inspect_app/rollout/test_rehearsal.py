@@ -137,26 +137,38 @@ def _rows(engine: Engine) -> list[dict[str, Any]]:
     return rows
 
 
+def pipeline_with_rollout(
+    engine: Engine, tmp_path: Path, batchers: list[FixedBatcher], rng: random.Random
+) -> InspectionPipeline:
+    """The service's pipeline over a rollout of `batchers` (the first is the default
+    version), as `create_app` wires them, with fixed answers instead of a network."""
+    pool = ModelPool(engine, tmp_path)
+    for batcher in batchers:
+        pool.add(batcher.predictor, batcher, None, None)  # type: ignore[arg-type]
+    rollout = Rollout(engine, pool, batchers[0].predictor.version)
+    rollout.refresh()
+    return InspectionPipeline(
+        engine=engine,
+        store=LocalImageStore(tmp_path / "images"),
+        batcher=batchers[0],  # type: ignore[arg-type]
+        metrics=ServiceMetrics(),
+        max_image_bytes=1 << 20,
+        max_image_pixels=1 << 20,
+        rng=rng,
+        rollout=rollout,
+    )
+
+
 def test_the_rehearsal_writes_what_the_pipeline_writes(tmp_path: Path) -> None:
     parts = [StreamPart(f"part-{i:07d}", "ok" if i % 3 else "pit") for i in range(60)]
 
     served = make_engine("sqlite://")
     _world(served)
-    pool = ModelPool(served, tmp_path)
-    for version in ("champ", "cand"):
-        batcher = FixedBatcher(version)
-        pool.add(batcher.predictor, batcher, None, None)  # type: ignore[arg-type]
-    rollout = Rollout(served, pool, "champ")
-    rollout.refresh()
-    pipeline = InspectionPipeline(
-        engine=served,
-        store=LocalImageStore(tmp_path / "images"),
-        batcher=pool.get("champ").batcher,  # type: ignore[union-attr]
-        metrics=ServiceMetrics(),
-        max_image_bytes=1 << 20,
-        max_image_pixels=1 << 20,
-        rng=random.Random(f"pipeline-{SEED}"),  # the rehearsal's generator for this seed
-        rollout=rollout,
+    pipeline = pipeline_with_rollout(
+        served,
+        tmp_path,
+        [FixedBatcher("champ"), FixedBatcher("cand")],
+        random.Random(f"pipeline-{SEED}"),  # the rehearsal's generator for this seed
     )
 
     async def submit_all() -> None:
