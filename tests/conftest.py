@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -371,11 +371,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data_seed=None,
         version="defect-cnn-tiny-test",
     )
-    _export_onnx_beside(path)
+    export_onnx_beside(path)
     return path
 
 
-def _export_onnx_beside(checkpoint: Path) -> None:
+def export_onnx_beside(checkpoint: Path) -> None:
     """The checked ONNX export beside a session's test checkpoint, made once as the bundled
     weights' is at build: every service start loads it, and every registration takes it with
     its parity figure instead of exporting anew (``models/onnx_export.py``)."""
@@ -411,7 +411,7 @@ def tiny_candidate(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Pa
         data_seed=None,
         version="defect-cnn-tiny-candidate",
     )
-    _export_onnx_beside(path)
+    export_onnx_beside(path)
     return path
 
 
@@ -684,20 +684,9 @@ class ServiceProcess:
     log: Path
 
 
-@contextmanager
-def _running_service(
-    data_dir: Path,
-    *,
-    weights: Path,
-    log: Path,
-    database_url: str | None = None,
-    review_ui: bool = False,
-) -> Iterator[ServiceProcess]:
-    """`inspect-app serve` in its own process on a free port (real HTTP), ready when yielded;
-    stopped (terminate, then kill) on exit, unless the test already killed it. Without the
-    review UI unless asked (`INSPECT_REVIEW_UI`): importing Gradio and building its app is
-    9 s of a 43 s cold start at load 5 (`python -X importtime`), and most of these tests use
-    the API only."""
+def _start_service(
+    data_dir: Path, *, weights: Path, log: Path, database_url: str | None, review_ui: bool
+) -> ServiceProcess:
     port = _free_port()
     command = [sys.executable, "-m", "inspect_app.cli", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"]
@@ -711,29 +700,83 @@ def _running_service(
     }
     with log.open("ab") as log_file:
         process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    return ServiceProcess(process=process, url=f"http://127.0.0.1:{port}", log=log)
+
+
+def _wait_ready(service: ServiceProcess, deadline: float) -> None:
+    while True:
+        if service.process.poll() is not None:
+            code = service.process.returncode
+            pytest.fail(f"serve exited with {code}:\n{service.log.read_text()}")
+        try:
+            if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"serve did not get ready:\n{service.log.read_text()}")
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill; nothing to do for a process the test already killed."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait(30)
+
+
+@contextmanager
+def _running_services(
+    data_dirs: Sequence[Path],
+    *,
+    weights: Path,
+    logs: Sequence[Path],
+    database_url: str | None = None,
+    review_ui: bool = False,
+) -> Iterator[list[ServiceProcess]]:
+    """`inspect-app serve` processes, one per data dir, each on a free port (real HTTP), all
+    started before any is waited for, so their cold starts overlap (two on one database
+    also start as a plant's do: together, the schema's upgrade taken under its lock); ready
+    when yielded; stopped on exit, unless the test already killed them. Without the review
+    UI unless asked (`INSPECT_REVIEW_UI`): importing Gradio and building its app is 9 s of a
+    43 s cold start at load 5 (`python -X importtime`), and most of these tests use the API
+    only."""
+    services: list[ServiceProcess] = []
     try:
+        for data_dir, log in zip(data_dirs, logs, strict=True):
+            services.append(
+                _start_service(
+                    data_dir, weights=weights, log=log, database_url=database_url,
+                    review_ui=review_ui,
+                )
+            )  # fmt: skip
         deadline = time.monotonic() + SERVICE_START_GUARD_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"serve did not get ready:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield ServiceProcess(process=process, url=url, log=log)
+        for service in services:
+            _wait_ready(service, deadline)
+        yield services
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        process.wait(30)
+        for service in services:
+            _stop(service.process)
+
+
+@contextmanager
+def _running_service(
+    data_dir: Path,
+    *,
+    weights: Path,
+    log: Path,
+    database_url: str | None = None,
+    review_ui: bool = False,
+) -> Iterator[ServiceProcess]:
+    """One `inspect-app serve` process (see `_running_services`)."""
+    with _running_services(
+        [data_dir], weights=weights, logs=[log], database_url=database_url, review_ui=review_ui
+    ) as (service,):
+        yield service
 
 
 @pytest.fixture(scope="session")
@@ -747,23 +790,16 @@ def two_services(
     fresh_postgres_url: str,
     tiny_checkpoint: Path,
     tmp_path: Path,
-    running_service: Callable[..., AbstractContextManager[ServiceProcess]],
     request: pytest.FixtureRequest,
 ) -> Iterator[list[str]]:
-    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database (with the
-    review UI for a test marked ``review_ui``)."""
+    """Base URLs of two `inspect-app serve` processes on one PostgreSQL database, started
+    together (with the review UI for a test marked ``review_ui``)."""
     review_ui = request.node.get_closest_marker("review_ui") is not None
-    with ExitStack() as stack:
-        services = [
-            stack.enter_context(
-                running_service(
-                    tmp_path / f"service-{i}",
-                    weights=tiny_checkpoint,
-                    log=tmp_path / f"serve-{i}.log",
-                    database_url=fresh_postgres_url,
-                    review_ui=review_ui,
-                )
-            )
-            for i in range(2)
-        ]
+    with _running_services(
+        [tmp_path / f"service-{i}" for i in range(2)],
+        weights=tiny_checkpoint,
+        logs=[tmp_path / f"serve-{i}.log" for i in range(2)],
+        database_url=fresh_postgres_url,
+        review_ui=review_ui,
+    ) as services:
         yield [service.url for service in services]

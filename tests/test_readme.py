@@ -12,7 +12,9 @@ variables a block sets (``B``, ``CAMERA_KEY``) are there for the next. What does
   stopped by the fixture), since a background job of the script would outlive a failed test.
 
 The data and training commands run at test sizes: ``--n`` at most `SMALL_N` images and
-``train`` for one epoch; what they check is that the commands work, not the model.
+``train`` for one epoch; what they check is that the commands work, not the model. The
+simulated camera posts at least `FAST_RATE` images/s: the README's 2/s over the 50 samples
+is 25 s of waiting that checks nothing more.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_URL = "http://127.0.0.1:8000"
 SMALL_N = 150  # images per generated set: enough for training's splits and its profile
+FAST_RATE = 25  # images/s the simulated camera posts at, at least
 NOT_IN_A_CLONE = {".git", "var", "results.csv", ".pytest_cache", ".ruff_cache"}
 
 _BLOCK = re.compile(
@@ -69,8 +72,14 @@ def readme_blocks(text: str) -> list[Block]:
 
 
 def at_test_size(command: str) -> str:
-    """The same command on small data: fewer generated images, one training epoch."""
+    """The same command on small data: fewer generated images, one training epoch, a
+    faster camera."""
     command = re.sub(r"--n (\d+)", lambda m: f"--n {min(int(m.group(1)), SMALL_N)}", command)
+    command = re.sub(
+        r"--rate (\d+(?:\.\d+)?)",
+        lambda m: f"--rate {max(float(m.group(1)), FAST_RATE):g}",
+        command,
+    )
     if re.search(r"inspect-app train\b", command):
         command = re.sub(r"(\s+#.*)?$", r" --epochs 1\1", command, count=1)
     return command
@@ -104,6 +113,9 @@ def test_the_readme_parses_into_blocks() -> None:
     generate = "inspect-app data generate --out d --n {} --seed 1"
     assert at_test_size(generate.format(8000)) == generate.format(SMALL_N)
     assert at_test_size(generate.format(50)) == generate.format(50)
+    simulate = "inspect-app simulate --line l --rate {} --data d"
+    assert at_test_size(simulate.format(2)) == simulate.format(FAST_RATE)
+    assert at_test_size(simulate.format(100)) == simulate.format(100)
 
 
 @pytest.mark.slow

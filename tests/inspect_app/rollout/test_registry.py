@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from sqlalchemy import delete
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from inspect_app.rollout.registry import (
@@ -55,6 +56,31 @@ def test_the_same_file_twice_is_the_same_version(
     register_model(session, tiny_checkpoint, tmp_path, registered_by="ana")
     again = register_model(session, tiny_checkpoint, tmp_path, registered_by="bob")
     assert not again.created and again.version.registered_by == "ana"
+
+
+def test_the_same_file_registered_elsewhere_meanwhile_is_that_version(
+    engine: Engine, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services starting together on one database both register their configured model:
+    the one that finds it registered while it validates the file takes that version, and
+    does not refuse it as another file under the same name (which stopped the service)."""
+    import models.checkpoint
+
+    real_load = models.checkpoint.load_checkpoint
+    loads: list[Path] = []
+
+    def load_while_the_other_registers(path: Path) -> object:
+        loads.append(path)
+        if len(loads) == 1:  # the other process, while this one loads the file
+            with Session(engine) as other:
+                assert register_model(other, path, tmp_path / "b", registered_by="system").created
+        return real_load(path)
+
+    monkeypatch.setattr(models.checkpoint, "load_checkpoint", load_while_the_other_registers)
+    with Session(engine) as db:
+        made = register_model(db, tiny_checkpoint, tmp_path / "a", registered_by="system")
+        assert not made.created and made.version.sha256 == file_sha256(tiny_checkpoint)
+        assert len(db.exec(select(ModelVersion)).all()) == 1
 
 
 def test_other_bytes_under_a_taken_name_are_refused(
