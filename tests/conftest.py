@@ -718,15 +718,18 @@ def _wait_ready(service: ServiceProcess, deadline: float) -> None:
         time.sleep(0.2)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate, then kill; nothing to do for a process the test already killed."""
-    if process.poll() is None:
-        process.terminate()
+def _stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
+    """Terminate all, then wait for each (their shutdowns overlap), killing one that does
+    not stop; nothing to do for a process the test already killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-    process.wait(30)
+            process.wait(30)
 
 
 @contextmanager
@@ -759,8 +762,7 @@ def _running_services(
             _wait_ready(service, deadline)
         yield services
     finally:
-        for service in services:
-            _stop(service.process)
+        _stop([service.process for service in services])
 
 
 @contextmanager

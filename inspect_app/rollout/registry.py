@@ -222,62 +222,68 @@ def register_model(
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{sha256}.pt"
     _copy_atomically(checkpoint, target)
-    profile_sha = None
-    session.add(ModelFile(sha256=sha256, data=target.read_bytes()))
-    write_export(target, onnx_model, onnx_record)
-    onnx_sha = onnx_record.onnx_sha256
-    # the same weights under another model card export to the same graph: stored once
-    if onnx_model is not None and onnx_sha is not None and session.get(ModelFile, onnx_sha) is None:
-        session.add(ModelFile(sha256=onnx_sha, data=onnx_model))
-    if profile is not None:
-        source_profile = profile_path(checkpoint)
-        _copy_atomically(source_profile, profile_path(target))
-        profile_sha = file_sha256(source_profile)
-        if session.get(ModelFile, profile_sha) is None:
-            session.add(ModelFile(sha256=profile_sha, data=profile_path(target).read_bytes()))
-    row = ModelVersion(
-        version=loaded.version,
-        sha256=sha256,
-        path=str(target.relative_to(Path(data_dir))),
-        architecture=loaded.config.to_dict(),
-        class_names=list(loaded.class_names),
-        temperature=loaded.temperature,
-        metrics=_plain({**loaded.metrics, "onnx": onnx_record.to_dict()}),
-        data_seed=loaded.data_seed,
-        parent_version=None if parent is None else str(parent),
-        lineage=_plain(
-            {
-                "data_seed": loaded.data_seed,
-                "source_file": str(checkpoint.resolve()),
-                **(lineage or {}),
-            }
-        ),
-        profile_sha256=profile_sha,
-        notes=notes,
-        registered_by=registered_by,
-    )
-    session.add(row)
-    record_event(
-        session,
-        kind="model_registered",
-        actor=registered_by,
-        reason=notes or f"registered from {checkpoint.name}",
-        details={
-            "version": row.version,
-            "sha256": sha256,
-            "parent_version": row.parent_version,
-            "has_profile": profile is not None,
-            # the serving runtime: ONNX Runtime, or torch when the parity check refused it
-            "onnx_accepted": onnx_record.accepted,
-            "onnx_parity": onnx_record.reason,
-            # the model card's figures: under "validation", or at the top for older cards
-            "validation": row.metrics.get("validation")
-            or {k: row.metrics[k] for k in CARD_FIGURES if k in row.metrics},
-        },
-    )
+    # A row another process added meanwhile (two services starting together) fails a flush
+    # or the commit: then the version it registered from these bytes is the answer.
     try:
+        profile_sha = None
+        session.add(ModelFile(sha256=sha256, data=target.read_bytes()))
+        write_export(target, onnx_model, onnx_record)
+        onnx_sha = onnx_record.onnx_sha256
+        # the same weights under another model card export to the same graph: stored once
+        if (
+            onnx_model is not None
+            and onnx_sha is not None
+            and session.get(ModelFile, onnx_sha) is None
+        ):
+            session.add(ModelFile(sha256=onnx_sha, data=onnx_model))
+        if profile is not None:
+            source_profile = profile_path(checkpoint)
+            _copy_atomically(source_profile, profile_path(target))
+            profile_sha = file_sha256(source_profile)
+            if session.get(ModelFile, profile_sha) is None:
+                session.add(ModelFile(sha256=profile_sha, data=profile_path(target).read_bytes()))
+        row = ModelVersion(
+            version=loaded.version,
+            sha256=sha256,
+            path=str(target.relative_to(Path(data_dir))),
+            architecture=loaded.config.to_dict(),
+            class_names=list(loaded.class_names),
+            temperature=loaded.temperature,
+            metrics=_plain({**loaded.metrics, "onnx": onnx_record.to_dict()}),
+            data_seed=loaded.data_seed,
+            parent_version=None if parent is None else str(parent),
+            lineage=_plain(
+                {
+                    "data_seed": loaded.data_seed,
+                    "source_file": str(checkpoint.resolve()),
+                    **(lineage or {}),
+                }
+            ),
+            profile_sha256=profile_sha,
+            notes=notes,
+            registered_by=registered_by,
+        )
+        session.add(row)
+        record_event(
+            session,
+            kind="model_registered",
+            actor=registered_by,
+            reason=notes or f"registered from {checkpoint.name}",
+            details={
+                "version": row.version,
+                "sha256": sha256,
+                "parent_version": row.parent_version,
+                "has_profile": profile is not None,
+                # the serving runtime: ONNX Runtime, or torch when the parity check refused it
+                "onnx_accepted": onnx_record.accepted,
+                "onnx_parity": onnx_record.reason,
+                # the model card's figures: under "validation", or at the top for older cards
+                "validation": row.metrics.get("validation")
+                or {k: row.metrics[k] for k in CARD_FIGURES if k in row.metrics},
+            },
+        )
         session.commit()
-    except IntegrityError:  # another process registered the same file at the same moment
+    except IntegrityError:
         session.rollback()
         existing = session.exec(select(ModelVersion).where(ModelVersion.sha256 == sha256)).first()
         if existing is None:

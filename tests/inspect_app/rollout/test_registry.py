@@ -83,6 +83,31 @@ def test_the_same_file_registered_elsewhere_meanwhile_is_that_version(
         assert len(db.exec(select(ModelVersion)).all()) == 1
 
 
+def test_the_same_file_registered_elsewhere_while_this_one_writes_is_that_version(
+    engine: Engine, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The later window of the same race: the other process commits the same bytes after
+    this one has added its rows, so this one's flush fails on the stored file's key. That
+    too is the version, not an error that stops the service."""
+    real_write = onnx_export.write_export
+    writes: list[Path] = []
+
+    def write_while_the_other_registers(*args: object) -> None:
+        writes.append(Path(str(args[0])))
+        if len(writes) == 1:
+            with Session(engine) as other:
+                assert register_model(other, tiny_checkpoint, tmp_path / "b",
+                                      registered_by="system").created  # fmt: skip
+        real_write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_export, "write_export", write_while_the_other_registers)
+    with Session(engine) as db:
+        made = register_model(db, tiny_checkpoint, tmp_path / "a", registered_by="system")
+        assert not made.created and made.version.sha256 == file_sha256(tiny_checkpoint)
+        assert len(db.exec(select(ModelVersion)).all()) == 1
+        assert len(db.exec(select(Event).where(Event.kind == "model_registered")).all()) == 1
+
+
 def test_other_bytes_under_a_taken_name_are_refused(
     session: Session, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
