@@ -244,9 +244,10 @@ def _postgres_workspace(
 
 
 def _empty_database(url: str, tables: frozenset[str]) -> bool:
-    """Every row out of `url`'s tables but the revision, sequences back at 1, and whatever
-    a test left connected cut off (as ``DROP DATABASE ... WITH (FORCE)`` would); False,
-    changing nothing, when its tables are not `tables` (a test changed the schema)."""
+    """Whatever a test left connected to `url` cut off (as ``DROP DATABASE ... WITH
+    (FORCE)`` would), then every row out of its tables but the revision, sequences back at
+    1; False, with no row removed, when its tables are not `tables` (a test changed the
+    schema)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
