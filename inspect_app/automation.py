@@ -166,12 +166,14 @@ def _with_deciding_candidate(
     if not Mode(row.mode).candidate_decides:
         return verdict
     evidence = version_evidence(session, line, row.candidate, since=line.evidence_since)
+    # at its own thresholds when it has them (`rollout.deployments`): those decide its parts
+    own = row.candidate_thresholds
     result = check_gate(
         weighted_what_if(
             evidence,
             level=target.level,
-            pass_threshold=target.pass_threshold,
-            fail_threshold=target.fail_threshold,
+            pass_threshold=own["pass_threshold"] if own else target.pass_threshold,
+            fail_threshold=own["fail_threshold"] if own else target.fail_threshold,
         ),
         gate_targets(line),
     )

@@ -1138,6 +1138,13 @@ def _echo_deployment(session: Session, line: str, default_version: str) -> None:
             )
             typer.echo(f"  bandit: exploration {shown.exploration:g}; {arms or 'no rewards yet'}")
         typer.echo(f"  audit rate of the candidate's decisions: {shown.candidate_audit_rate:g}")
+        own = shown.candidate_thresholds
+        typer.echo(
+            "  it decides at the line's thresholds"
+            if own is None
+            else f"  it decides at its own thresholds: pass {own['pass_threshold']} / fail "
+            f"{own['fail_threshold']} ({own['source']}); the line's at finalize"
+        )
     if shown.revision == 0:
         typer.echo("  never changed: the service's configured model ($INSPECT_WEIGHTS)")
     else:
@@ -1162,6 +1169,13 @@ def _echo_deployment(session: Session, line: str, default_version: str) -> None:
         f"  paired on {paired['n']} parts: champion alone right {paired['champion_only']}, "
         f"candidate alone right {paired['candidate_only']}, McNemar p = {paired['p_value']:.3g}"
     )
+    own_gate = compared.get("candidate_own")
+    if own_gate is not None:
+        typer.echo(
+            f"  candidate at its own thresholds pass {own_gate['pass_threshold']} / fail "
+            f"{own_gate['fail_threshold']} ({own_gate['source']}): gate "
+            f"{'passed' if own_gate['passed'] else 'not passed'}; {own_gate['reason']}"
+        )
     if "step" in compared:
         step = compared["step"]
         typer.echo(f"  this canary step: {step['outcome']}: {step['reason']}")
@@ -1263,6 +1277,7 @@ def _deploy_action(
     act_as: str | None,
     data_dir: Path | None,
     database_url: str | None,
+    thresholds: tuple[str, str] | None = None,
 ) -> None:
     from inspect_app.rollout import deployments
 
@@ -1272,7 +1287,7 @@ def _deploy_action(
         if action == "promote":
             deployments.promote(
                 session, line, actor=actor, reason=reason, default_version=default_version,
-                warm=_loads(session, settings.data_dir),
+                warm=_loads(session, settings.data_dir), thresholds=thresholds,
             )  # fmt: skip
         elif action == "rollback":
             deployments.rollback_by(session, line, actor=actor, reason=reason)
@@ -1292,13 +1307,31 @@ def _deploy_action(
 def deploy_promote(
     line: str = typer.Argument(..., help="Line id"),
     reason: str = DEPLOY_REASON_OPTION,
+    pass_threshold: str | None = typer.Option(
+        None,
+        help="Leaving shadow: the candidate auto-passes at P(ok) >= this, or 'never' "
+        "(with --fail-threshold; neither: recommended on its own shadow evidence)",
+    ),
+    fail_threshold: str | None = typer.Option(
+        None, help="Leaving shadow: the candidate auto-fails at P(defect) >= this, or 'never'"
+    ),
     act_as: str | None = ACT_AS_OPTION,
     data_dir: Path | None = DATA_DIR_OPTION,
     database_url: str | None = DATABASE_URL_OPTION,
 ) -> None:
     """Shadow -> canary at its first step, or a canary to its next step once the current
-    step passed on the candidate's blind labels (refused with the figures otherwise)."""
-    _deploy_action(line, "promote", reason, act_as, data_dir, database_url)
+    step passed on the candidate's blind labels (refused with the figures otherwise).
+    Leaving shadow the candidate decides at thresholds of its own, gated on its evidence:
+    recommended on it, or the two given here; they become the line's at finalize."""
+    if (pass_threshold is None) != (fail_threshold is None):
+        raise typer.BadParameter(
+            "give both --pass-threshold and --fail-threshold, or neither (recommended)",
+            param_hint="--pass-threshold",
+        )
+    given = None if pass_threshold is None or fail_threshold is None else (
+        pass_threshold, fail_threshold
+    )  # fmt: skip
+    _deploy_action(line, "promote", reason, act_as, data_dir, database_url, given)
 
 
 @deploy_app.command("rollback")

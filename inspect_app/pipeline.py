@@ -482,6 +482,12 @@ class InspectionPipeline:
         if assignment is not None and assignment.arm is Arm.CANDIDATE and state is not None:
             # parts the candidate decides are audited more, so its evidence comes faster
             policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
+            if state.candidate_thresholds is not None:  # its own, chosen on its evidence
+                policy = replace(
+                    policy,
+                    pass_threshold=state.candidate_thresholds[0],
+                    fail_threshold=state.candidate_thresholds[1],
+                )
         routing = route_inspection(
             prediction, policy, job.draw, usable=verdict is None or verdict.usable
         )

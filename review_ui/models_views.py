@@ -186,6 +186,29 @@ def step_text(view: DeploymentView) -> str:
     return f"step {step + 1} of {len(view.steps)} ({_pct(view.steps[step], 0)})"
 
 
+SOURCE_WORDS = {
+    "recommended": "recommended on its own shadow evidence",
+    "supervisor": "stated by a supervisor",
+}
+
+
+def candidate_thresholds_text(view: DeploymentView) -> str:
+    """The thresholds the candidate decides at: its own (chosen when it left shadow), or the
+    line's (in shadow, or a rollout from before candidates had their own)."""
+    own = view.candidate_thresholds
+    if own is None:
+        return (
+            "the line's (its own are recommended on its shadow evidence when it is promoted)"
+            if view.mode is Mode.SHADOW
+            else "the line's"
+        )
+    source = SOURCE_WORDS.get(str(own.get("source")), str(own.get("source")))
+    return (
+        f"pass ≥ <b>{esc(own.get('pass_threshold'))}</b> / fail ≥ "
+        f"<b>{esc(own.get('fail_threshold'))}</b>, {esc(source)}; the line's at finalize"
+    )
+
+
 def deployment_html(view: DeploymentView, level: str) -> str:
     """What runs on the line now, as the pipeline assigns parts."""
     rows = [
@@ -214,6 +237,7 @@ def deployment_html(view: DeploymentView, level: str) -> str:
             )
         if view.mode.candidate_decides:
             rows.append(("Audit rate of its decisions", _pct(view.candidate_audit_rate, 1)))
+        rows.append(("Its thresholds", candidate_thresholds_text(view)))
         if view.mode is Mode.BANDIT and view.bandit:
             arms = "; ".join(
                 f"{esc(version)}: {arm.get('successes', 0)} agreed, {arm.get('failures', 0)} not"
@@ -311,6 +335,24 @@ def _step_html(view: DeploymentView, step: Mapping[str, Any]) -> str:
     )
 
 
+def _own_block(own: Mapping[str, Any]) -> str:
+    """The candidate judged at its own thresholds, beside its figures at the line's."""
+    passed = bool(own.get("passed"))
+    source = SOURCE_WORDS.get(str(own.get("source")), str(own.get("source")))
+    return (
+        f'<div class="drift-card {"steady" if passed else "drifted"}" data-role="candidate-own">'
+        f'<div class="drift-head"><b>Candidate at its own thresholds</b> pass ≥ '
+        f"{esc(own.get('pass_threshold'))} / fail ≥ {esc(own.get('fail_threshold'))} "
+        f"({esc(source)}) {_chip(passed, 'passes the gate', 'does not pass the gate')}</div>"
+        f'<table class="ia-table comparison-table"><tbody>'
+        f"<tr><th>Escape rate</th><td>{_rate_cell(own.get('escape') or {})}</td></tr>"
+        f"<tr><th>False-reject rate</th><td>{_rate_cell(own.get('false_reject') or {})}</td></tr>"
+        f"<tr><th>Would automate</th><td>{_pct(own.get('coverage'), 1)} of labeled parts"
+        f"</td></tr></tbody></table>"
+        f'<div class="mon-note gate-reason">Gate: {esc(own.get("reason"))}</div></div>'
+    )
+
+
 def comparison_html(comparison: Mapping[str, Any] | None, view: DeploymentView) -> str:
     """Champion and candidate on their own blind labels, then paired; the canary step."""
     title = "Champion and candidate"
@@ -323,6 +365,7 @@ def comparison_html(comparison: Mapping[str, Any] | None, view: DeploymentView) 
         + '<div class="comparison-grid">'
         + _version_block("champion", comparison.get("champion") or {})
         + _version_block("candidate", comparison.get("candidate") or {})
+        + (_own_block(own) if isinstance(own := comparison.get("candidate_own"), Mapping) else "")
         + "</div>"
         + _paired_html(comparison.get("paired") or {})
     )

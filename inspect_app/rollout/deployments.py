@@ -11,7 +11,13 @@ Safety rules, enforced here and therefore everywhere:
 - a candidate must be registered and loadable: `warm(version)` (the serving pool) is called
   before the change commits, and a load that fails refuses the change with the reason;
 - at partial or full, a mode in which the candidate decides parts needs the candidate to pass
-  the line's evidence gate on its own (shadow) evidence first;
+  the line's evidence gate on its own (shadow) evidence first, at its own thresholds: a new
+  model's probabilities are calibrated differently, so the champion's thresholds are not its
+  own. When the candidate leaves shadow its thresholds are recommended on its own evidence
+  (`evidence.recommend_on_evidence`: the fixed-sequence walk, which keeps its guarantee
+  although the same labels choose and test), or stated by a supervisor (gated all the same);
+  they are stored with the deployment, decide the candidate's parts, judge its canary steps,
+  and become the line's thresholds at finalize. A rollback drops them;
 - a rollback (by a supervisor, an alarm, or the candidate's errors and latency) quarantines
   the candidate: it decides nothing until a supervisor re-arms it with a reason, so an
   automatic rollback never flaps back and forth.
@@ -28,13 +34,14 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from inspect_app.domain import AutomationLevel, Role
+from inspect_app.domain import AutomationLevel, Role, Threshold, threshold_json, threshold_text
 from inspect_app.events import record_event
 from inspect_app.rollout.evidence import (
     compare_versions,
     decided_outcome,
     gate_on_evidence,
     line_targets,
+    recommend_on_evidence,
     version_evidence,
 )
 from inspect_app.rollout.policy import (
@@ -52,6 +59,8 @@ from inspect_app.timeutil import utcnow
 logger = logging.getLogger(__name__)
 
 Warm = Callable[[str], None]
+# a supervisor's (pass, fail) for a candidate: numbers in (0.5, 1], "never" or None (never)
+StatedThresholds = tuple[float | str | None, float | str | None]
 
 
 class DeploymentError(Exception):
@@ -101,6 +110,9 @@ class DeploymentRequest:
     step_min_labels: int | None = None
     candidate_audit_rate: float | None = None
     exploration: float | None = None
+    # (pass, fail) the candidate is to decide at, stated by the supervisor (None or "never"
+    # on a side: never); None: recommended on its own evidence when it starts deciding parts
+    thresholds: StatedThresholds | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,9 @@ class DeploymentView:
     updated_by: str
     updated_at: Any
     bandit: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the candidate's own thresholds ({"pass_threshold", "fail_threshold", "source"}, "never"
+    # on a side that never decides); None: it decides at the line's
+    candidate_thresholds: dict[str, Any] | None = None
 
 
 def _check_share(name: str, value: float, *, open_low: bool = False) -> float:
@@ -225,6 +240,7 @@ def view(session: Session, line_id: str, default_version: str) -> DeploymentView
         updated_by=row.updated_by,
         updated_at=row.updated_at,
         bandit={v: {"successes": s, "failures": f} for v, (s, f) in arms.items()},
+        candidate_thresholds=_thresholds_json(row),
     )
 
 
@@ -251,7 +267,37 @@ def state_of(row: Deployment, arms: dict[str, tuple[int, int]] | None = None) ->
         quarantined=row.quarantined,
         revision=row.revision,
         bandit_candidate_p=bandit_p,
+        candidate_thresholds=candidate_thresholds(row),
     )
+
+
+def candidate_thresholds(row: Deployment) -> tuple[Threshold, Threshold] | None:
+    """(pass, fail) the candidate decides at, or None: the line's thresholds."""
+    stored = row.candidate_thresholds
+    if row.candidate is None or not stored:
+        return None
+    return stored.get("pass_threshold"), stored.get("fail_threshold")
+
+
+def _stored_by(row: Deployment) -> str | None:
+    return (row.candidate_thresholds or {}).get("source")
+
+
+def _thresholds_json(row: Deployment) -> dict[str, Any] | None:
+    pair = candidate_thresholds(row)
+    if pair is None:
+        return None
+    return {
+        "pass_threshold": threshold_json(pair[0]),
+        "fail_threshold": threshold_json(pair[1]),
+        "source": _stored_by(row),
+    }
+
+
+def judged_thresholds(line: Line, row: Deployment) -> tuple[Threshold, Threshold]:
+    """The thresholds the candidate's decisions are judged at: its own, else the line's."""
+    pair = candidate_thresholds(row)
+    return (line.pass_threshold, line.fail_threshold) if pair is None else pair
 
 
 def all_states(session: Session) -> dict[str, DeploymentState]:
@@ -288,6 +334,7 @@ def _figures_of(row: Deployment) -> dict[str, Any]:
         "candidate_audit_rate": row.candidate_audit_rate,
         "exploration": row.exploration,
         "quarantined": row.quarantined,
+        "candidate_thresholds": _thresholds_json(row),
         "revision": row.revision,
     }
 
@@ -318,26 +365,116 @@ def _record_change(
     )
 
 
-def _gate_for_candidate(session: Session, line: Line, candidate: str) -> dict[str, Any]:
-    """At partial/full the candidate must pass the line's gate on its own evidence first."""
+def _check_thresholds(pair: StatedThresholds) -> tuple[Threshold, Threshold]:
+    """A supervisor's pair as a line would take it: each in (0.5, 1] or never, not both never."""
+    from inspect_app.lines import InvalidLineSettings, parse_threshold
+
+    try:
+        checked = (
+            parse_threshold("pass_threshold", "never" if pair[0] is None else pair[0]),
+            parse_threshold("fail_threshold", "never" if pair[1] is None else pair[1]),
+        )
+    except InvalidLineSettings as exc:
+        raise InvalidDeployment(str(exc)) from exc
+    if checked == (None, None):
+        raise InvalidDeployment(
+            "a candidate's thresholds with both sides never would let it decide nothing"
+        )
+    return checked
+
+
+def _gate_for_candidate(
+    session: Session,
+    line: Line,
+    candidate: str,
+    *,
+    thresholds: tuple[Threshold, Threshold] | None = None,
+    stored_by: str | None = None,
+    choose: bool = False,
+    stated: tuple[Threshold, Threshold] | None = None,
+    required: bool = True,
+    log: bool = True,
+) -> dict[str, Any]:
+    """The candidate's gate on its own evidence, at the thresholds it is to decide at.
+
+    `stated`: a supervisor's thresholds; else with `choose` they are recommended on this
+    very evidence; else `thresholds` (stored with the deployment, chosen as `stored_by`
+    says), else the line's. The
+    figures (the choice, the gate at it, and the gate at the line's thresholds beside it)
+    go into the change's event. `required` (at partial/full): a failing gate refuses."""
     evidence = version_evidence(session, line, candidate, since=line.evidence_since)
-    result = gate_on_evidence(line, evidence)
-    figures = {
-        "candidate": candidate,
-        "level": line.level,
-        "n_labeled": evidence.n,
-        "passed": result.passed,
-        "reason": result.reason,
-        "escape": asdict(result.escape),
-        "false_reject": asdict(result.false_reject),
-    }
-    if not result.passed:
+    figures: dict[str, Any] = {"candidate": candidate, "level": line.level, "n_labeled": evidence.n}
+    if stated is not None:
+        pair: tuple[Threshold, Threshold] | None = stated
+        figures["source"] = "supervisor"
+    elif choose:
+        rec = recommend_on_evidence(evidence, line_targets(line))
+        pair = (rec.pass_threshold, rec.fail_threshold)
+        figures["source"] = "recommended"
+        figures["recommendation"] = {"reason": rec.reason, "weighted": rec.weighted}
+        if pair == (None, None):
+            pair = None  # nothing to recommend: judged at the line's, which fail or pass alone
+    else:
+        pair = thresholds
+        figures["source"] = (stored_by or "recommended") if thresholds is not None else "line"
+    judged = (line.pass_threshold, line.fail_threshold) if pair is None else pair
+    if pair is None:
+        figures["source"] = "line"
+    result = gate_on_evidence(line, evidence, thresholds=judged)
+    at_line = gate_on_evidence(line, evidence)
+    figures.update(
+        pass_threshold=threshold_json(judged[0]),
+        fail_threshold=threshold_json(judged[1]),
+        thresholds=None if pair is None else list(pair),
+        passed=result.passed,
+        reason=result.reason,
+        coverage=result.what_if.coverage,
+        escape=asdict(result.escape),
+        false_reject=asdict(result.false_reject),
+        at_line_thresholds={
+            "pass_threshold": threshold_json(line.pass_threshold),
+            "fail_threshold": threshold_json(line.fail_threshold),
+            "passed": at_line.passed,
+            "reason": at_line.reason,
+        },
+    )
+    logger.log(
+        logging.INFO if log else logging.DEBUG,
+        "line %s: candidate %s judged at pass %s / fail %s (%s) on %d labels: %s; at the "
+        "line's pass %s / fail %s: %s",
+        line.id,
+        candidate,
+        threshold_text(judged[0]),
+        threshold_text(judged[1]),
+        figures["source"],
+        evidence.n,
+        "passes" if result.passed else "fails",
+        threshold_text(line.pass_threshold),
+        threshold_text(line.fail_threshold),
+        "passes" if at_line.passed else "fails",
+    )
+    if required and not result.passed:
         raise RolloutRefused(
             f"Candidate {candidate} may not decide parts on line {line.id} at {line.level}: "
-            f"it has not passed the line's gate on its own shadow evidence. {result.reason}",
+            f"it has not passed the line's gate on its own shadow evidence at pass "
+            f"{threshold_text(judged[0])} / fail {threshold_text(judged[1])} "
+            f"({figures['source']}). {result.reason}",
             figures,
         )
     return figures
+
+
+def _store_thresholds(row: Deployment, figures: dict[str, Any]) -> None:
+    """Keep the thresholds the gate was judged at with the deployment (the line's: none)."""
+    pair = figures.get("thresholds")
+    if pair is None:
+        row.candidate_thresholds = None
+        return
+    row.candidate_thresholds = {
+        "pass_threshold": pair[0],
+        "fail_threshold": pair[1],
+        "source": figures["source"],
+    }
 
 
 def _warm(warm: Warm | None, version: str) -> None:
@@ -383,12 +520,35 @@ def set_deployment(
             )
     evidence: dict[str, Any] = {}
     level = AutomationLevel(line.level)
-    if request.candidate is not None and mode.candidate_decides and level.needs_evidence:
-        evidence["gate"] = _gate_for_candidate(session, line, request.candidate)
+    new_candidate = request.candidate != row.candidate
+    stated = None if request.thresholds is None else _check_thresholds(request.thresholds)
+    thresholds_figures: dict[str, Any] | None = None
+    if request.candidate is not None and mode.candidate_decides:
+        # Its own thresholds: those stated, those it already decides at, else recommended
+        # now on its own evidence (it starts deciding parts).
+        keep = (
+            None
+            if new_candidate or not Mode(row.mode).candidate_decides
+            else candidate_thresholds(row)
+        )
+        thresholds_figures = _gate_for_candidate(
+            session,
+            line,
+            request.candidate,
+            stated=stated,
+            thresholds=keep,
+            stored_by=_stored_by(row),
+            choose=stated is None and keep is None,
+            required=level.needs_evidence,
+        )
+        evidence["gate"] = thresholds_figures
+    elif stated is not None:
+        raise InvalidDeployment(
+            f"thresholds are for a candidate that decides parts; mode {mode} decides none"
+        )
     if request.candidate is not None:
         _warm(warm, request.candidate)
 
-    new_candidate = request.candidate != row.candidate
     row.candidate = request.candidate
     row.mode = mode.value
     if request.steps is not None:
@@ -432,6 +592,10 @@ def set_deployment(
     if new_candidate or request.candidate is None:
         row.quarantined = False
         row.quarantine_reason = None
+    if thresholds_figures is None:
+        row.candidate_thresholds = None  # shadow or none: the candidate decides nothing
+    else:
+        _store_thresholds(row, thresholds_figures)
     if row.quarantined and mode.candidate_decides:
         raise RolloutRefused(
             f"candidate {row.candidate} is quarantined ({row.quarantine_reason}); re-arm it "
@@ -467,12 +631,13 @@ def step_verdict(session: Session, line: Line, row: Deployment) -> StepVerdict:
     evidence = version_evidence(
         session, line, row.candidate, since=row.step_started_at, decided_only=True
     )
+    pass_threshold, fail_threshold = judged_thresholds(line, row)
     return canary_verdict(
         evidence.p_ok,
         evidence.human_defect,
         level=AutomationLevel(line.level),
-        pass_threshold=line.pass_threshold,
-        fail_threshold=line.fail_threshold,
+        pass_threshold=pass_threshold,
+        fail_threshold=fail_threshold,
         targets=line_targets(line),
         min_labels=row.step_min_labels,
     )
@@ -497,10 +662,16 @@ def promote(
     reason: str,
     default_version: str,
     warm: Warm | None = None,
+    thresholds: StatedThresholds | None = None,
 ) -> Deployment:
-    """shadow -> canary (first step); canary -> its next step, only on a passing step."""
+    """shadow -> canary (first step); canary -> its next step, only on a passing step.
+
+    Leaving shadow the candidate gets its own thresholds: `thresholds` (pass, fail) as a
+    supervisor states them, else recommended on its own shadow evidence; at partial/full it
+    must pass the line's gate at them."""
     _require_supervisor(actor, "promote a candidate")
     reason = _reason(reason)
+    stated = None if thresholds is None else _check_thresholds(thresholds)
     line = _line(session, line_id)
     row = _candidate_row(session, line_id, default_version)
     if row.quarantined:
@@ -512,11 +683,23 @@ def promote(
     mode = Mode(row.mode)
     if mode is Mode.SHADOW:
         assert row.candidate is not None
-        if AutomationLevel(line.level).needs_evidence:
-            evidence["gate"] = _gate_for_candidate(session, line, row.candidate)
+        evidence["gate"] = _gate_for_candidate(
+            session,
+            line,
+            row.candidate,
+            stated=stated,
+            choose=stated is None,
+            required=AutomationLevel(line.level).needs_evidence,
+        )
         _warm(warm, row.candidate)
+        _store_thresholds(row, evidence["gate"])
         row.mode = Mode.CANARY.value
         row.step = 0
+    elif stated is not None:
+        raise InvalidDeployment(
+            "a candidate's thresholds are chosen when it leaves shadow; a running canary "
+            "keeps the ones its steps are judged at (roll back, or start it again)"
+        )
     elif mode is Mode.CANARY:
         verdict = step_verdict(session, line, row)
         evidence["step"] = _verdict_figures(verdict)
@@ -566,6 +749,7 @@ def quarantine(
     row.quarantined = True
     row.quarantine_reason = reason[:1000]
     row.share = 0.0
+    row.candidate_thresholds = None  # re-armed, it is judged afresh on its evidence
     _record_change(session, row, kind="rollout_rollback", actor=actor, reason=reason,
                    before=before, details={"automatic": automatic, **(evidence or {})})  # fmt: skip
     logger.warning(
@@ -634,8 +818,17 @@ def rearm(
         row.step_started_at = utcnow()
     elif mode is Mode.BLUE_GREEN:
         row.share = 1.0
+    details: dict[str, Any] = {}
+    if mode.candidate_decides:
+        # its thresholds were dropped at the rollback: recommended again on its evidence now
+        # (logged, not gated: a re-arm has never been, it is a supervisor's decision)
+        assert row.candidate is not None
+        details["gate"] = _gate_for_candidate(
+            session, _line(session, line_id), row.candidate, choose=True, required=False
+        )
+        _store_thresholds(row, details["gate"])
     _record_change(session, row, kind="rollout_rearm", actor=actor.name, reason=reason,
-                   before=before)  # fmt: skip
+                   before=before, details=details)  # fmt: skip
     session.commit()
     session.refresh(row)
     return row
@@ -659,20 +852,86 @@ def finalize(
         raise RolloutRefused(f"candidate {row.candidate} is quarantined: it cannot be finalized")
     assert row.candidate is not None
     evidence: dict[str, Any] = {}
-    if AutomationLevel(line.level).needs_evidence:
-        evidence["gate"] = _gate_for_candidate(session, line, row.candidate)
+    stored = candidate_thresholds(row)
+    # From shadow it never had thresholds of its own: recommended now, as a promote would.
+    evidence["gate"] = _gate_for_candidate(
+        session,
+        line,
+        row.candidate,
+        thresholds=stored,
+        stored_by=_stored_by(row),
+        choose=stored is None and Mode(row.mode) is Mode.SHADOW,
+        required=AutomationLevel(line.level).needs_evidence,
+    )
     _warm(warm, row.candidate)
     before = _figures_of(row)
+    new_thresholds = evidence["gate"]["thresholds"]
     row.champion = row.candidate
     row.candidate = None
+    row.candidate_thresholds = None
     row.mode = Mode.NONE.value
     row.share = 0.0
     row.step = 0
     _record_change(session, row, kind="model_switch", actor=actor.name, reason=reason,
                    before=before, details={"finalized": True, **evidence})  # fmt: skip
+    if new_thresholds is not None:
+        _thresholds_to_line(
+            session,
+            line,
+            tuple(new_thresholds),
+            actor=actor.name,
+            reason=reason,
+            version=row.champion,
+            figures=evidence["gate"],
+        )
     session.commit()
     session.refresh(row)
     return row
+
+
+def _thresholds_to_line(
+    session: Session,
+    line: Line,
+    thresholds: tuple[Threshold, ...],
+    *,
+    actor: str,
+    reason: str,
+    version: str,
+    figures: dict[str, Any],
+) -> None:
+    """The finalized candidate's thresholds become the line's (in the caller's transaction):
+    its probabilities are the line's from now on, and the champion's thresholds were not
+    made for them. Logged with before and after; the line's live audits start a new era."""
+    before = {
+        "pass_threshold": threshold_json(line.pass_threshold),
+        "fail_threshold": threshold_json(line.fail_threshold),
+    }
+    line.pass_threshold, line.fail_threshold = thresholds[0], thresholds[1]
+    line.updated_at = utcnow()
+    session.add(line)
+    after = {
+        "pass_threshold": threshold_json(line.pass_threshold),
+        "fail_threshold": threshold_json(line.fail_threshold),
+    }
+    record_event(
+        session,
+        kind="line_thresholds",
+        actor=actor,
+        reason=f"model {version} finalized with its own thresholds: {reason}",
+        line_id=line.id,
+        details={"before": before, "after": after, "model_version": version, "gate": figures},
+    )
+    logger.info(
+        "line %s: thresholds pass %s / fail %s -> pass %s / fail %s with model %s (%s, by %s)",
+        line.id,
+        before["pass_threshold"],
+        before["fail_threshold"],
+        after["pass_threshold"],
+        after["fail_threshold"],
+        version,
+        figures.get("source"),
+        actor,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,9 +1010,34 @@ def comparison(session: Session, line_id: str, default_version: str) -> dict[str
     compared = compare_versions(
         session, line, row.champion, row.candidate, since=line.evidence_since
     )
+    own = _gate_for_candidate(
+        session,
+        line,
+        row.candidate,
+        thresholds=candidate_thresholds(row),
+        stored_by=_stored_by(row),
+        choose=candidate_thresholds(row) is None,
+        required=False,
+        log=False,  # a view, read often: the changes log their choices
+    )
     result: dict[str, Any] = {
         "champion": _report(compared.champion),
         "candidate": _report(compared.candidate),
+        # the candidate at its own thresholds (stored, else recommended on this evidence)
+        "candidate_own": {
+            key: own[key]
+            for key in (
+                "source",
+                "pass_threshold",
+                "fail_threshold",
+                "passed",
+                "reason",
+                "coverage",
+                "escape",
+                "false_reject",
+            )
+        }
+        | {"recommendation": (own.get("recommendation") or {}).get("reason")},
         "paired": {
             **asdict(compared.paired),
             "champion_accuracy": compared.paired.champion_accuracy,

@@ -14,6 +14,7 @@ size, rounded down, with the errors rounded up: never kinder than the unweighted
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
-from inspect_app.domain import AutomationLevel, DefectClass, Route
+from inspect_app.domain import AutomationLevel, DefectClass, Route, Threshold
 from inspect_app.evidence.gate import (
     GateResult,
     GateTargets,
@@ -33,6 +34,11 @@ from inspect_app.evidence.gate import (
     check_gate,
 )
 from inspect_app.evidence.intervals import clopper_pearson_upper
+from inspect_app.evidence.recommendation import (
+    THRESHOLD_GRID,
+    fixed_sequence_walk,
+    recommend_thresholds,
+)
 from inspect_app.rollout.policy import PairedComparison, paired_comparison
 from inspect_app.storage.tables import Inspection, Label, Line, ModelPrediction
 
@@ -174,21 +180,88 @@ def line_targets(line: Line, min_labels: int | None = None) -> GateTargets:
 
 
 def gate_on_evidence(
-    line: Line, evidence: VersionEvidence, level: AutomationLevel | None = None
+    line: Line,
+    evidence: VersionEvidence,
+    level: AutomationLevel | None = None,
+    *,
+    thresholds: tuple[Threshold, Threshold] | None = None,
 ) -> GateResult:
     """Would the version pass the line's evidence gate at its level and thresholds on its own
-    evidence? Below partial it is judged at partial: what it would do once it decides."""
+    evidence? Below partial it is judged at partial: what it would do once it decides.
+    `thresholds` (pass, fail): judged at these instead of the line's (a candidate's own)."""
     judged = AutomationLevel(line.level) if level is None else level
     if not judged.needs_evidence:
         judged = AutomationLevel.PARTIAL
+    pass_threshold, fail_threshold = (
+        (line.pass_threshold, line.fail_threshold) if thresholds is None else thresholds
+    )
     return check_gate(
         weighted_what_if(
             evidence,
             level=judged,
-            pass_threshold=line.pass_threshold,
-            fail_threshold=line.fail_threshold,
+            pass_threshold=pass_threshold,
+            fail_threshold=fail_threshold,
         ),
         line_targets(line),
+    )
+
+
+@dataclass(frozen=True)
+class EvidenceRecommendation:
+    """The thresholds the fixed-sequence walk chooses on a version's own evidence."""
+
+    pass_threshold: Threshold
+    fail_threshold: Threshold
+    reason: str
+    weighted: bool  # the labels were weighted (a line at partial labels only some parts)
+
+
+def recommend_on_evidence(
+    evidence: VersionEvidence, targets: GateTargets, grid: Sequence[float] = THRESHOLD_GRID
+) -> EvidenceRecommendation:
+    """A version's own thresholds from its own evidence, with the walk's guarantee.
+
+    Unweighted evidence (every part labeled: a line at shadow or assist) goes to
+    `recommend_thresholds` as it stands. Weighted evidence (a line at partial labels every
+    part its champion was unsure of, and only an audit share of the rest) is walked on each
+    threshold's Kish effective count and rounded-up errors, the same counts the gate judges
+    it on (`weighted_what_if`): an unweighted walk would count the champion's unsure parts
+    many times over. The walk, its predeclared grid and its order are the same either way."""
+    if evidence.n == 0 or bool(np.all(evidence.weight == 1.0)):
+        rec = recommend_thresholds(evidence.p_ok, evidence.human_defect, targets, grid)
+        return EvidenceRecommendation(rec.pass_threshold, rec.fail_threshold, rec.reason, False)
+    total = float(evidence.weight.sum())
+    picks: list[Threshold] = []
+    notes: list[str] = []
+    for side, score, error, target in (
+        ("auto-pass", evidence.p_ok, evidence.human_defect, targets.max_escape_rate),
+        ("auto-fail", 1.0 - evidence.p_ok, ~evidence.human_defect, targets.max_false_reject_rate),
+    ):
+        counts = [_weighted_side("pass", score >= t, error, evidence.weight, total) for t in grid]
+        chosen, _status = fixed_sequence_walk(
+            np.array([c.n for c in counts], dtype=np.int64),
+            np.array([c.errors for c in counts], dtype=np.int64),
+            target,
+            targets.min_labels,
+            targets.confidence,
+        )
+        pick = float(grid[int(chosen)]) if chosen >= 0 else None
+        picks.append(pick)
+        if pick is None:
+            notes.append(f"{side} never: no threshold of the grid passes at {target:.2%}")
+        else:
+            at = counts[int(chosen)]
+            notes.append(
+                f"{side} at {pick:g}: {at.errors} errors in an effective {at.n} parts, bound "
+                f"{at.upper_bound:.2%} within {target:.2%}"
+            )
+    return EvidenceRecommendation(
+        picks[0],
+        picks[1],
+        f"Recommended on {evidence.n:,} weighted labels (Kish effective counts): "
+        + "; ".join(notes)
+        + ".",
+        True,
     )
 
 

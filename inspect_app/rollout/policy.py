@@ -72,6 +72,9 @@ class DeploymentState:
     revision: int = 0  # 0: no deployment row, the service's configured model
     # bandit: P(the candidate is chosen), from the posteriors when the snapshot was taken
     bandit_candidate_p: float | None = None
+    # (pass, fail) the candidate decides its parts at (None on a side: never); None: the
+    # line's thresholds. Chosen on its own evidence when it left shadow (`deployments`).
+    candidate_thresholds: tuple[float | None, float | None] | None = None
 
     @property
     def versions(self) -> tuple[str, ...]:

@@ -317,6 +317,12 @@ class Rehearsal:
         if assignment.arm is Arm.CANDIDATE:
             # parts the candidate decides are audited more, so its evidence comes faster
             policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
+            if state.candidate_thresholds is not None:  # its own, as the pipeline does
+                policy = replace(
+                    policy,
+                    pass_threshold=state.candidate_thresholds[0],
+                    fail_threshold=state.candidate_thresholds[1],
+                )
         routing = route_inspection(prediction, policy, self.rng.random(), usable=True)
         now = utcnow()
         row: dict[str, Any] = dict(

@@ -415,6 +415,9 @@ class Deployment(SQLModel, table=True):
     revision: int = 1  # bumped by every change; processes compare it to follow changes
     updated_by: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The thresholds the candidate decides at while it rolls out (`rollout.deployments`:
+    # {"pass_threshold", "fail_threshold", "source"}, null on a side: never); NULL: the line's.
+    candidate_thresholds: dict | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ModelPrediction(SQLModel, table=True):

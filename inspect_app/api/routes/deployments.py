@@ -30,7 +30,7 @@ from sqlmodel import Session
 
 from inspect_app.api.deps import SessionDep, SupervisorUser
 from inspect_app.api.errors import error_responses
-from inspect_app.api.params import JsonInt, LineIdPath
+from inspect_app.api.params import THRESHOLD_DESCRIPTION, JsonInt, LineIdPath, ThresholdIn
 from inspect_app.api.pipeline_deps import RolloutDep
 from inspect_app.api.routes.lines import Reason
 from inspect_app.api.routes.models import VersionText
@@ -73,10 +73,18 @@ class DeploymentPublic(BaseModel):
     bandit: dict[str, dict[str, int]] = Field(
         description="bandit: each version's rewards (successes, failures)"
     )
+    candidate_thresholds: dict[str, Any] | None = Field(
+        default=None,
+        description="the thresholds the candidate decides its parts at while it rolls out "
+        "(pass_threshold, fail_threshold, and their source: recommended on its own shadow "
+        "evidence, or stated by a supervisor); null: the line's. They become the line's at "
+        "finalize; a rollback drops them",
+    )
     comparison: dict[str, Any] | None = Field(
         description="with a candidate: champion and candidate on the same blind-labeled parts "
         "(paired McNemar test, each version's escape and false-reject bounds and its gate at "
-        "the line's thresholds, and the canary step's verdict)"
+        "the line's thresholds, the candidate's gate at its own (`candidate_own`), and the "
+        "canary step's verdict)"
     )
 
 
@@ -127,11 +135,38 @@ class DeploymentChange(BaseModel):
         le=1.0,
         description="bandit: the exploration floor, shared between the two versions",
     )
+    pass_threshold: ThresholdIn | None = Field(
+        default=None,
+        description="a candidate that decides parts: it auto-passes when P(ok) >= this "
+        f"({THRESHOLD_DESCRIPTION}); with fail_threshold, or neither: recommended on its own "
+        "shadow evidence (or kept, for the candidate already deciding)",
+    )
+    fail_threshold: ThresholdIn | None = Field(
+        default=None,
+        description="a candidate that decides parts: it auto-fails when P(defect) >= this "
+        f"({THRESHOLD_DESCRIPTION})",
+    )
     reason: Reason
 
 
 class DeploymentAction(BaseModel):
     reason: Reason
+
+
+class PromoteAction(DeploymentAction):
+    """Leaving shadow the candidate gets thresholds of its own: both omitted, recommended on
+    its own shadow evidence; both given, the supervisor's (gated all the same)."""
+
+    pass_threshold: ThresholdIn | None = Field(
+        default=None,
+        description=f"the candidate auto-passes when P(ok) >= this: {THRESHOLD_DESCRIPTION}",
+        examples=[0.99, "never"],
+    )
+    fail_threshold: ThresholdIn | None = Field(
+        default=None,
+        description=f"the candidate auto-fails when P(defect) >= this: {THRESHOLD_DESCRIPTION}",
+        examples=[0.98, "never"],
+    )
 
 
 class RolloutRefusal(BaseModel):
@@ -181,6 +216,7 @@ def _public(session: Session, line_id: str, default_version: str) -> DeploymentP
         updated_by=shown.updated_by,
         updated_at=as_utc(shown.updated_at) or shown.updated_at,
         bandit=shown.bandit,
+        candidate_thresholds=shown.candidate_thresholds,
         comparison=rollout_service.comparison(session, line_id, default_version),
     )
 
@@ -222,6 +258,21 @@ def _changed(
     return _public(session, line, rollout.default_version)
 
 
+def _thresholds_given(
+    pass_threshold: float | str | None, fail_threshold: float | str | None
+) -> tuple[float | str, float | str] | None:
+    """Both a candidate's thresholds, or neither (None: recommended on its evidence)."""
+    if (pass_threshold is None) != (fail_threshold is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail='give both pass_threshold and fail_threshold ("never" for a side that '
+            "never decides), or neither for the thresholds recommended on its evidence",
+        )
+    if pass_threshold is None or fail_threshold is None:
+        return None
+    return pass_threshold, fail_threshold
+
+
 @router.get(
     "/{line}/deployment",
     response_model=DeploymentPublic,
@@ -249,7 +300,9 @@ def change_deployment(
     """Start, change or end a rollout (supervisor or admin). The candidate is loaded and
     warmed before the change commits; a load that fails refuses it (409). At partial or full
     a mode in which the candidate decides parts (canary, blue_green, ab, bandit) needs it to
-    pass the line's gate on its own shadow evidence first (409 with the figures otherwise)."""
+    pass the line's gate on its own shadow evidence first (409 with the figures otherwise), at
+    its own thresholds: the ones given, else recommended on that evidence."""
+    given = _thresholds_given(change.pass_threshold, change.fail_threshold)
     request = rollout_service.DeploymentRequest(
         candidate=change.candidate,
         mode=change.mode,
@@ -259,6 +312,7 @@ def change_deployment(
         step_min_labels=change.step_min_labels,
         candidate_audit_rate=change.candidate_audit_rate,
         exploration=change.exploration,
+        thresholds=given,
     )
     return _changed(
         session,
@@ -280,13 +334,18 @@ def change_deployment(
 @router.post("/{line}/deployment/promote", response_model=DeploymentPublic, responses=_CHANGES)
 def promote_candidate(
     line: LineIdPath,
-    action: DeploymentAction,
+    action: PromoteAction,
     session: SessionDep,
     user: SupervisorUser,
     rollout: RolloutDep,
 ) -> DeploymentPublic | JSONResponse:
     """Shadow -> canary at its first step, or a canary to its next step once the current step
-    passed on the candidate's blind labels (409 with the step's figures otherwise)."""
+    passed on the candidate's blind labels (409 with the step's figures otherwise).
+
+    Leaving shadow the candidate decides at thresholds of its own, recommended on its own
+    shadow evidence or given here (both or neither, 422 otherwise); at partial or full it
+    must pass the line's gate at them (409 with the figures)."""
+    thresholds = _thresholds_given(action.pass_threshold, action.fail_threshold)
     return _changed(
         session,
         line,
@@ -298,6 +357,7 @@ def promote_candidate(
             reason=action.reason,
             default_version=rollout.default_version,
             warm=rollout.warm,
+            thresholds=thresholds,
         ),
     )
 

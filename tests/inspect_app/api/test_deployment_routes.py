@@ -93,10 +93,23 @@ def test_shadow_rollback_rearm_promote_finalize(
     not_quarantined = client.post(f"{URL}/rearm", json={"reason": "x"}, headers=supervisor)
     assert not_quarantined.status_code == 409
 
+    half = client.post(f"{URL}/promote", json={"reason": "go", "pass_threshold": 0.9},
+                       headers=supervisor)  # fmt: skip
+    assert half.status_code == 422 and "give both" in half.json()["detail"]
+    # at shadow nothing is gated: the supervisor's own thresholds for the candidate are kept
     promoted = client.post(
-        f"{URL}/promote", json={"reason": "shadow looks fine"}, headers=supervisor
+        f"{URL}/promote",
+        json={"reason": "shadow looks fine", "pass_threshold": 0.9, "fail_threshold": "never"},
+        headers=supervisor,
     )
     assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["candidate_thresholds"] == {
+        "pass_threshold": 0.9,
+        "fail_threshold": "never",
+        "source": "supervisor",
+    }
+    assert rollout.state("line-1").candidate_thresholds == (0.9, None)
+    assert promoted.json()["comparison"]["candidate_own"]["source"] == "supervisor"
     assert promoted.json()["mode"] == "canary" and promoted.json()["step"] == 0
     assert promoted.json()["share"] == 0.05
     assert "step" in promoted.json()["comparison"]  # the canary step's verdict
@@ -127,11 +140,17 @@ def test_shadow_rollback_rearm_promote_finalize(
         ("rollout_rearm", "fixed"),
         ("rollout_promote", "shadow looks fine"),
         ("model_switch", "it is better"),
+        ("line_thresholds", f"model {CANDIDATE} finalized with its own thresholds: it is better"),
     ]
     assert {e["actor"] for e in events} == {_name(client, supervisor)}
     switch = next(e for e in events if e["kind"] == "model_switch")
     assert switch["details"]["before"]["candidate"] == CANDIDATE
     assert switch["details"]["after"]["champion"] == CANDIDATE
+    thresholds = next(e for e in events if e["kind"] == "line_thresholds")["details"]
+    assert thresholds["before"] == {"pass_threshold": 0.98, "fail_threshold": 0.98}
+    assert thresholds["after"] == {"pass_threshold": 0.9, "fail_threshold": "never"}
+    line = client.get("/api/v1/lines/line-1", headers=supervisor).json()
+    assert (line["pass_threshold"], line["fail_threshold"]) == (0.9, "never")
 
 
 def test_a_canary_at_partial_needs_the_candidates_own_evidence(

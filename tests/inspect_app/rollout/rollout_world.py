@@ -150,10 +150,12 @@ def build_world(
     candidate_on: Mapping[str, Behaviour] | None = None,
     defect_rate: float = 0.5,
     seed: int = 0,
+    candidate_model: SimulatedVersion | None = None,
     **line_settings: object,
 ) -> RolloutWorld:
     """A line at shadow running `champion` (the configured model); `candidate` registered,
-    behaving as `candidate_on` says on the kinds of part it names (see `new_kind_of_part`)."""
+    behaving as `candidate_on` says on the kinds of part it names (see `new_kind_of_part`),
+    or `candidate_model` as it stands (named CANDIDATE)."""
     with Session(engine, expire_on_commit=False) as session:
         supervisor = add_user(session, "sue", Role.SUPERVISOR, PASSWORD)
         ann = add_user(session, "ann", Role.INSPECTOR, PASSWORD)
@@ -161,7 +163,8 @@ def build_world(
         session.commit()
     versions = [
         SimulatedVersion(CHAMPION, champion),
-        SimulatedVersion(CANDIDATE, candidate, by_variant=dict(candidate_on or {})),
+        candidate_model
+        or SimulatedVersion(CANDIDATE, candidate, by_variant=dict(candidate_on or {})),
     ]
     rehearsal = Rehearsal.build(engine, versions, seed=seed)
     inspector = ScriptedInspector(engine, ann, random.Random(seed))

@@ -36,7 +36,7 @@ from inspect_app.storage.db import (
     upgrade_database,
 )
 from inspect_app.storage.migrations import alembic_config
-from inspect_app.storage.tables import Label, ReviewTask
+from inspect_app.storage.tables import Deployment, Label, Line, ModelVersion, ReviewTask
 
 ROUND1_DDL = Path(__file__).parent / "round1_schema"
 
@@ -484,6 +484,56 @@ def test_a_revision_that_rebuilds_a_referenced_table_keeps_its_rows(
         with engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+    engine.dispose()
+
+
+def test_0017_keeps_a_rolling_deployment_and_its_candidate_decides_at_the_lines_thresholds(
+    database_url: str,
+) -> None:
+    """A deployment row written before 0017 keeps every value; its candidate gets no
+    thresholds of its own (NULL), which means the line's: what it decided at before."""
+    engine = make_engine(database_url)
+    _upgrade_to(engine, "0016")
+    now = _at(0).replace(tzinfo=UTC)
+    version = dict(
+        sha256="",
+        path="m.pt",
+        architecture={},
+        class_names=["ok"],
+        temperature=1.0,
+        metrics={},
+        lineage={},
+        notes="",
+        registered_by="sam",
+        registered_at=now,
+    )
+    with engine.begin() as conn:  # Core inserts of 0016's columns: no candidate_thresholds
+        conn.execute(Line.__table__.insert(), [dict(id="line-1", name="line-1", level="partial")])  # type: ignore[attr-defined]
+        conn.execute(
+            ModelVersion.__table__.insert(),  # type: ignore[attr-defined]
+            [
+                version | dict(version="champ", sha256="a"),
+                version | dict(version="cand", sha256="b"),
+            ],
+        )
+        conn.execute(
+            Deployment.__table__.insert(),  # type: ignore[attr-defined]
+            [dict(line_id="line-1", champion="champ", candidate="cand", mode="canary", share=0.25,
+                  steps=[0.05, 0.25, 1.0], step=1, revision=7, updated_by="sue",
+                  updated_at=now)],
+        )  # fmt: skip
+    columns = [c.name for c in Deployment.__table__.columns if c.name != "candidate_thresholds"]  # type: ignore[attr-defined]
+    query = text(f"SELECT {', '.join(columns)} FROM deployment")
+    with engine.connect() as conn:
+        before = [tuple(map(_plain, r)) for r in conn.execute(query)]
+
+    assert upgrade_database(engine).applied == ("0017",)
+
+    with engine.connect() as conn:
+        assert [tuple(map(_plain, r)) for r in conn.execute(query)] == before
+    with Session(engine) as session:
+        row = session.get(Deployment, "line-1")
+        assert row is not None and row.candidate == "cand" and row.candidate_thresholds is None
     engine.dispose()
 
 
