@@ -35,6 +35,14 @@ the lighting drop on (the export reads them back), none before.
    restricted to the shadow phase (`evidence.compare_versions(since=)`) is printed too, and
    each version's recommended thresholds from its shadow-phase evidence
    (`evidence.recommendation.recommend_thresholds`, the line's targets).
+6b. The supervisor promotes the candidate (`deployments.promote`, shadow -> canary): its own
+   thresholds are recommended on its own shadow evidence (`evidence.recommend_on_evidence`,
+   the fixed-sequence walk) and its gate judged at them, beside the gate at the line's; then
+   finalizes it (`deployments.finalize`): the thresholds become the line's (event
+   ``line_thresholds``). ``--after-parts`` more dark parts run at shadow with the retrained
+   version deciding (the line's raise judges its champion's own decided parts), then the
+   supervisor asks for ``partial`` at the line's (now the retrained version's) thresholds
+   through `lines.change_automation`, gated as always: allowed or refused, with the reason.
 7. Fresh test sets rendered with seeds used nowhere else: ``--test-n`` dark parts (x0.6) and
    ``--test-n`` normal parts, half defective (the defect classes equally) so both sides have
    enough errors to count. For each version: escape rate (defective among auto-passed),
@@ -42,7 +50,11 @@ the lighting drop on (the export reads them back), none before.
    P(ok) = 0.5, at (a) the line's thresholds (the warm-up's raise) and (b) each version's own
    recommendation from the shadow evidence. The escape and false-reject rates at the test's
    50% defect share are also re-weighted to the plant's ``--defect-share`` (per-class pass/fail
-   rates are what a test set measures; the rates a line sees depend on its mix).
+   rates are what a test set measures; the rates a line sees depend on its mix). At each
+   version's recommended thresholds the escape rate and the coverage also get exact
+   (Clopper-Pearson) 95% intervals, and old and new are compared paired on the same parts
+   with McNemar's exact test: on the defective parts (escaped or not) and on all parts
+   (auto-decided or not).
 
 Run: ``.venv/bin/python bench/retrain_scenario.py`` (see ``--help``; 10-15 min on 2 busy cores
 at the defaults, the fine-tune 4-7 of them; with 1,500 shadow parts the candidate had 32 of
@@ -83,8 +95,9 @@ from drift_scenarios import (  # bench/ helpers: the plant-like stream and the w
     warm_up,
 )
 from drift_tests import darken
+from scipy.stats import binomtest
 from shadow_to_partial import pct
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from data.synth import class_schedule, image_seeds
 from inspect_app.api.app import _gate, _monitor, _rollout
@@ -93,14 +106,15 @@ from inspect_app.evidence.gate import automated_masks
 from inspect_app.evidence.recommendation import recommend_thresholds
 from inspect_app.export import ExportRequest, export_to_folder
 from inspect_app.inference import MicroBatcher
-from inspect_app.lines import change_automation
+from inspect_app.lines import AutomationRefused, change_automation
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.pipeline import InspectionPipeline
 from inspect_app.rollout import deployments
 from inspect_app.rollout.evidence import compare_versions, line_targets
+from inspect_app.rollout.policy import paired_comparison
 from inspect_app.rollout.registry import checkpoint_path, get_version
 from inspect_app.storage.images import LocalImageStore, sha256_of
-from inspect_app.storage.tables import Line
+from inspect_app.storage.tables import Event, Line
 from inspect_app.timeutil import utcnow
 from models import DEFAULT_WEIGHTS
 from models.predictor import Predictor
@@ -222,6 +236,34 @@ def rate(value: float | None) -> str:
     return "-" if value is None else pct(value)
 
 
+def exact(k: int, n: int) -> str:
+    """k/n with its exact (Clopper-Pearson) 95% interval."""
+    if n == 0:
+        return f"{k}/0"
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return f"{k}/{n} = {pct(k / n)} [{pct(ci.low)}, {pct(ci.high)}]"
+
+
+def paired_at_own(
+    probs: dict[str, np.ndarray],
+    defective: np.ndarray,
+    recs: dict[str, tuple[float | None, float | None]],
+) -> str:
+    """McNemar old vs new at each one's own thresholds: escapes on the defective parts,
+    auto-decisions on all."""
+    masks = {n: automated_masks(probs[n], AutomationLevel.PARTIAL, *recs[n]) for n in probs}
+    escaped = {n: masks[n][0] & defective for n in probs}
+    decided = {n: masks[n][0] | masks[n][1] for n in probs}
+    esc = paired_comparison(~escaped["old"][defective], ~escaped["new"][defective])
+    cov = paired_comparison(decided["old"], decided["new"])
+    return (
+        f"McNemar old vs new at their own thresholds: escapes on {int(defective.sum())} "
+        f"defective parts: only old {esc.candidate_only}, only new {esc.champion_only}, exact "
+        f"p = {esc.p_value:.3g}; auto-decided on {defective.size} parts: only old "
+        f"{cov.champion_only}, only new {cov.candidate_only}, exact p = {cov.p_value:.3g}"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -239,6 +281,14 @@ def run_cli(argv: list[str], threads: int) -> str:
 
 def line_of(run: LineRun) -> Line:
     return run.line()
+
+
+def deployments_events(session: Session, kind: str) -> list[Event]:
+    return list(
+        session.exec(
+            select(Event).where(Event.line_id == LINE, Event.kind == kind).order_by(col(Event.id))
+        )
+    )
 
 
 def deployment_summary(result: dict[str, Any] | None) -> None:
@@ -402,6 +452,63 @@ async def amain(args: argparse.Namespace) -> None:
                 print(f"  recommendation for {name} ({rep.model_version}) on its shadow "
                       f"evidence: pass {rec.pass_threshold} / fail {rec.fail_threshold}; "
                       f"{rec.reason}")  # fmt: skip
+        # 6b. promote at its own thresholds, finalize, back to partial
+        print("\n== 6b. promote (shadow -> canary at its own thresholds), finalize, raise")
+        with Session(run.engine, expire_on_commit=False) as session:
+            deployments.promote(
+                session, LINE, actor=run.supervisor, default_version=run.rollout.default_version,
+                reason="bench: the retrained version's shadow evidence", warm=run.rollout.warm,
+            )  # fmt: skip
+            promoted = deployments.view(session, LINE, run.rollout.default_version)
+            event = deployments_events(session, "rollout_promote")[-1]
+            assert event.details is not None
+            gate = event.details["gate"]
+        own = promoted.candidate_thresholds or {}
+        recs["new (promoted)"] = (
+            None if own.get("pass_threshold") in (None, "never") else own["pass_threshold"],
+            None if own.get("fail_threshold") in (None, "never") else own["fail_threshold"],
+        )
+        print(f"  promoted: mode {promoted.mode}, its thresholds {own or 'the line s'}")
+        print(f"  gate at its own thresholds ({gate['source']}, pass {gate['pass_threshold']} / "
+              f"fail {gate['fail_threshold']}) on {gate['n_labeled']} blind labels: passed "
+              f"{gate['passed']}; escape {gate['escape']['errors']}/{gate['escape']['n']} (bound "
+              f"{pct(gate['escape']['upper_bound'])}), false-reject "
+              f"{gate['false_reject']['errors']}/{gate['false_reject']['n']} (bound "
+              f"{pct(gate['false_reject']['upper_bound'])}), coverage {pct(gate['coverage'])}; "
+              f"{gate['reason']}")  # fmt: skip
+        at_line = gate["at_line_thresholds"]
+        print(f"  the same evidence at the line's pass {at_line['pass_threshold']} / fail "
+              f"{at_line['fail_threshold']}: passed {at_line['passed']}; "
+              f"{at_line['reason']}")  # fmt: skip
+        print(f"  recommendation: {(gate.get('recommendation') or {}).get('reason')}")
+        with Session(run.engine, expire_on_commit=False) as session:
+            deployments.finalize(
+                session, LINE, actor=run.supervisor, default_version=run.rollout.default_version,
+                reason="bench: passed at its own thresholds", warm=run.rollout.warm,
+            )  # fmt: skip
+            changed = deployments_events(session, "line_thresholds")
+            line = session.get(Line, LINE)
+            assert line is not None
+        run.rollout.refresh()
+        for e in changed:
+            print(f"  event line_thresholds by {e.actor}: {e.details['before']} -> "
+                  f"{e.details['after']}; {e.reason}")  # fmt: skip
+        print(f"  finalized: champion {candidate}; line {line.level} at pass "
+              f"{line.pass_threshold} / fail {line.fail_threshold}")  # fmt: skip
+        after = await run.run(stream, args.after_parts, "lighting", Phase())
+        print(f"  {len(after.outcomes)} more dark parts at shadow, the retrained version "
+              f"deciding, labeled blind ({after.seconds:.0f} s)")  # fmt: skip
+        with Session(run.engine, expire_on_commit=False) as session:
+            try:
+                raised_again = change_automation(
+                    session, LINE, level=AutomationLevel.PARTIAL, actor=run.supervisor,
+                    reason="bench: the retrained version passed at its own thresholds",
+                )  # fmt: skip
+                print(f"  raise to partial ALLOWED: line {raised_again.level} at pass "
+                      f"{raised_again.pass_threshold} / fail "
+                      f"{raised_again.fail_threshold}")  # fmt: skip
+            except AutomationRefused as refused:
+                print(f"  raise to partial REFUSED: {refused.verdict.reason}")
         # 7. fresh test sets
         t0 = time.monotonic()
         tests = []
@@ -420,8 +527,24 @@ async def amain(args: argparse.Namespace) -> None:
                   f"{'[plant]':>7s} {'false-rej':>16s} {'[plant]':>7s} {'coverage':>8s} "
                   f"{'[plant]':>7s} {'bin.acc':>7s}")  # fmt: skip
         print(header)
+        own_lines = []
         for test in tests:
             probs = {"old": p_ok_of(predictor, test.images), "new": p_ok_of(new, test.images)}
+            own_lines.append(f"{test.name}:")
+            for name, key in (("old", "old"), ("new", "new (promoted)")):
+                th = recs[key]
+                passed, failed = automated_masks(probs[name], AutomationLevel.PARTIAL, *th)
+                own_lines.append(
+                    f"  {name} at its recommended pass {th[0]} / fail {th[1]}: escape rate "
+                    f"{exact(int((passed & test.defective).sum()), int(passed.sum()))}; "
+                    f"coverage {exact(int((passed | failed).sum()), test.defective.size)}; "
+                    f"false-reject rate "
+                    f"{exact(int((failed & ~test.defective).sum()), int(failed.sum()))}"
+                )
+            own_lines.append(
+                "  " + paired_at_own(probs, test.defective, {"old": recs["old"],
+                                                             "new": recs["new (promoted)"]})
+            )  # fmt: skip
             for label, pick in (("line", None), ("own rec", "rec")):
                 for name in ("old", "new"):
                     th = thresholds if pick is None else recs[name]
@@ -436,6 +559,9 @@ async def amain(args: argparse.Namespace) -> None:
                           f"{pct(f['binary_accuracy']):>7s}")  # fmt: skip
         print(f"line targets: escape <= {pct(args.max_escape_rate)}, false-reject <= "
               f"{pct(args.max_false_reject_rate)}")  # fmt: skip
+        print("\nat each version's recommended thresholds (old: on its shadow-phase evidence; "
+              "new: as promoted), exact 95% intervals:")  # fmt: skip
+        print("\n".join(own_lines))
     finally:
         run.close()
         batcher.stop()
@@ -457,6 +583,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--after", type=int, default=200, help="most dark parts before the stop")
     p.add_argument("--label-parts", type=int, default=800, help="dark parts labeled blind")
     p.add_argument("--shadow-parts", type=int, default=2600, help="dark parts in shadow")
+    p.add_argument(
+        "--after-parts",
+        type=int,
+        default=2600,
+        help="dark parts at shadow after the finalize, the retrained version deciding",
+    )
     p.add_argument("--base-n", type=int, default=1500)
     p.add_argument("--base-seed", type=int, default=SEED_BASE)
     p.add_argument("--epochs", type=int, default=4)
@@ -475,7 +607,7 @@ def parse_args() -> argparse.Namespace:
         action="store_false",
         help="train --no-keep-prior (the plant's class mix moves the prior)",
     )
-    p.add_argument("--test-n", type=int, default=1000)
+    p.add_argument("--test-n", type=int, default=2000, help="parts per test set")
     p.add_argument(
         "--test-seeds",
         type=seed_pair,

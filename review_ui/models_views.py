@@ -189,6 +189,7 @@ def step_text(view: DeploymentView) -> str:
 SOURCE_WORDS = {
     "recommended": "recommended on its own shadow evidence",
     "supervisor": "stated by a supervisor",
+    "line": "the line's: nothing to recommend on its evidence yet",
 }
 
 

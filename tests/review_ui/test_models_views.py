@@ -306,6 +306,9 @@ def test_promote_to_a_canary_then_the_step_holds_on_too_few_labels(
     page = outputs_by_name(rest)
     assert "step 1 of 4 (5%)" in page["deployment"]
     assert "0 of 50 labels" in page["comparison"]
+    # no evidence of its own to recommend thresholds on: it decides at the line's
+    assert "<th>Its thresholds</th><td>the line's</td>" in page["deployment"]
+    assert "Candidate at its own thresholds</b> pass ≥ 0.98 / fail ≥ 0.98" in page["comparison"]
 
     # five parts the candidate decided, blind-labeled: the step holds at 5 of 50
     with Session(ctx.engine, expire_on_commit=False) as db:
