@@ -37,6 +37,7 @@ from sqlmodel import Session, col, select
 from inspect_app.domain import AutomationLevel, Role, Threshold, threshold_json, threshold_text
 from inspect_app.events import record_event
 from inspect_app.rollout.evidence import (
+    VersionEvidence,
     compare_versions,
     decided_outcome,
     gate_on_evidence,
@@ -394,6 +395,7 @@ def _gate_for_candidate(
     stated: tuple[Threshold, Threshold] | None = None,
     required: bool = True,
     log: bool = True,
+    evidence: VersionEvidence | None = None,
 ) -> dict[str, Any]:
     """The candidate's gate on its own evidence, at the thresholds it is to decide at.
 
@@ -401,8 +403,10 @@ def _gate_for_candidate(
     very evidence; else `thresholds` (stored with the deployment, chosen as `stored_by`
     says), else the line's. The
     figures (the choice, the gate at it, and the gate at the line's thresholds beside it)
-    go into the change's event. `required` (at partial/full): a failing gate refuses."""
-    evidence = version_evidence(session, line, candidate, since=line.evidence_since)
+    go into the change's event. `required` (at partial/full): a failing gate refuses.
+    `evidence`: the candidate's since the line's evidence era began, when already read."""
+    if evidence is None:
+        evidence = version_evidence(session, line, candidate, since=line.evidence_since)
     figures: dict[str, Any] = {"candidate": candidate, "level": line.level, "n_labeled": evidence.n}
     if stated is not None:
         pair: tuple[Threshold, Threshold] | None = stated
@@ -1019,6 +1023,7 @@ def comparison(session: Session, line_id: str, default_version: str) -> dict[str
         choose=candidate_thresholds(row) is None,
         required=False,
         log=False,  # a view, read often: the changes log their choices
+        evidence=compared.candidate.evidence,
     )
     result: dict[str, Any] = {
         "champion": _report(compared.champion),

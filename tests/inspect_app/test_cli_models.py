@@ -126,13 +126,19 @@ def test_a_rollout_from_the_command_line(run, tiny_candidate: Path) -> None:  # 
     refused = run("deploy", "promote", "line-1", "--reason", "go", code=1)
     assert "refused:" in refused and "quarantined" in refused
     run("deploy", "rearm", "line-1", "--reason", "fixed")
-    canary = run("deploy", "promote", "line-1", "--reason", "shadow looks fine")
+    half = run("deploy", "promote", "line-1", "--reason", "go", "--pass-threshold", "0.95",
+               code=2)  # fmt: skip
+    assert "give both" in " ".join(half.replace("│", " ").split())
+    canary = run("deploy", "promote", "line-1", "--reason", "shadow looks fine",
+                 "--pass-threshold", "0.95", "--fail-threshold", "never")  # fmt: skip
     assert "mode canary" in canary and "step 1 of 4 (5%, 25%, 50%, 100%)" in canary
     assert "this canary step: hold" in canary
+    assert "its own thresholds: pass 0.95 / fail never (supervisor)" in canary
     final = run("deploy", "finalize", "line-1", "--reason", "it is better")
     assert f"champion {CANDIDATE}" in final and "no candidate" in final
     row = _deployment(run)
     assert (row.champion, row.candidate, row.mode) == (CANDIDATE, None, "none")
+    assert "pass>=0.95\tfail>=never" in run("lines", "list")  # the candidate's, the line's now
 
     events = _rollout_events(run)
     assert [(e.kind, e.reason) for e in events] == [
