@@ -406,11 +406,20 @@ class AuditCounts:
     false_rejects: int  # ... that a human labeled ok
 
 
-def live_audit_counts(session: Session, line: Line, model_version: str | None) -> AuditCounts:
+def live_audit_counts(
+    session: Session,
+    line: Line,
+    model_version: str | None,
+    thresholds: tuple[float | None, float | None] | None = None,
+) -> AuditCounts:
     """Count current audit labels at exactly the line's current level and thresholds, by the
     given model, since the line's settings last changed (`Line.updated_at`): a line demoted
-    and raised again at the same thresholds starts afresh rather than inheriting old alarms."""
+    and raised again at the same thresholds starts afresh rather than inheriting old alarms.
+    `thresholds`: a candidate's own (`rollout.deployments`), which its parts were routed at."""
     era_start = line.updated_at
+    pass_threshold, fail_threshold = (
+        (line.pass_threshold, line.fail_threshold) if thresholds is None else thresholds
+    )
     query = (
         select(Inspection.decision, Label.label, func.count())
         .join(Label, col(Label.inspection_id) == col(Inspection.id))
@@ -418,8 +427,8 @@ def live_audit_counts(session: Session, line: Line, model_version: str | None) -
             Inspection.line_id == line.id,
             Inspection.route == Route.AUDIT.value,
             Inspection.level == line.level,
-            Inspection.pass_threshold == line.pass_threshold,
-            Inspection.fail_threshold == line.fail_threshold,
+            Inspection.pass_threshold == pass_threshold,
+            Inspection.fail_threshold == fail_threshold,
             Inspection.model_version == model_version,
             col(Inspection.received_at) >= era_start,
             col(Label.superseded).is_(False),

@@ -221,8 +221,13 @@ class LiveEvidence:
     checks: list[AuditAlarm]  # escape rate, then false-reject rate
 
 
-def live_checks(session: Session, line: Line, model_version: str | None) -> LiveEvidence:
-    counts = live_audit_counts(session, line, model_version)
+def live_checks(
+    session: Session,
+    line: Line,
+    model_version: str | None,
+    thresholds: tuple[float | None, float | None] | None = None,
+) -> LiveEvidence:
+    counts = live_audit_counts(session, line, model_version, thresholds)
     return LiveEvidence(
         counts=counts,
         checks=[
@@ -361,6 +366,15 @@ def _demotion_reason(alarms: list[AuditAlarm]) -> str:
     return "Audits show " + " and ".join(parts) + "."
 
 
+def _candidate_thresholds(
+    session: Session, line_id: str
+) -> tuple[float | None, float | None] | None:
+    """The line's candidate's own (pass, fail), or None: it decides at the line's."""
+    row = session.get(Deployment, line_id)
+    own = None if row is None or row.candidate is None else row.candidate_thresholds
+    return None if not own else (own.get("pass_threshold"), own.get("fail_threshold"))
+
+
 def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     """Called after every human label is committed; the caller commits what this adds.
 
@@ -375,16 +389,19 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     level = AutomationLevel(line.level)
     if not level.needs_evidence or inspection.route != Route.AUDIT.value:
         return
+    # a candidate's parts were routed at its own thresholds when it has them
+    own = _candidate_thresholds(session, line_id) if inspection.arm == "candidate" else None
+    settings = (line.pass_threshold, line.fail_threshold) if own is None else own
     if (
         inspection.level != line.level
-        or inspection.pass_threshold != line.pass_threshold
-        or inspection.fail_threshold != line.fail_threshold
+        or inspection.pass_threshold != settings[0]
+        or inspection.fail_threshold != settings[1]
     ):
         return  # an audit of earlier settings: evidence is never pooled across settings
     version = inspection.model_version or current_model_version(session, line_id)
     if inspection.arm == "candidate" and version is not None:
         # A candidate's bad audits roll the candidate back; the line and its champion stay.
-        live = live_checks(session, line, version)
+        live = live_checks(session, line, version, own)
         alarms = [c for c in live.checks if c.alarm]
         if alarms:
             quarantine(

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from inspect_app.automation import live_checks
 from inspect_app.domain import CLASS_NAMES, DEFECT_CLASSES, AutomationLevel
 from inspect_app.lines import change_automation
 from inspect_app.rollout import deployments
@@ -145,6 +146,13 @@ def test_a_candidate_calibrated_otherwise_is_promoted_canaried_and_finalized_at_
     step = world.events("rollout_promote")[-1]
     assert step.actor == "system" and step.details is not None
     assert step.details["step"]["escape"]["n"] >= STEP_MIN_LABELS
+
+    # its live audits are counted at the thresholds its parts were routed at
+    with Session(world.engine) as session:
+        line = session.get(Line, LINE)
+        assert line is not None
+        assert live_checks(session, line, CANDIDATE, RECOMMENDED).counts.passed > 0
+        assert live_checks(session, line, CANDIDATE).counts.passed == 0
 
     # finalized, its thresholds become the line's, in an event with before and after
     with Session(world.engine, expire_on_commit=False) as session:
