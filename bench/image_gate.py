@@ -8,17 +8,19 @@ shipped reference profile and ``ImageGate``):
   per source, how many the model alone would auto-decide at the line thresholds, how many the
   gate lets through, and how many it lets through that the model then auto-decides (the
   figure that must be 0);
-- a clean labeled set from a generator seed nothing else uses (9393 by default; training
-  uses 1, the tests 777/778/90210, the gate's tuning 31337, and 4242, 2718, 1618 and 8080
-  measured the gate as it was tuned): the share of good parts the gate refuses (target
+- a clean labeled set from a generator seed nothing else uses (6007 by default; training
+  uses 1, the tests 777/778/90210, the gate's tuning 31337, and 4242, 2718, 1618, 8080 and
+  9393 measured the gate as it was tuned): the share of good parts the gate refuses (target
   <= 1%), with its 95% Clopper-Pearson interval, and per reason code.
 
 Usage (the clean set is generated into ``var/`` on first use, ~30 s):
 
     .venv/bin/python bench/image_gate.py [--part held_out|tuning] [--n-per-source 50]
-        [--clean-seed 9393] [--clean-n 2000] [--checkpoint C]
+        [--ood-seed S] [--clean-seed 6007] [--clean-n 2000] [--checkpoint C]
 
-The gate's defaults were tuned with ``--part tuning --clean-seed 31337``; quote the held-out.
+The gate's defaults were tuned on the seeds the OOD_SEEDS comment names, all spent now
+(``--part tuning`` and the held-out seeds there, the clean seeds above): quote a figure only
+from seeds never used before, and add them to that comment once measured.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from inspect_app.imaging import input_stats
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from models import DEFAULT_WEIGHTS
 from models.predictor import Predictor
-from models.profile import load_profile
+from models.profile import edge_layout, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 # Off-distribution seeds. The gate is tuned on the tuning part, seed 1. Held-out seeds
@@ -61,8 +63,14 @@ REPO = Path(__file__).resolve().parents[1]
 # seed 9393 measured them once (2026-12-01, load ~11): 2 of 1,000 through (a half of a dark
 # phone on a dark belt, the zoomed-in centre of a phone: each within every limit) and 1.10%
 # of clean parts refused (22 of 2,000); the gate before them, on the same frames: 2 and
-# 1.00%. Those are spent too: a change measures itself on a seed not named here.
-OOD_SEEDS = {"tuning": 1, "held_out": 31}
+# 1.00%. Those are spent too. The edge layout and the margins of the gradient balance's upper
+# bound and of the colours were then chosen on all of the seeds above (off-distribution 1,
+# 4-7 and 31; clean 31337, 4242, 2718, 1618, 8080 and 9393), and measured once on seeds
+# never used before, off-distribution 53 and clean 6007 (2026-12-02, load ~4.5): 0 of 1,000
+# through (none passed the gate at all) and 0.65% of clean parts refused (13 of 2,000, 95%
+# CI 0.35-1.11%: framing 7, the embedding 5, the layout 1). Those two are spent as well: a
+# change measures itself on a seed not named here.
+OOD_SEEDS = {"tuning": 1, "held_out": 53}
 
 
 def run(
@@ -73,9 +81,10 @@ def run(
     probs = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        metrics = [input_stats(im).metrics() for im in chunk]
+        stats = [input_stats(im) for im in chunk]
         predictions, embeddings = predictor.predict_with_embeddings(chunk)
-        verdicts += gate.check_batch(metrics, embeddings)
+        layouts = np.stack([s.edge_layout for s in stats])
+        verdicts += gate.check_batch([s.metrics() for s in stats], embeddings, layouts)
         probs += [(p.p_ok, p.p_defect) for p in predictions]
     return verdicts, np.array(probs)
 
@@ -144,20 +153,27 @@ def clean(predictor: Predictor, gate: ImageGate, root: Path, args: argparse.Name
         f"{int((auto & passed).sum())} with it"
     )
     distances = np.array([v.ood_distance for v in verdicts])
+    layouts = np.array([v.layout_distance for v in verdicts], dtype=float)
     print(
         f"  OOD distance: median {np.median(distances):.1f}, 99.5th percentile "
         f"{np.quantile(distances, 0.995):.1f} (gate threshold {gate.ood_threshold:.1f}, "
-        f"the reference's {gate.config.ood_level:.1%}); joint check threshold "
-        f"{gate.joint_threshold:.2f} (the reference's {gate.config.joint_level:.1%})"
+        f"the reference's {gate.config.ood_level:.1%}); edge layout distance: median "
+        f"{np.median(layouts):.1f}, 99.5th percentile {np.quantile(layouts, 0.995):.1f} "
+        f"(threshold {gate.layout_threshold:.1f}, the reference's {gate.config.layout_level:.1%}"
+        f"); joint check threshold {gate.joint_threshold:.2f} (the reference's "
+        f"{gate.config.joint_level:.1%})"
     )
 
 
 def costs(gate: ImageGate, image: np.ndarray) -> None:
-    metrics = input_stats(image).metrics()
+    stats = input_stats(image)
+    metrics, layout = stats.metrics(), stats.edge_layout
     embedding = gate.profile.embedding.mean
     for name, fn, n in (
-        ("input_stats (256x256)", lambda: input_stats(image), 2000),
-        ("gate.check, one frame", lambda: gate.check(metrics, embedding), 2000),
+        ("input_stats (256x256, with its edge layout)", lambda: input_stats(image), 2000),
+        ("of which edge_layout", lambda: edge_layout(image), 2000),
+        ("gate.check, one frame", lambda: gate.check(metrics, embedding, layout), 2000),
+        ("of which without the layout", lambda: gate.check(metrics, embedding), 2000),
     ):
         t = min(timeit.repeat(fn, number=n, repeat=5)) / n
         print(f"  {name}: {t * 1e6:.0f} us")
@@ -169,7 +185,7 @@ def main() -> None:
     parser.add_argument("--part", choices=sorted(SOURCES), default="held_out")
     parser.add_argument("--n-per-source", type=int, default=50)
     parser.add_argument("--ood-seed", type=int, default=None, help="default: the part's")
-    parser.add_argument("--clean-seed", type=int, default=9393)
+    parser.add_argument("--clean-seed", type=int, default=6007)
     parser.add_argument("--clean-n", type=int, default=2000)
     parser.add_argument("--pass-threshold", type=float, default=0.95)
     parser.add_argument("--fail-threshold", type=float, default=0.95)

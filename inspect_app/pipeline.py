@@ -782,7 +782,8 @@ class InspectionPipeline:
         if gate is None:
             return None
         started = time.perf_counter()
-        verdict = gate.check(stats.metrics(), batched.embedding if batched is not None else None)
+        embedding = batched.embedding if batched is not None else None
+        verdict = gate.check(stats.metrics(), embedding, stats.edge_layout)
         self.metrics.observe_stage("gate", time.perf_counter() - started)
         return verdict
 

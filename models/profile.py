@@ -28,6 +28,11 @@ What it holds:
   (`JOINT_METRICS`: a Gaussian's mean and precision, and the reference distribution of its
   Mahalanobis distance, cross-fitted as the embedding's is), which the image gate checks
   besides each metric's own range;
+- the layout of each calibration image's edges (`edge_layout`: where in the frame the part's
+  outline, its screen and its camera lie, on a 16x16 grid) as a second PPCA with its own
+  cross-fitted reference distances: a signal in pixel space, independent of the network,
+  that a whole phone in its fixture is close to and a half of one, a zoomed-in centre or a
+  stretched band is far from (``inspect_app/monitoring/gate.py`` has the figures);
 - the calibration embeddings themselves, as coordinates along the first 32 directions plus
   the distance off them (float16, ~70 KB): the reference sample of embedding-drift tests;
 - the predicted defect rate and histograms of the confidence and of P(defect), for
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from inspect_app.domain import CLASS_NAMES, DefectClass
@@ -74,6 +80,35 @@ DEFECT_CUT = 0.5  # P(defect) above this is a predicted defect, as drift monitor
 # up and down (gradient balance), each inside its own clean range but together where no
 # calibration image lies (``inspect_app/monitoring/gate.py`` has the figures).
 JOINT_METRICS: tuple[str, ...] = ("end_balance", "gradient_balance")
+# The edge layout (`edge_layout`): the grey frame shrunk to LAYOUT_WORK pixels a side, its
+# gradient magnitude there, averaged down to LAYOUT_GRID cells a side. At 64 px a phone's
+# outline, screen and camera module are still edges while the belt's grain and a crack's
+# branches are mostly gone; 16x16 cells keep where those edges lie and drop how they look.
+# Measured on the gate's tuning sets (a PPCA of 32 directions): grids of 16 and 24 cells
+# caught the same frames, 32 refused more clean parts; the grey levels themselves (no
+# gradient) let the halves and zoomed-in centres of phones through.
+LAYOUT_WORK = 64
+LAYOUT_GRID = 16
+
+
+def edge_layout(image: np.ndarray) -> np.ndarray:
+    """A decoded BGR (or grey) uint8 frame -> its (LAYOUT_GRID**2,) float32 edge layout: where
+    its edges lie, standardised to mean 0 and standard deviation 1 so that the lamp's
+    brightness and the part's contrast do not count, only the layout. A flat frame has no
+    edges and gives zeros. ~0.15 ms for a 256x256 colour frame at a load of ~4.7 on 2 cores
+    (``bench/image_gate.py`` prints it)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    small = cv2.resize(grey, (LAYOUT_WORK, LAYOUT_WORK), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    magnitude = cv2.magnitude(
+        cv2.Sobel(small, cv2.CV_32F, 1, 0), cv2.Sobel(small, cv2.CV_32F, 0, 1)
+    )
+    cells = cv2.resize(magnitude, (LAYOUT_GRID, LAYOUT_GRID), interpolation=cv2.INTER_AREA)
+    cells = cells.ravel()
+    spread = float(cells.std())
+    if not spread > 1e-3:
+        return np.zeros(LAYOUT_GRID * LAYOUT_GRID, dtype=np.float32)
+    return ((cells - cells.mean()) / spread).astype(np.float32)
 
 
 class ProfileError(ValueError):
@@ -231,6 +266,48 @@ class JointMetrics:
 
 
 @dataclass(frozen=True)
+class LayoutReference:
+    """A PPCA of the calibration images' edge layouts (`edge_layout`) and the reference
+    distribution of the Mahalanobis distance under it, each image scored by a PPCA fitted on
+    the other folds (as the embedding's distances are)."""
+
+    model: EmbeddingModel
+    quantiles: tuple[float, ...]  # of the cross-fitted distance, at the profile's levels
+
+    @classmethod
+    def fit(cls, layouts: np.ndarray, config: ProfileConfig) -> LayoutReference:
+        """Fit on (N, LAYOUT_GRID**2) edge layouts, one row per image."""
+        x = np.asarray(layouts, dtype=np.float64)
+        return cls(
+            model=EmbeddingModel.fit(x, config.layout_components),
+            quantiles=_quantiles(cross_fitted_distances(x, config, config.layout_components)),
+        )
+
+    def distance(self, layouts: np.ndarray) -> np.ndarray:
+        """(B, LAYOUT_GRID**2) edge layouts -> (B,) Mahalanobis distances."""
+        return self.model.distance(layouts)
+
+    def quantile(self, level: float) -> float:
+        """The reference distance at a quantile level (interpolated between stored levels)."""
+        return float(np.interp(level, QUANTILE_LEVELS, self.quantiles))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": f"mahalanobis distance of the {LAYOUT_GRID}x{LAYOUT_GRID} edge layout "
+            "under a PPCA Gaussian",
+            "model": self.model.to_dict(),
+            "quantiles": list(self.quantiles),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LayoutReference:
+        return cls(
+            model=EmbeddingModel.from_dict(d["model"]),
+            quantiles=tuple(float(v) for v in d["quantiles"]),
+        )
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     # PPCA directions kept: on the gate's tuning frames 64 caught as much as a full
     # shrinkage covariance (LedoitWolf) while refusing fewer clean parts; 16-32 lost most of
@@ -243,6 +320,9 @@ class ProfileConfig:
     # the adversarial-validation test reduces to 16 principal components anyway; 32 and the
     # distance off them keep the profile under 300 KB.
     reference_coordinates: int = 32
+    # PPCA directions of the edge layout (`LayoutReference`; 256 values per image): on the
+    # gate's tuning sets 32 and 64 caught the same frames, 16 refused more clean parts.
+    layout_components: int = 32
 
 
 @dataclass(frozen=True)
@@ -272,6 +352,9 @@ class ReferenceProfile:
     # JOINT_METRICS together; None in a profile made before it existed (or from metric rows
     # without those metrics): the gate then checks each metric alone
     joint_metrics: JointMetrics | None = None
+    # the edge layout's reference; None in a profile made before it existed (or from outputs
+    # without layouts): the gate then does not check the layout
+    layout: LayoutReference | None = None
 
     def metric_quantile(self, metric: str, level: float) -> float:
         """A metric's reference quantile at any level, interpolated between stored levels."""
@@ -306,6 +389,7 @@ class ReferenceProfile:
                 if self.joint_metrics is not None
                 else {}
             ),
+            **({"layout": self.layout.to_dict()} if self.layout is not None else {}),
         }
 
     @classmethod
@@ -337,19 +421,25 @@ class ReferenceProfile:
                 joint_metrics=(
                     JointMetrics.from_dict(d["joint_metrics"]) if "joint_metrics" in d else None
                 ),
+                layout=LayoutReference.from_dict(d["layout"]) if "layout" in d else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"malformed reference profile: {exc!r}") from exc
 
 
-def cross_fitted_distances(embeddings: np.ndarray, config: ProfileConfig) -> np.ndarray:
-    """(N,) OOD distance of each embedding under a PPCA fitted on the other folds."""
+def cross_fitted_distances(
+    embeddings: np.ndarray, config: ProfileConfig, components: int | None = None
+) -> np.ndarray:
+    """(N,) distance of each row under a PPCA of `components` directions (default: the
+    config's, for the embedding) fitted on the other folds."""
     from sklearn.model_selection import KFold
 
     out = np.empty(embeddings.shape[0])
     folds = KFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     for fit_idx, score_idx in folds.split(embeddings):
-        model = EmbeddingModel.fit(embeddings[fit_idx], config.components)
+        model = EmbeddingModel.fit(
+            embeddings[fit_idx], config.components if components is None else components
+        )
         out[score_idx] = model.distance(embeddings[score_idx])
     return out
 
@@ -368,15 +458,20 @@ def profile_from_outputs(
     class_names: Sequence[str] = CLASS_NAMES,
     config: ProfileConfig | None = None,
     extra: Mapping[str, Any] | None = None,
+    layouts: np.ndarray | None = None,
 ) -> ReferenceProfile:
     """The profile of N images from what the model and the metrics said about them:
-    (N, C) calibrated probabilities, (N, D) embeddings and N rows of input metrics."""
+    (N, C) calibrated probabilities, (N, D) embeddings and N rows of input metrics, and
+    optionally their (N, LAYOUT_GRID**2) edge layouts (`edge_layout`; without them the
+    profile has no layout reference)."""
     config = config or ProfileConfig()
     n = probabilities.shape[0]
     if not (embeddings.shape[0] == len(metrics) == n):
         raise ValueError(
             f"{n} probability rows, {embeddings.shape[0]} embeddings, {len(metrics)} metric rows"
         )
+    if layouts is not None and len(layouts) != n:
+        raise ValueError(f"{n} images but {len(layouts)} edge layouts")
     if n < min_profile_images(config):
         raise ValueError(f"a profile needs at least {min_profile_images(config)} images, got {n}")
     names = list(metrics[0])
@@ -416,6 +511,7 @@ def profile_from_outputs(
         p_defect_histogram=tuple(int(c) for c in np.histogram(p_defect, bins=P_DEFECT_BINS)[0]),
         extra=dict(extra or {}),
         joint_metrics=joint,
+        layout=None if layouts is None else LayoutReference.fit(layouts, config),
     )
 
 
@@ -437,7 +533,8 @@ def compute_profile(
     """Run `predictor` over decoded BGR `images` exactly as the service does and profile them.
 
     `metrics`: one row per image, measured by the service's ``input_stats(image).metrics()``
-    (passed in because ``models`` does not import the service).
+    (passed in because ``models`` does not import the service). The edge layouts are
+    computed here (`edge_layout`, which the service's ``input_stats`` calls too).
     """
     config = config or ProfileConfig()
     probabilities, embeddings = [], []
@@ -458,6 +555,7 @@ def compute_profile(
         class_names=predictor.class_names,
         config=config,
         extra=extra,
+        layouts=np.stack([edge_layout(image) for image in images]),
     )
 
 
@@ -498,4 +596,6 @@ def load_profile(checkpoint: Path, *, version: str | None = None) -> ReferencePr
     joint = profile.joint_metrics
     if joint is not None and not all(math.isfinite(q) for q in joint.quantiles):
         raise ProfileError(f"{path} has non-finite joint-metric quantiles")
+    if profile.layout is not None and not all(math.isfinite(q) for q in profile.layout.quantiles):
+        raise ProfileError(f"{path} has non-finite edge-layout quantiles")
     return profile

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, col
 
+from data.off_distribution import off_distribution_frames
 from inspect_app.accounts import add_camera_key
 from inspect_app.api.app import create_app
 from inspect_app.lines import add_line
@@ -67,6 +68,12 @@ def sample(name: str) -> np.ndarray:
     return image
 
 
+def half_phone(_: np.ndarray) -> np.ndarray:
+    """A half of a dark phone on a dark belt, stretched to fill the frame: within every input
+    metric's range and the embedding's, refused by its edge layout alone."""
+    return off_distribution_frames("held_out", 11, seed=31, sources=("crop/half",))[10].image
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -76,8 +83,9 @@ def sample(name: str) -> np.ndarray:
         (lambda s: np.random.default_rng(0).integers(0, 256, s.shape, dtype=np.uint8), None),
         (lambda s: cv2.GaussianBlur(s, (0, 0), 12), "blurred"),
         (lambda s: cv2.resize(s[: s.shape[0] // 3, : s.shape[1] // 3], s.shape[1::-1]), None),
+        (half_phone, "layout"),
     ],
-    ids=["black", "white", "grey", "noise", "defocused", "zoomed-crop"],
+    ids=["black", "white", "grey", "noise", "defocused", "zoomed-crop", "half-phone"],
 )
 def test_a_frame_that_is_not_a_usable_phone_picture_goes_to_a_human_with_the_reason(
     gated_client: TestClient, frame, code: str | None

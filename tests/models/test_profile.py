@@ -17,11 +17,15 @@ from inspect_app.imaging import input_stats
 from models.predictor import Predictor
 from models.profile import (
     JOINT_METRICS,
+    LAYOUT_GRID,
     QUANTILE_LEVELS,
     EmbeddingModel,
+    LayoutReference,
+    ProfileConfig,
     ProfileError,
     ReferenceProfile,
     compute_profile,
+    edge_layout,
     load_profile,
     profile_from_outputs,
     profile_path,
@@ -100,6 +104,38 @@ def test_joint_metrics_are_a_gaussian_of_the_pair_with_a_cross_fitted_reference(
     assert _toy_profile().joint_metrics is None  # brightness and contrast only
 
 
+def test_edge_layout_says_where_the_edges_lie_whatever_the_lamp() -> None:
+    """A bright rectangle on a dark ground: its layout is standardised, does not change with
+    the lamp's level or the colour, moves with the rectangle, and a flat frame has none."""
+    frame = np.full((256, 256, 3), 40, dtype=np.uint8)
+    frame[40:216, 80:176] = 160  # a phone-shaped rectangle, 70% of the height
+    layout = edge_layout(frame)
+    assert layout.shape == (LAYOUT_GRID * LAYOUT_GRID,) and layout.dtype == np.float32
+    assert float(layout.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(layout.std()) == pytest.approx(1.0, abs=1e-4)
+    dimmer = (frame.astype(np.float64) * 0.6).astype(np.uint8)
+    np.testing.assert_allclose(edge_layout(dimmer), layout, atol=0.05)
+    np.testing.assert_array_equal(edge_layout(frame[:, :, 0]), edge_layout(frame))
+    moved = np.roll(frame, 60, axis=1)
+    assert float(np.abs(edge_layout(moved) - layout).max()) > 1.0
+    assert not edge_layout(np.full((256, 256, 3), 90, dtype=np.uint8)).any()
+
+
+def test_layout_reference_is_cross_fitted_and_round_trips() -> None:
+    """The layout's PPCA scores fresh layouts from the same distribution beyond a reference
+    quantile at about that rate (cross-fitted), and travels through JSON."""
+    rng = np.random.default_rng(6)
+    scale = np.linspace(3.0, 0.3, 40)
+    layout = LayoutReference.fit(rng.normal(size=(300, 40)) * scale, ProfileConfig())
+    fresh = rng.normal(size=(4000, 40)) * scale
+    assert np.mean(layout.distance(fresh) > layout.quantile(0.9)) == pytest.approx(0.1, abs=0.04)
+    assert list(layout.quantiles) == sorted(layout.quantiles)
+    again = LayoutReference.from_dict(json.loads(json.dumps(layout.to_dict())))
+    assert again.quantiles == layout.quantiles
+    np.testing.assert_allclose(again.distance(fresh[:9]), layout.distance(fresh[:9]), rtol=1e-5)
+    assert _toy_profile().layout is None  # no layouts given: no layout check
+
+
 def test_ppca_distance_is_the_mahalanobis_distance_of_sklearns_ppca() -> None:
     x = np.random.default_rng(2).normal(size=(300, 10)) @ np.diag(np.linspace(4, 0.2, 10))
     model = EmbeddingModel.fit(x, components=4)
@@ -139,6 +175,13 @@ def test_compute_profile_runs_the_predictor_like_the_service(tiny_checkpoint: Pa
     assert profile.embedding.dimension == predictor.predict_with_embeddings(images[:1])[1].shape[1]
     assert profile.metric_quantile("width", 0.5) == 56
     assert "sharpness" in profile.metric_quantiles
+    # the edge layouts, measured here as the service's input_stats measures them
+    assert profile.layout is not None
+    assert profile.layout.model.dimension == LAYOUT_GRID * LAYOUT_GRID
+    np.testing.assert_allclose(
+        profile.layout.distance(np.stack([input_stats(im).edge_layout for im in images[:2]])),
+        profile.layout.distance(np.stack([edge_layout(im) for im in images[:2]])),
+    )
 
 
 def test_load_profile_finds_the_sidecar_and_refuses_another_models(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from inspect_app.monitoring.gate import GateCode, GateConfig, GateVerdict, Image
 from models import DEFAULT_WEIGHTS
 from models.predictor import Predictor
 from models.profile import (
+    LAYOUT_GRID,
     P_DEFECT_BINS,
     QUANTILE_LEVELS,
     ReferenceProfile,
@@ -28,6 +29,7 @@ from models.profile import (
 
 SAMPLES = Path(__file__).resolve().parents[3] / "data" / "samples"
 D = 8  # embedding size of the toy profile
+L = LAYOUT_GRID * LAYOUT_GRID  # values of an edge layout
 
 
 def _typical() -> dict[str, float]:
@@ -60,13 +62,14 @@ def _reference_rows(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def gate() -> ImageGate:
-    """A gate on a toy profile: 400 frames spread round `_typical()`, Gaussian embeddings."""
+    """A gate on a toy profile: 400 frames spread round `_typical()`, Gaussian embeddings
+    and Gaussian edge layouts."""
     rng = np.random.default_rng(0)
     n = 400
     rows = _reference_rows(rng, n)
     profile = profile_from_outputs(
         rng.dirichlet(np.ones(len(CLASS_NAMES)), size=n), rng.normal(size=(n, D)), rows,
-        model_version="toy", source="toy frames",
+        model_version="toy", source="toy frames", layouts=rng.normal(size=(n, L)),
     )  # fmt: skip
     return ImageGate(profile)
 
@@ -125,6 +128,23 @@ def test_an_embedding_unlike_the_reference_is_out_of_distribution(gate: ImageGat
     assert gate.ood_threshold == pytest.approx(gate.profile.ood_quantile(0.995))
 
 
+def test_an_edge_layout_unlike_the_reference_is_refused_with_its_code(gate: ImageGate) -> None:
+    """The layout check (where the frame's edges lie) is its own reason, with the distance
+    and the reference quantile it was held to; a typical layout passes."""
+    assert gate.check(_typical(), np.zeros(D), np.zeros(L)).usable
+    verdict = gate.check(_typical(), np.zeros(D), np.full(L, 3.0))
+    assert verdict.codes == (GateCode.LAYOUT,)
+    assert verdict.layout_distance is not None and verdict.layout_distance > gate.layout_threshold
+    assert verdict.reasons[0].startswith("not laid out like a whole part in its fixture")
+    assert "reference 99.9th percentile" in verdict.reasons[0]
+    assert gate.layout_threshold == pytest.approx(gate.profile.layout.quantile(0.999))
+    looser = ImageGate(gate.profile, GateConfig(layout_level=1.0))
+    assert looser.layout_threshold >= gate.layout_threshold
+    assert not gate.check(_typical(), np.zeros(D), np.full(L, math.nan)).usable
+    # without a layout (a caller that did not measure one) the check is skipped
+    assert gate.check(_typical(), np.zeros(D)).layout_distance is None
+
+
 def test_without_an_embedding_only_the_metrics_are_checked(gate: ImageGate) -> None:
     assert gate.check(_typical()).usable
     assert gate.check(_typical()).ood_distance is None
@@ -148,6 +168,13 @@ def test_batch_verdicts_match_one_by_one(gate: ImageGate) -> None:
     assert gate.check_batch(rows) == [gate.check(r) for r in rows]
     with pytest.raises(ValueError, match="3 metric rows but 2 embeddings"):
         gate.check_batch(rows, embeddings[:2])
+    layouts = np.stack([np.zeros(L), np.full(L, 3.0), np.zeros(L)])
+    batch = gate.check_batch(rows, embeddings, layouts)
+    alone = [gate.check(r, e, lay) for r, e, lay in zip(rows, embeddings, layouts, strict=True)]
+    assert [v.codes for v in batch] == [v.codes for v in alone]
+    assert batch[1].codes == (GateCode.BLANK, GateCode.LAYOUT)
+    with pytest.raises(ValueError, match="3 metric rows but 1 edge layouts"):
+        gate.check_batch(rows, embeddings, layouts[:1])
 
 
 def test_a_wider_margin_lets_more_through(gate: ImageGate) -> None:
@@ -214,6 +241,21 @@ def test_the_shipped_profile_as_written_before_the_tilt_still_loads_and_gates() 
     assert gate.check(_with(brightness=2.0)).code == GateCode.UNDEREXPOSED
 
 
+def test_a_profile_made_before_the_edge_layout_loads_and_skips_that_check() -> None:
+    """The default weights' profile file less its edge layout (as committed before it): it
+    loads, and a frame's layout is not checked (nor measured) however odd it is."""
+    raw = json.loads(profile_path(DEFAULT_WEIGHTS).read_text(encoding="utf-8"))
+    wild = np.full(L, 5.0)
+    new = ImageGate(ReferenceProfile.from_dict(raw))
+    assert GateCode.LAYOUT in new.check(_typical(), None, wild).codes
+    del raw["layout"]
+    old = ImageGate(ReferenceProfile.from_dict(raw))
+    assert old.profile.layout is None and old.layout_threshold == math.inf
+    verdict = old.check(_typical(), None, wild)
+    assert GateCode.LAYOUT not in verdict.codes and verdict.layout_distance is None
+    assert old.check(_with(brightness=2.0), None, wild).code == GateCode.UNDEREXPOSED
+
+
 def test_config_refuses_levels_that_mean_nothing() -> None:
     with pytest.raises(ValueError):
         GateConfig(low_level=0.6)
@@ -227,6 +269,23 @@ def test_config_refuses_levels_that_mean_nothing() -> None:
         GateConfig(tilt_margin=-1.0)
     with pytest.raises(ValueError):
         GateConfig(joint_level=0.3)
+    with pytest.raises(ValueError):
+        GateConfig(layout_level=1.5)
+    with pytest.raises(ValueError):
+        GateConfig(colour_margin=-0.1)
+    with pytest.raises(ValueError):
+        GateConfig(balance_high_margin=-1.0)
+
+
+def test_the_gradient_balance_and_the_colours_have_their_own_margins(gate: ImageGate) -> None:
+    """Detail smeared up and down is refused only far out (the joint check of end and
+    gradient balance sees the stretched crops nearer in); the colour means get a margin of
+    their own; the other metrics keep `margin`."""
+    wide = ImageGate(gate.profile, GateConfig(balance_high_margin=3.0, colour_margin=2.0))
+    (lo, hi), (wide_lo, wide_hi) = gate.limits["gradient_balance"], wide.limits["gradient_balance"]
+    assert wide_lo == lo and wide_hi > hi
+    assert wide.limits["mean_red"][1] > gate.limits["mean_red"][1]
+    assert wide.limits["brightness"] == gate.limits["brightness"]
 
 
 def test_profile_stores_what_drift_monitoring_reads() -> None:
@@ -247,9 +306,12 @@ def shipped() -> tuple[Predictor, ImageGate]:
 
 
 def _verdicts(shipped: tuple[Predictor, ImageGate], images: list[np.ndarray]) -> list[GateVerdict]:
+    """As the service checks frames: metrics and edge layout from decode, the embedding."""
     predictor, gate = shipped
     _, embeddings = predictor.predict_with_embeddings(images)
-    return gate.check_batch([input_stats(im).metrics() for im in images], embeddings)
+    stats = [input_stats(im) for im in images]
+    layouts = np.stack([s.edge_layout for s in stats])
+    return gate.check_batch([s.metrics() for s in stats], embeddings, layouts)
 
 
 def test_shipped_gate_passes_the_committed_samples(shipped: tuple[Predictor, ImageGate]) -> None:
@@ -325,3 +387,17 @@ def test_shipped_gate_refuses_a_part_cut_off_by_the_frame_and_says_so(
     assert all(r.startswith("part not whole in the frame") for r in framing)
     assert any("its outline is missing" in r for r in framing)
     assert any("or stretched (end balance" in r for r in framing)
+
+
+def test_shipped_gate_refuses_a_half_phone_and_a_zoomed_in_centre_by_their_layout(
+    shipped: tuple[Predictor, ImageGate],
+) -> None:
+    """The two frames that got through the gate before the edge layout and were then
+    auto-decided (held-out seed 31, measured 2026-12-01): a half of a dark phone on a dark
+    belt, stretched to fill the frame, and the zoomed-in centre of a phone. Each lies within
+    every input metric's range and the embedding's; only where its edges lie gives it away."""
+    half = off_distribution_frames("held_out", 11, seed=31, sources=("crop/half",))[10]
+    centre = off_distribution_frames("held_out", 6, seed=31, sources=("crop/zoom_centre",))[5]
+    verdicts = _verdicts(shipped, [half.image, centre.image])
+    assert [v.codes for v in verdicts] == [(GateCode.LAYOUT,), (GateCode.LAYOUT,)]
+    assert all(v.reasons[0].startswith("not laid out like a whole part") for v in verdicts)
