@@ -30,9 +30,10 @@ What it holds:
   besides each metric's own range;
 - the layout of each calibration image's edges (`edge_layout`: where in the frame the part's
   outline, its screen and its camera lie, on a 16x16 grid) as a second PPCA with its own
-  cross-fitted reference distances: a signal in pixel space, independent of the network,
-  that a whole phone in its fixture is close to and a half of one, a zoomed-in centre or a
-  stretched band is far from (``inspect_app/monitoring/gate.py`` has the figures);
+  cross-fitted reference distances (32 directions, ~45 KB): a signal in pixel space,
+  independent of the network, that a whole phone in its fixture is close to and a half of
+  one, a zoomed-in centre or a stretched band is far from (``inspect_app/monitoring/gate.py``
+  has the figures);
 - the calibration embeddings themselves, as coordinates along the first 32 directions plus
   the distance off them (float16, ~70 KB): the reference sample of embedding-drift tests;
 - the predicted defect rate and histograms of the confidence and of P(defect), for
@@ -318,7 +319,7 @@ class ProfileConfig:
     batch_size: int = 32  # images per forward pass while profiling
     # Coordinates kept per calibration image for drift tests (`EmbeddingModel.coordinates`):
     # the adversarial-validation test reduces to 16 principal components anyway; 32 and the
-    # distance off them keep the profile under 300 KB.
+    # distance off them keep the profile under 300 KB (with the edge layout's PPCA, 280 KB).
     reference_coordinates: int = 32
     # PPCA directions of the edge layout (`LayoutReference`; 256 values per image): on the
     # gate's tuning sets 32 and 64 caught the same frames, 16 refused more clean parts.
