@@ -48,7 +48,7 @@ import numpy as np
 from sqlmodel import Session, col, func, select
 
 from inspect_app.accounts import add_camera_key, add_user
-from inspect_app.imaging import decode_image, input_stats
+from inspect_app.imaging import InputStats, decode_image, input_stats
 from inspect_app.ingest.simulate import (
     CameraImage,
     SimulationSummary,
@@ -85,25 +85,25 @@ class WholeWork:
         for _ in range(3):  # warm-up: allocator, kernels' first runs
             self.run_batch(self.prepare_batch())
 
-    def _prepare(self, image: CameraImage) -> tuple[dict[str, float], np.ndarray]:
+    def _prepare(self, image: CameraImage) -> tuple[InputStats, np.ndarray]:
         decoded = decode_image(image.data, image.content_type,
                                max_bytes=self.limits.max_image_bytes,
                                max_pixels=self.limits.max_image_pixels)  # fmt: skip
-        stats = input_stats(decoded.image)
-        return stats.metrics(), self.predictor.prepare(decoded.image)
+        return input_stats(decoded.image), self.predictor.prepare(decoded.image)
 
-    def prepare_batch(self) -> list[Future[tuple[dict[str, float], np.ndarray]]]:
+    def prepare_batch(self) -> list[Future[tuple[InputStats, np.ndarray]]]:
         batch = []
         for _ in range(BATCH):
             batch.append(self.pool.submit(self._prepare, self.images[self._next]))
             self._next = (self._next + 1) % len(self.images)
         return batch
 
-    def run_batch(self, batch: list[Future[tuple[dict[str, float], np.ndarray]]]) -> None:
+    def run_batch(self, batch: list[Future[tuple[InputStats, np.ndarray]]]) -> None:
         prepared = [f.result() for f in batch]
         _, embeddings = self.predictor.predict_prepared(np.stack([x for _, x in prepared]))
-        if self.gate is not None:
-            self.gate.check_batch([m for m, _ in prepared], embeddings)
+        if self.gate is not None:  # every check the service makes, the edge layout's too
+            layouts = np.stack([stats.edge_layout for stats, _ in prepared])
+            self.gate.check_batch([stats.metrics() for stats, _ in prepared], embeddings, layouts)
             profile = self.gate.profile
             m = int(profile.reference_coordinates.shape[1]) - 1
             profile.embedding.coordinates(embeddings, m)
@@ -186,18 +186,34 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s:
     )
 
 
-def stage_medians(settings: Settings, first_id: int) -> dict[str, float]:
-    """Median per-stage milliseconds of the inspections with id > first_id (server-side)."""
+STAGES = ("decode_ms", "queue_ms", "model_ms", "persist_ms", "total_ms")
+
+
+def stage_figures(
+    settings: Settings, first_id: int, last_id: int | None = None
+) -> dict[str, tuple[float, float]]:
+    """(p50, p99) per-stage milliseconds of the inspections with first_id < id <= last_id,
+    as the server recorded them: where a part's time went, and where the slowest 1%'s did."""
     engine = make_engine(settings.resolved_database_url)
+    query = select(Inspection).where(Inspection.line_id == LINE, Inspection.id > first_id)
+    if last_id is not None:
+        query = query.where(Inspection.id <= last_id)
     with Session(engine) as session:
-        rows = session.exec(
-            select(Inspection).where(Inspection.line_id == LINE, Inspection.id > first_id)
-        ).all()
+        rows = session.exec(query).all()
     engine.dispose()
     if not rows:
         return {}
-    stages = ("decode_ms", "queue_ms", "model_ms", "persist_ms", "total_ms")
-    return {s: statistics.median(getattr(r, s) for r in rows) for s in stages}
+    figures = {}
+    for stage in STAGES:
+        values = np.array([getattr(r, stage) for r in rows], dtype=float)
+        figures[stage] = (float(np.percentile(values, 50)), float(np.percentile(values, 99)))
+    return figures
+
+
+def describe_stages(name: str, figures: dict[str, tuple[float, float]]) -> str:
+    return f"server-side p50 / p99 {name}: " + ", ".join(
+        f"{k.removesuffix('_ms')} {p50:.1f} / {p99:.1f} ms" for k, (p50, p99) in figures.items()
+    )
 
 
 def count_and_last_id(settings: Settings) -> tuple[int, int]:
@@ -333,15 +349,18 @@ def main() -> None:
             _, last_id = count_and_last_id(settings)
             saturated = run(0, args.max_images)
             results.append((f"max ({args.clients} clients)", saturated))
-            stages = stage_medians(settings, last_id)
+            stages = stage_figures(settings, last_id)
+            shadow_stages: dict[str, tuple[float, float]] = {}
             if not args.no_shadow:
                 deploy_shadow_challenger(settings, args.weights, data_dir)
                 deadline = time.monotonic() + 120  # the service follows within a second
                 while shadow_predictions(settings) == 0 and time.monotonic() < deadline:
                     uncounted += run(0, BATCH).accepted  # also warms the challenger's batches
                 uncounted += run(0, 2 * BATCH).accepted
+                _, before_shadow = count_and_last_id(settings)
                 shadow = run(10.0, int(10 * args.seconds))
                 results.append(("10 images/s, shadow challenger", shadow))
+                shadow_stages = stage_figures(settings, before_shadow)
             persisted, _ = count_and_last_id(settings)
         finally:
             process.terminate()
@@ -364,10 +383,9 @@ def main() -> None:
     print()
     print(f"persisted inspections: {persisted} of {accepted} accepted (warm-ups included)")
     if stages:
-        print(
-            "server-side medians at max load: "
-            + ", ".join(f"{k.removesuffix('_ms')} {v:.1f} ms" for k, v in stages.items())
-        )
+        print(describe_stages("at max load", stages))
+    if shadow_stages:
+        print(describe_stages("at 10 images/s with the shadow challenger", shadow_stages))
     print(f"model alone ({work.predictor.runtime}, batches of {BATCH}): {model_rate:7.1f} images/s")
     print(f"whole-work limit:      {limit:7.1f} images/s (median of rounds before and after)")
     print(f"  before: {describe_rates(limit_before)}")

@@ -30,7 +30,7 @@ import numpy as np
 
 from inspect_app.domain import Prediction
 from inspect_app.metrics import ServiceMetrics
-from inspect_app.workers import QueueWorker
+from inspect_app.workers import Announcement, QueueWorker
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,11 @@ class MicroBatcher(QueueWorker[_Item]):
         max_wait_ms: float,
         *,
         metrics: ServiceMetrics | None = None,
+        wait_for_announced: bool = False,
     ) -> None:
+        """`wait_for_announced`: wait up to `max_wait_ms` only for images callers have
+        `announce`d (`inspect_app.workers`); the service's batchers do, with the pipeline
+        announcing each image before it decodes it."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if max_wait_ms < 0:
@@ -98,6 +102,7 @@ class MicroBatcher(QueueWorker[_Item]):
             max_group=max_batch,
             max_wait_s=max_wait_ms / 1000.0,
             stopped=BatcherStopped,
+            wait_for_announced=wait_for_announced,
         )
         self.predictor = predictor
         self.max_batch = max_batch
@@ -136,19 +141,25 @@ class MicroBatcher(QueueWorker[_Item]):
         return stopped
 
     def submit(
-        self, image: np.ndarray, prepared: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray | None = None,
+        announcement: Announcement | None = None,
     ) -> Future[BatchedPrediction]:
         """Queue one image (from any thread), with its `prepare`d input when the caller made
-        it; the future gets its prediction or its error."""
+        it, ending its `announcement`; the future gets its prediction or its error."""
         future: Future[BatchedPrediction] = Future()
-        self.put(_Item(image=image, future=future, prepared=prepared))
+        self.put(_Item(image=image, future=future, prepared=prepared), announcement)
         return future
 
     async def predict(
-        self, image: np.ndarray, prepared: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray | None = None,
+        announcement: Announcement | None = None,
     ) -> BatchedPrediction:
         """Predict one image from the event loop, batched with whatever else is waiting."""
-        return await asyncio.wrap_future(self.submit(image, prepared))
+        return await asyncio.wrap_future(self.submit(image, prepared, announcement))
 
     def _predict(self, items: list[_Item]) -> tuple[list[Prediction], np.ndarray]:
         if self._preparing and all(item.prepared is not None for item in items):

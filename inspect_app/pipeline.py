@@ -71,6 +71,7 @@ from inspect_app.storage.group_commit import GroupCommitStopped, GroupCommitter
 from inspect_app.storage.images import ImageStore, ImageStoreFull, sha256_of
 from inspect_app.storage.tables import Inspection, ModelPrediction, ReviewTask
 from inspect_app.timeutil import as_utc, utcnow
+from inspect_app.workers import Announcement
 
 logger = logging.getLogger(__name__)
 
@@ -334,11 +335,28 @@ class InspectionPipeline:
     async def _submit(self, submission: ImageSubmission) -> InspectionOutcome:
         started = time.perf_counter()
         received_at = utcnow()
+        batchers = self._batchers_for(submission.line_id)
+        # the image is on its way to each version's batcher: they wait for it, not for
+        # images that are not coming (`inspect_app.workers`); ended when it is queued, or
+        # here, whatever happens, for a batcher it never reaches
+        announced = {id(b): b.announce() for b in batchers}
+        try:
+            return await self._inspect(submission, started, received_at, batchers, announced)
+        finally:
+            for announcement in announced.values():
+                announcement.withdraw()
+
+    async def _inspect(
+        self,
+        submission: ImageSubmission,
+        started: float,
+        received_at: datetime,
+        batchers: list[MicroBatcher],
+        announced: dict[int, Announcement],
+    ) -> InspectionOutcome:
         # one hop for everything before the model: the line and replay lookups, decoding,
         # input stats and each version's network input
-        prepared = await asyncio.to_thread(
-            self._prepare, submission, self._batchers_for(submission.line_id)
-        )
+        prepared = await asyncio.to_thread(self._prepare, submission, batchers)
         policy, replayed = prepared.policy, prepared.replayed
         if replayed is not None:
             logger.info(
@@ -358,7 +376,7 @@ class InspectionPipeline:
             # the file's fsync and the model's run overlap: the part waits for the longer
             put_and_models = await asyncio.gather(
                 asyncio.to_thread(self._put_file, submission.data),
-                self._run_models(prepared.decoded.image, assignment, prepared.inputs)
+                self._run_models(prepared.decoded.image, assignment, prepared.inputs, announced)
                 if policy.level.runs_model
                 else _nothing_ran(),
                 return_exceptions=True,
@@ -368,7 +386,9 @@ class InspectionPipeline:
                     raise result
             prepared.put_s, ran = put_and_models  # type: ignore[assignment]
         elif policy.level.runs_model:
-            ran = await self._run_models(prepared.decoded.image, assignment, prepared.inputs)
+            ran = await self._run_models(
+                prepared.decoded.image, assignment, prepared.inputs, announced
+            )
         if assignment is not None and ran.decider != assignment.decider:
             assignment = None  # the candidate failed on this image: the champion decided
         job = _Job(
@@ -652,16 +672,17 @@ class InspectionPipeline:
         image: np.ndarray,
         assignment: Assignment | None,
         inputs: dict[Hashable, np.ndarray | None],
+        announced: dict[int, Announcement],
     ) -> _Ran:
         """The decider only: the hidden versions run after the reply (`_run_hidden`), so a
         challenger's inference is never on the champion's answer path. A failing candidate
         decider hands the part to the champion (run then), so a bad candidate never costs the
         line an answer."""
         if assignment is None:
-            return _Ran(decided=await self._predict(self.batcher, image, inputs),
-                        decider=self.batcher.predictor.version)  # fmt: skip
+            decided = await self._predict(self.batcher, image, inputs, announced)
+            return _Ran(decided=decided, decider=self.batcher.predictor.version)
         try:
-            decided = await self._predict_version(assignment.decider, image, inputs)
+            decided = await self._predict_version(assignment.decider, image, inputs, announced)
         except Exception as exc:
             if not (assignment.arm is Arm.CANDIDATE and assignment.hidden):
                 raise
@@ -674,7 +695,7 @@ class InspectionPipeline:
                 exc,
                 champion,
             )
-            ran.decided = await self._predict_version(champion, image, inputs)
+            ran.decided = await self._predict_version(champion, image, inputs, announced)
             ran.decider = champion
             return ran
         return _Ran(decided=decided, decider=assignment.decider, later=assignment.hidden)
@@ -850,19 +871,27 @@ class InspectionPipeline:
         return decoded, input_stats(decoded.image)
 
     async def _predict_version(
-        self, version: str, image: np.ndarray, inputs: dict[Hashable, np.ndarray | None]
+        self,
+        version: str,
+        image: np.ndarray,
+        inputs: dict[Hashable, np.ndarray | None],
+        announced: dict[int, Announcement] | None = None,
     ) -> BatchedPrediction:
-        return await self._predict(self._batcher_of(version), image, inputs)
+        return await self._predict(self._batcher_of(version), image, inputs, announced)
 
     async def _predict(
         self,
         batcher: MicroBatcher,
         image: np.ndarray,
         inputs: dict[Hashable, np.ndarray | None],
+        announced: dict[int, Announcement] | None = None,
     ) -> BatchedPrediction:
         key = batcher.prepare_key
+        announcement = announced.pop(id(batcher), None) if announced is not None else None
         try:
-            return await batcher.predict(image, inputs.get(key) if key is not None else None)
+            return await batcher.predict(
+                image, inputs.get(key) if key is not None else None, announcement
+            )
         except BatcherStopped:
             raise IngestError(503, "the service is shutting down; send the image again") from None
         except Exception as exc:

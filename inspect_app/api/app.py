@@ -145,7 +145,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ", ".join(predictor.class_names),
     )
     batcher = MicroBatcher(
-        predictor, settings.batch_max_size, settings.batch_max_wait_ms, metrics=metrics
+        predictor,
+        settings.batch_max_size,
+        settings.batch_max_wait_ms,
+        metrics=metrics,
+        wait_for_announced=True,
     )
     gate, profile = await asyncio.to_thread(_gate, settings, predictor)
     rollout = await asyncio.to_thread(

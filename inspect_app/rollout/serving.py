@@ -141,7 +141,11 @@ class ModelPool:
             except Exception as exc:
                 raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
             batcher = MicroBatcher(
-                predictor, self.batch_max_size, self.batch_max_wait_ms, metrics=self.metrics
+                predictor,
+                self.batch_max_size,
+                self.batch_max_wait_ms,
+                metrics=self.metrics,
+                wait_for_announced=True,
             )
             batcher.start()
             loaded = LoadedVersion(

@@ -173,3 +173,37 @@ def test_bad_settings_are_refused(predictor: HeldPredictor) -> None:
         MicroBatcher(predictor, max_batch=0, max_wait_ms=1)
     with pytest.raises(ValueError, match="max_wait_ms"):
         MicroBatcher(predictor, max_batch=1, max_wait_ms=-1)
+
+
+def test_with_wait_for_announced_an_image_alone_does_not_wait_for_companions(
+    predictor: HeldPredictor,
+) -> None:
+    # A 10 s wait: had the batcher waited it out, the first image would have company.
+    batcher = MicroBatcher(predictor, max_batch=8, max_wait_ms=10_000, wait_for_announced=True)
+    batcher.start()
+    try:
+        assert batcher.submit(image(10)).result(5).batch_size == 1
+        gone = batcher.announce()
+        gone.withdraw()  # an image that will not come (refused before the model)
+        gone.withdraw()  # twice is harmless
+        assert batcher.submit(image(20)).result(5).batch_size == 1
+    finally:
+        batcher.stop()
+    assert predictor.calls == [1, 1]
+
+
+def test_with_wait_for_announced_a_batch_waits_for_an_announced_image_and_no_longer(
+    predictor: HeldPredictor,
+) -> None:
+    batcher = MicroBatcher(predictor, max_batch=8, max_wait_ms=10_000, wait_for_announced=True)
+    batcher.start()
+    try:
+        coming = batcher.announce()
+        first = batcher.submit(image(10), announcement=batcher.announce())
+        assert not first.done()  # it waits: another image is on its way
+        second = batcher.submit(image(20), announcement=coming)
+        # every announced image is in: the batch runs without waiting out the 10 s
+        assert first.result(5).batch_size == second.result(5).batch_size == 2
+    finally:
+        batcher.stop()
+    assert predictor.calls == [2]

@@ -74,6 +74,7 @@ def test_camera_threads_submit_through_the_same_pipeline(
     body = client.get(f"/api/v1/inspections/{row.id}", headers={"X-Api-Key": key}).json()
     assert "scratch" not in body.values()
     assert "true_class" not in body
+    assert pipeline.batcher.announced == 0  # each image ended its announcement when queued
 
 
 def test_a_replayed_capture_is_not_inspected_twice(
@@ -86,6 +87,7 @@ def test_a_replayed_capture_is_not_inspected_twice(
     second = pipeline.submit_blocking(submission, timeout=60)
     assert (first.created, second.created) == (True, False)
     assert second.inspection.id == first.inspection.id
+    assert pipeline.batcher.announced == 0  # the replay never reached the model: withdrawn
 
 
 @pytest.mark.parametrize(
@@ -113,6 +115,8 @@ def test_refusals_carry_their_status_and_store_nothing(
     assert detail in refused.value.detail
     assert inspections(client) == 0
     assert pipeline_of(client).store.stored() == []
+    # the refused image's announcement is withdrawn: the batcher waits for no image
+    assert pipeline_of(client).batcher.announced == 0
 
 
 def test_after_the_batcher_stops_images_are_refused_as_unavailable(
@@ -130,4 +134,6 @@ def test_after_the_batcher_stops_images_are_refused_as_unavailable(
     assert response.headers["retry-after"] == "1"
     assert inspections(client) == 0
     assert pipeline_of(client).store.stored() == []
+    # the refused image's announcement is withdrawn: the batcher waits for no image
+    assert pipeline_of(client).batcher.announced == 0
     assert client.get("/readyz").status_code == 503

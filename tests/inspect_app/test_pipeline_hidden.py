@@ -44,7 +44,10 @@ class HeldBatcher(FixedBatcher):
         self.asked = 0
 
     async def predict(
-        self, image: np.ndarray, prepared: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray | None = None,
+        announcement: object | None = None,
     ) -> BatchedPrediction:
         self.asked += 1
         await self.go.wait()

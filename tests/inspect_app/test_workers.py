@@ -51,3 +51,18 @@ def test_a_worker_needs_a_group_of_one_and_no_negative_wait() -> None:
         QueueWorker(name="w", max_group=0)
     with pytest.raises(ValueError):
         QueueWorker(name="w", max_group=1, max_wait_s=-1.0)
+
+
+def test_an_announcement_ends_when_its_item_is_put_even_if_the_worker_refuses_it() -> None:
+    worker = Recorder(max_group=3)
+    announcement = worker.announce()
+    with pytest.raises(Stopped):
+        worker.put(1, announcement)  # not started
+    assert worker.announced == 0
+    worker.start()
+    worker.hold.set()
+    worker.put(2, worker.announce())
+    announcement.withdraw()  # already ended: counts nothing twice
+    assert worker.announced == 0
+    worker.stop()
+    assert worker.groups == [[2]]

@@ -67,8 +67,14 @@ class FixedBatcher:
     def __init__(self, version: str) -> None:
         self.predictor = SimpleNamespace(version=version)
 
+    def announce(self) -> SimpleNamespace:
+        return SimpleNamespace(withdraw=lambda: None)  # nothing waits here for what comes
+
     async def predict(
-        self, image: np.ndarray, prepared: np.ndarray | None = None
+        self,
+        image: np.ndarray,
+        prepared: np.ndarray | None = None,
+        announcement: object | None = None,
     ) -> BatchedPrediction:
         probabilities = _probabilities(self.predictor.version, int(image[0, 0, 0]))
         return BatchedPrediction(Prediction(probabilities, self.predictor.version), 0.0, 0.0, 1)
