@@ -1,7 +1,9 @@
 """Query scaling: how the queue's claim, the gate's evidence, the agreement report and the
 monitoring queries grow from 10k to 1M inspections, as ratios measured in one run.
 
-Each size is a fresh SQLite file (WAL, as the service runs it) holding a plant's history:
+Each size is a fresh database holding a plant's history: a SQLite file (WAL, as the service
+runs it), or with ``--database postgresql`` a database on a throwaway durable PostgreSQL server
+(``bench/postgres_server.py``; ``--database-url`` for one of your own):
 
 - the *history*: parts an older model (``v1``) decided at ``partial`` on three lines, most
   of them automatically, a tenth audited and labeled, a few sent to review and labeled, a
@@ -17,10 +19,11 @@ incrementally). Built fast: one block of ``--block`` parts is inserted row by ro
 SQLAlchemy core, then copied with ``INSERT ... SELECT`` until the size is reached.
 
 Printed per query: the median time at each size and the ratio of the largest size to the
-smallest (target <= 1.5 for the claim and the gate's evidence), and the SQLite plan of the
-gate's evidence query at the largest size. Run:
-``nice -n 5 .venv/bin/python bench/query_scaling.py`` (``--help``; ``--sizes 10000,100000``
-for a shorter run).
+smallest (target <= 1.5 for the claim and the gate's evidence), and the database's plan of
+the claim's and the gate's evidence queries at the largest size (``EXPLAIN QUERY PLAN`` on
+SQLite; ``EXPLAIN (ANALYZE, BUFFERS)`` on PostgreSQL, so the plan shows the rows it really
+read). Run: ``nice -n 5 .venv/bin/python bench/query_scaling.py [--database postgresql]``
+(``--help``; ``--sizes 10000,100000`` for a shorter run).
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from plant_history import LINES, add_plant, insert_history, inspection_row  # bench/ helper
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from postgres_server import durable_postgres  # bench/ helper
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, select
 
 from inspect_app import agreement, review_queue
@@ -60,10 +66,7 @@ def _ok_mostly(rng: random.Random) -> str:
 def _copy_history(engine: Engine, block_rows: int, copies: int) -> None:
     """Append `copies` copies of the first `block_rows` inspections (ids 1..block_rows), with
     their tasks and labels, by INSERT ... SELECT: a million rows in seconds."""
-    with engine.connect() as conn:
-        columns = [
-            c["name"] for c in conn.execute(text("PRAGMA table_info(inspection)")).mappings()
-        ]
+    columns = [c["name"] for c in inspect(engine).get_columns("inspection")]
     inspection_cols = ", ".join(c for c in columns if c != "id")
     with engine.begin() as conn:
         n_tasks = conn.execute(
@@ -99,9 +102,9 @@ def _copy_history(engine: Engine, block_rows: int, copies: int) -> None:
             )
 
 
-def build(path: Path, size: int, args: argparse.Namespace) -> Engine:
+def build(url: str, size: int, args: argparse.Namespace) -> Engine:
     """A database of `size` inspections: history, then the current era (see the module)."""
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(url)
     upgrade_database(engine)
     rng = random.Random(args.seed)
     historian = add_plant(engine)
@@ -141,7 +144,10 @@ def build(path: Path, size: int, args: argparse.Namespace) -> Engine:
         rows.append(part("line-1", at, "v2", "shadow", Route.REVIEW, labeled=labeled[-1]))
     insert_history(engine, rows, labeled, historian.id, label_of)
     with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:  # fresh statistics, as autovacuum would have them on a plant's database
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     return engine
 
 
@@ -156,63 +162,112 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
+def queries(db: Session) -> dict[str, Callable[[], object]]:
+    """The timed queries, each as the service calls it."""
+    user = db.exec(select(User).where(User.name == "bench-inspector")).one()
+    line = db.get(Line, "line-1")
+    assert line is not None
+    partial = Line(
+        **{**line.model_dump(), "level": "partial", "updated_at": utcnow() - timedelta(days=90)}
+    )
+
+    def claim() -> None:
+        task = review_queue.claim_next_task(db, user, lease_seconds=60)
+        assert task is not None
+        review_queue.release_task(db, task.task_id, user)
+
+    return {
+        "claim": claim,
+        "gate evidence": lambda: agreement.gate_evidence(db, "line-1"),
+        "agreement report": lambda: agreement.agreement_report(db, "line-1"),
+        "live audit counts": lambda: agreement.live_audit_counts(db, partial, "v1"),
+        "monitoring: input series": lambda: monitoring.input_metric_series(
+            db, "line-1", "brightness"
+        ),
+        "monitoring: gate refusals": lambda: monitoring.gate_refusals(db, "line-1"),
+        "monitoring: gate counts": lambda: monitoring.gate_counts(db, "line-1"),
+        "queue depth": lambda: review_queue.queue_depth(db),
+        "oldest waiting": lambda: review_queue.oldest_waiting(db),
+    }
+
+
 def measure(engine: Engine, repeat: int) -> dict[str, float]:
     with Session(engine, expire_on_commit=False) as db:
-        user = db.exec(select(User).where(User.name == "bench-inspector")).one()
-        line = db.get(Line, "line-1")
-        assert line is not None
-        partial = Line(
-            **{**line.model_dump(), "level": "partial", "updated_at": utcnow() - timedelta(days=90)}
-        )
-
-        def claim() -> None:
-            task = review_queue.claim_next_task(db, user, lease_seconds=60)
-            assert task is not None
-            review_queue.release_task(db, task.task_id, user)
-
-        queries: dict[str, Callable[[], object]] = {
-            "claim": claim,
-            "gate evidence": lambda: agreement.gate_evidence(db, "line-1"),
-            "agreement report": lambda: agreement.agreement_report(db, "line-1"),
-            "live audit counts": lambda: agreement.live_audit_counts(db, partial, "v1"),
-            "monitoring: input series": lambda: monitoring.input_metric_series(
-                db, "line-1", "brightness"
-            ),
-            "monitoring: gate refusals": lambda: monitoring.gate_refusals(db, "line-1"),
-            "monitoring: gate counts": lambda: monitoring.gate_counts(db, "line-1"),
-            "queue depth": lambda: review_queue.queue_depth(db),
-            "oldest waiting": lambda: review_queue.oldest_waiting(db),
-        }
-        return {name: timed(fn, repeat) for name, fn in queries.items()}
+        return {name: timed(fn, repeat) for name, fn in queries(db).items()}
 
 
-def evidence_plan(engine: Engine) -> str:
-    """SQLite's plan for the gate's evidence query (the SQL `labeled_inspections` sends)."""
-    captured: list[str] = []
-
-    from sqlalchemy import event
+def _selects_sent(engine: Engine, fn: Callable[[], object]) -> list[tuple[str, Any]]:
+    captured: list[tuple[str, Any]] = []
 
     def grab(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
-        if "FROM inspection JOIN label" in statement and not captured:
-            captured.append(statement)
-            captured.append(repr(params))
+        if statement.lstrip().upper().startswith("SELECT"):
+            captured.append((statement, params))
 
     event.listen(engine, "before_cursor_execute", grab)
-    with Session(engine) as db:
-        evidence = agreement.gate_evidence(db, "line-1")
-        assert evidence.n > 0
-    event.remove(engine, "before_cursor_execute", grab)
-    if not captured:
-        return "  (the evidence query was not seen)"
-    statement = captured[0]
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert raw is not None
-        import ast
+    try:
+        fn()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    return captured
 
-        params = ast.literal_eval(captured[1])
-        rows = raw.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
-    return "\n".join(f"  {row[-1]}" for row in rows)
+
+def plans(engine: Engine, names: tuple[str, ...] = GOAL_QUERIES) -> str:
+    """The database's plan of every SELECT the named queries send, as sent (parameters
+    included). PostgreSQL's EXPLAIN ANALYZE runs the statement inside a transaction that is
+    rolled back, so a claim's row lock is not kept."""
+    postgres = engine.dialect.name == "postgresql"
+    prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if postgres else "EXPLAIN QUERY PLAN "
+    out: list[str] = []
+    with Session(engine, expire_on_commit=False) as db:
+        calls = queries(db)
+        for name in names:
+            for statement, params in _selects_sent(engine, calls[name]):
+                with engine.connect() as conn:
+                    raw = conn.connection.dbapi_connection
+                    assert raw is not None
+                    cursor = raw.cursor()
+                    cursor.execute(prefix + statement, params)
+                    rows = cursor.fetchall()
+                    raw.rollback()
+                head = " ".join(statement.split())[:110]
+                out.append(f"{name}: {head} ...")
+                out += [f"    {row[-1] if not postgres else row[0]}" for row in rows]
+    return "\n".join(out)
+
+
+def _sqlite_database(folder: Path, size: int) -> str:
+    path = folder / f"{size}.db"
+    path.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _postgres_database(server: str, size: int) -> str:
+    """A fresh database named for the size on the server `server` points at."""
+    name = f"scaling_{size}"
+    admin = make_url(server)
+    with psycopg.connect(admin.set(drivername="postgresql").render_as_string(False)) as conn:
+        conn.autocommit = True
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return admin.set(database=name).render_as_string(False)
+
+
+def _run(
+    sizes: list[int], databases: Callable[[int], str], args: argparse.Namespace
+) -> tuple[dict[int, dict[str, float]], str]:
+    results: dict[int, dict[str, float]] = {}
+    plan = ""
+    for size in sizes:
+        t0 = time.perf_counter()
+        engine = build(databases(size), size, args)
+        built = time.perf_counter() - t0
+        results[size] = measure(engine, args.repeat)
+        load = os.getloadavg()[0]
+        print(f"{size:>9,} inspections: built in {built:.0f} s, measured; load {load:.2f}")
+        if size == sizes[-1]:
+            plan = plans(engine)
+        engine.dispose()
+    return results, plan
 
 
 def main() -> None:
@@ -223,26 +278,23 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=10_000, help="history rows copied")
     parser.add_argument("--repeat", type=int, default=15, help="timed calls per query")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--database-url",
+        help="PostgreSQL: a server's URL whose user may create databases "
+        "(default: start a durable throwaway one)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print("load average before: {:.2f} {:.2f} {:.2f} (2 cores, shared)".format(*os.getloadavg()))
-    results: dict[int, dict[str, float]] = {}
-    plan = ""
-    with tempfile.TemporaryDirectory(prefix="query-scaling-") as tmp:
-        for size in sizes:
-            t0 = time.perf_counter()
-            engine = build(Path(tmp) / f"{size}.db", size, args)
-            built = time.perf_counter() - t0
-            results[size] = measure(engine, args.repeat)
-            print(
-                f"{size:>9,} inspections: built in {built:.0f} s, measured; load {{:.2f}}".format(
-                    os.getloadavg()[0]
-                )
-            )
-            if size == sizes[-1]:
-                plan = evidence_plan(engine)
-            engine.dispose()
-            (Path(tmp) / f"{size}.db").unlink()
+    with ExitStack() as stack:
+        if args.database == "postgresql":
+            server = args.database_url or stack.enter_context(durable_postgres())
+            databases: Callable[[int], str] = partial(_postgres_database, server)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="query-scaling-"))
+            databases = partial(_sqlite_database, Path(tmp))
+        results, plan = _run(sizes, databases, args)
     small, large = sizes[0], sizes[-1]
     print(
         "\n"
@@ -260,7 +312,7 @@ def main() -> None:
             + "".join(f"{results[s][name]:>14.2f}" for s in sizes)
             + f"{ratio:>12.2f}{goal}"
         )
-    print(f"\ngate evidence query plan at {large:,}:\n{plan}")
+    print(f"\n{args.database} plans at {large:,}:\n{plan}")
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
