@@ -464,11 +464,18 @@ async def amain(args: argparse.Namespace) -> None:
             assert event.details is not None
             gate = event.details["gate"]
         own = promoted.candidate_thresholds or {}
+        # As promoted; with none of its own (too few labels in the line's evidence era: an
+        # alarm moves `Line.evidence_since`), the recommendation on the shadow phase above.
         recs["new (promoted)"] = (
-            None if own.get("pass_threshold") in (None, "never") else own["pass_threshold"],
-            None if own.get("fail_threshold") in (None, "never") else own["fail_threshold"],
+            (
+                None if own["pass_threshold"] == "never" else own["pass_threshold"],
+                None if own["fail_threshold"] == "never" else own["fail_threshold"],
+            )
+            if own
+            else recs["new"]
         )
-        print(f"  promoted: mode {promoted.mode}, its thresholds {own or 'the line s'}")
+        theirs = own or "the line's (nothing recommended in the line's evidence era)"
+        print(f"  promoted: mode {promoted.mode}, its thresholds {theirs}")
         print(f"  gate at its own thresholds ({gate['source']}, pass {gate['pass_threshold']} / "
               f"fail {gate['fail_threshold']}) on {gate['n_labeled']} blind labels: passed "
               f"{gate['passed']}; escape {gate['escape']['errors']}/{gate['escape']['n']} (bound "
@@ -560,7 +567,8 @@ async def amain(args: argparse.Namespace) -> None:
         print(f"line targets: escape <= {pct(args.max_escape_rate)}, false-reject <= "
               f"{pct(args.max_false_reject_rate)}")  # fmt: skip
         print("\nat each version's recommended thresholds (old: on its shadow-phase evidence; "
-              "new: as promoted), exact 95% intervals:")  # fmt: skip
+              "new: as promoted, else on its shadow-phase evidence), exact 95% "
+              "intervals:")  # fmt: skip
         print("\n".join(own_lines))
     finally:
         run.close()
