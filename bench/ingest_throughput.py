@@ -216,6 +216,15 @@ def describe_stages(name: str, figures: dict[str, tuple[float, float]]) -> str:
     )
 
 
+def server_cpu_seconds(url: str) -> float:
+    """The service process's CPU seconds so far (user + system), from its own /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    raise RuntimeError("the service's /metrics has no process_cpu_seconds_total")
+
+
 def count_and_last_id(settings: Settings) -> tuple[int, int]:
     engine = make_engine(settings.resolved_database_url)
     with Session(engine) as session:
@@ -347,7 +356,14 @@ def main() -> None:
             for rate in (2.0, 10.0):
                 results.append((f"offered {rate:g} images/s", run(rate, int(rate * args.seconds))))
             _, last_id = count_and_last_id(settings)
+            server_cpu, client_cpu, wall = (
+                server_cpu_seconds(url),
+                time.process_time(),
+                time.perf_counter(),
+            )
             saturated = run(0, args.max_images)
+            server_cpu = server_cpu_seconds(url) - server_cpu
+            client_cpu, wall = time.process_time() - client_cpu, time.perf_counter() - wall
             results.append((f"max ({args.clients} clients)", saturated))
             stages = stage_figures(settings, last_id)
             shadow_stages: dict[str, tuple[float, float]] = {}
@@ -392,6 +408,14 @@ def main() -> None:
     print(f"  after:  {describe_rates(limit_after)}")
     print(f"end to end (HTTP):     {end_to_end:7.1f} images/s")
     print(f"ratio end-to-end/whole-work limit: {end_to_end / limit:.2f} (goal >= 0.5)")
+    per_image = 1000 / saturated.accepted
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU at max load, per image accepted: the service {server_cpu * per_image:.1f} ms, the "
+        f"HTTP clients (this process) {client_cpu * per_image:.1f} ms; the whole work in process "
+        f"{1000 * cores / limit:.1f} ms of the cores' time; cores busy "
+        f"{(server_cpu + client_cpu) / wall:.2f} of {cores}"
+    )
     p99_at_10 = results[1][1].latency_ms(99)
     print(f"p99 at 10 images/s:    {p99_at_10 if p99_at_10 is not None else float('nan'):.1f} ms")
     if shadow is not None:

@@ -3,7 +3,10 @@
 What a plant operator watches: throughput and decisions per line, where the time goes
 (per pipeline stage), how well micro-batching works, how long the review queue is, and
 whether the camera's input is drifting (brightness, contrast, sharpness) or the model's
-confidence is.
+confidence is; and the process itself (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, open files: prometheus_client's process collector, which a
+registry of one's own has only when it is added), since a line PC that runs out of memory or
+CPU slows every part before any stage's figure says why.
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -60,6 +70,7 @@ class ServiceMetrics:
     def __init__(self, queue_depths: Callable[[], dict[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # this process's CPU seconds, memory, open files
         self.ingest_requests = Counter(
             "inspect_ingest_requests",
             "Images submitted, by line, source and outcome (created, replayed, rejected)",

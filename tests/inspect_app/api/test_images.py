@@ -461,6 +461,11 @@ def test_operations_endpoints_and_metrics(
         assert name in text
     for stage in ("decode", "queue_wait", "model", "persist", "total"):
         assert f'inspect_stage_seconds_count{{stage="{stage}"}} 1.0' in text
+    # the process's own figures (design: memory and CPU among the software metrics)
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line.startswith("process_")}  # fmt: skip
+    assert samples["process_cpu_seconds_total"] > 0
+    assert samples["process_resident_memory_bytes"] > 0
 
 
 def test_the_openapi_schema_documents_the_routes(client: TestClient) -> None:
