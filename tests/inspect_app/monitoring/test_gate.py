@@ -256,25 +256,23 @@ def test_a_profile_made_before_the_edge_layout_loads_and_skips_that_check() -> N
     assert old.check(_with(brightness=2.0), None, wild).code == GateCode.UNDEREXPOSED
 
 
-def test_config_refuses_levels_that_mean_nothing() -> None:
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"low_level": 0.6},
+        {"ood_level": 0.2},
+        {"margin": -0.1},
+        {"framing_margin": -0.1},
+        {"tilt_margin": -1.0},
+        {"joint_level": 0.3},
+        {"layout_level": 1.5},
+        {"colour_margin": -0.1},
+        {"balance_high_margin": -1.0},
+    ],
+)
+def test_config_refuses_levels_that_mean_nothing(setting: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        GateConfig(low_level=0.6)
-    with pytest.raises(ValueError):
-        GateConfig(ood_level=0.2)
-    with pytest.raises(ValueError):
-        GateConfig(margin=-0.1)
-    with pytest.raises(ValueError):
-        GateConfig(framing_margin=-0.1)
-    with pytest.raises(ValueError):
-        GateConfig(tilt_margin=-1.0)
-    with pytest.raises(ValueError):
-        GateConfig(joint_level=0.3)
-    with pytest.raises(ValueError):
-        GateConfig(layout_level=1.5)
-    with pytest.raises(ValueError):
-        GateConfig(colour_margin=-0.1)
-    with pytest.raises(ValueError):
-        GateConfig(balance_high_margin=-1.0)
+        GateConfig(**setting)
 
 
 def test_the_gradient_balance_and_the_colours_have_their_own_margins(gate: ImageGate) -> None:

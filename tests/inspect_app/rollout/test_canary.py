@@ -20,18 +20,17 @@ from inspect_app.rollout.policy import Mode
 from inspect_app.storage.tables import Line, ModelPrediction
 from tests.inspect_app.rollout.rollout_world import (
     ALWAYS_RIGHT,
+    CANARY_TARGETS,
     CANDIDATE,
     CHAMPION,
     LINE,
     PASSES_EVERYTHING,
+    STEP_MIN_LABELS,
     RolloutWorld,
     build_world,
     new_kind_of_part,
 )
 
-# 0 errors in 14 labels bound a rate at 19.3%: a clean step passes on ~15 labels a side
-TARGETS = dict(max_escape_rate=0.2, max_false_reject_rate=0.2, min_labels=20, audit_rate=0.0)
-STEP_MIN_LABELS = 10
 MAX_TICKS = 100
 
 
@@ -66,7 +65,7 @@ def _verdict(world: RolloutWorld) -> deployments.StepVerdict:
 def test_a_worse_candidate_is_rolled_back_and_quarantined_by_the_system(engine: Engine) -> None:
     world = build_world(
         engine, ALWAYS_RIGHT, ALWAYS_RIGHT, candidate_on={"new-colour": PASSES_EVERYTHING},
-        **TARGETS,
+        **CANARY_TARGETS,
     )  # fmt: skip
     _canary_at_partial(world, [0.5, 1.0])
     new_kind_of_part(world, "new-colour")  # the candidate passes every part of this kind
@@ -105,7 +104,7 @@ def test_a_worse_candidate_is_rolled_back_and_quarantined_by_the_system(engine: 
 
 
 def test_a_good_candidate_advances_step_by_step_on_labels(engine: Engine) -> None:
-    world = build_world(engine, ALWAYS_RIGHT, ALWAYS_RIGHT, **TARGETS)
+    world = build_world(engine, ALWAYS_RIGHT, ALWAYS_RIGHT, **CANARY_TARGETS)
     _canary_at_partial(world, [0.25, 0.5, 1.0])
     seen = [world.row().step]
     for _ in range(MAX_TICKS):
@@ -134,7 +133,7 @@ def test_a_good_candidate_advances_step_by_step_on_labels(engine: Engine) -> Non
 
 
 def test_a_step_holds_while_it_has_too_few_labels(engine: Engine) -> None:
-    world = build_world(engine, ALWAYS_RIGHT, ALWAYS_RIGHT, **TARGETS)
+    world = build_world(engine, ALWAYS_RIGHT, ALWAYS_RIGHT, **CANARY_TARGETS)
     _canary_at_partial(world, [0.5, 1.0])
     world.parts(30)  # the candidate decides about half; nobody has labeled them yet
     world.rehearsal.refresh()
@@ -157,7 +156,7 @@ def test_raising_a_line_whose_candidate_decides_needs_the_candidates_gate_too(
     allows: none automatic). Raising the line to partial lets it auto-decide its share,
     so the raise is judged on the candidate's own evidence as well as the champion's; a
     candidate only in shadow decides nothing and is not asked."""
-    world = build_world(engine, ALWAYS_RIGHT, PASSES_EVERYTHING, **TARGETS)
+    world = build_world(engine, ALWAYS_RIGHT, PASSES_EVERYTHING, **CANARY_TARGETS)
     world.deploy(DeploymentRequest(candidate=CANDIDATE, mode=Mode.SHADOW))
     world.parts(80)
     assert world.label_open_tasks_directly() == 80

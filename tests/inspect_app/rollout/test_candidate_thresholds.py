@@ -27,15 +27,15 @@ from inspect_app.rollout.rehearsal import OK, SimulatedVersion, StreamPart
 from inspect_app.storage.tables import Line
 from tests.inspect_app.rollout.rollout_world import (
     ALWAYS_RIGHT,
+    CANARY_TARGETS,
     CANDIDATE,
     CHAMPION,
     LINE,
+    STEP_MIN_LABELS,
     RolloutWorld,
     build_world,
 )
 
-TARGETS = dict(max_escape_rate=0.2, max_false_reject_rate=0.2, min_labels=20, audit_rate=0.0)
-STEP_MIN_LABELS = 10
 MAX_TICKS = 60
 # 0 errors in ~40 parts a side at every grid threshold down to 0.51: the walk's last step
 RECOMMENDED = (0.51, 0.51)
@@ -57,7 +57,7 @@ def _world_at_partial(engine: Engine) -> RolloutWorld:
     """Shadow (both run on every part, labeled blind), then the champion's gated raise."""
     world = build_world(
         engine, ALWAYS_RIGHT, ALWAYS_RIGHT, candidate_model=ModestAboutGoodParts(CANDIDATE),
-        **TARGETS,
+        **CANARY_TARGETS,
     )  # fmt: skip
     world.deploy(
         DeploymentRequest(
