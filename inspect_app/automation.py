@@ -57,7 +57,7 @@ from inspect_app.evidence import (
     what_if,
 )
 from inspect_app.reference.service import gate_excluded_labelers
-from inspect_app.rollout.deployments import quarantine
+from inspect_app.rollout.deployments import candidate_thresholds, quarantine
 from inspect_app.rollout.evidence import version_evidence, weighted_what_if
 from inspect_app.rollout.policy import Mode
 from inspect_app.storage.tables import Deployment, Inspection, Line
@@ -167,13 +167,16 @@ def _with_deciding_candidate(
         return verdict
     evidence = version_evidence(session, line, row.candidate, since=line.evidence_since)
     # at its own thresholds when it has them (`rollout.deployments`): those decide its parts
-    own = row.candidate_thresholds
+    own = candidate_thresholds(row)
+    pass_threshold, fail_threshold = (
+        (target.pass_threshold, target.fail_threshold) if own is None else own
+    )
     result = check_gate(
         weighted_what_if(
             evidence,
             level=target.level,
-            pass_threshold=own["pass_threshold"] if own else target.pass_threshold,
-            fail_threshold=own["fail_threshold"] if own else target.fail_threshold,
+            pass_threshold=pass_threshold,
+            fail_threshold=fail_threshold,
         ),
         gate_targets(line),
     )
@@ -366,15 +369,6 @@ def _demotion_reason(alarms: list[AuditAlarm]) -> str:
     return "Audits show " + " and ".join(parts) + "."
 
 
-def _candidate_thresholds(
-    session: Session, line_id: str
-) -> tuple[float | None, float | None] | None:
-    """The line's candidate's own (pass, fail), or None: it decides at the line's."""
-    row = session.get(Deployment, line_id)
-    own = None if row is None or row.candidate is None else row.candidate_thresholds
-    return None if not own else (own.get("pass_threshold"), own.get("fail_threshold"))
-
-
 def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     """Called after every human label is committed; the caller commits what this adds.
 
@@ -390,7 +384,8 @@ def after_label(session: Session, line_id: str, inspection_id: int) -> None:
     if not level.needs_evidence or inspection.route != Route.AUDIT.value:
         return
     # a candidate's parts were routed at its own thresholds when it has them
-    own = _candidate_thresholds(session, line_id) if inspection.arm == "candidate" else None
+    row = session.get(Deployment, line_id) if inspection.arm == "candidate" else None
+    own = candidate_thresholds(row) if row is not None else None
     settings = (line.pass_threshold, line.fail_threshold) if own is None else own
     if (
         inspection.level != line.level

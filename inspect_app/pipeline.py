@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Hashable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -63,7 +63,7 @@ from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.gate import GateVerdict, ImageGate
 from inspect_app.monitoring.service import LineMonitor
 from inspect_app.outputs.outbox import enqueue_decisions
-from inspect_app.rollout.policy import Arm, Assignment, DeploymentState
+from inspect_app.rollout.policy import Arm, Assignment, DeploymentState, candidate_policy
 from inspect_app.rollout.serving import Rollout
 from inspect_app.routing import route_inspection
 from inspect_app.storage.db import database_disk_full
@@ -500,14 +500,7 @@ class InspectionPipeline:
         gate = self._gate_of(ran.decider)
         verdict = self._check_gate(gate, stats, batched)
         if assignment is not None and assignment.arm is Arm.CANDIDATE and state is not None:
-            # parts the candidate decides are audited more, so its evidence comes faster
-            policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
-            if state.candidate_thresholds is not None:  # its own, chosen on its evidence
-                policy = replace(
-                    policy,
-                    pass_threshold=state.candidate_thresholds[0],
-                    fail_threshold=state.candidate_thresholds[1],
-                )
+            policy = candidate_policy(policy, state)
         routing = route_inspection(
             prediction, policy, job.draw, usable=verdict is None or verdict.usable
         )

@@ -29,7 +29,7 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
@@ -62,6 +62,10 @@ logger = logging.getLogger(__name__)
 Warm = Callable[[str], None]
 # a supervisor's (pass, fail) for a candidate: numbers in (0.5, 1], "never" or None (never)
 StatedThresholds = tuple[float | str | None, float | str | None]
+# how a candidate's thresholds are chosen (`_gate_for_candidate`): recommended on its own
+# evidence, a pair with who chose it ("supervisor" or the stored source), or None: the line's
+RECOMMEND = "recommend"
+ThresholdChoice = tuple[tuple[Threshold, Threshold], str] | Literal["recommend"] | None
 
 
 class DeploymentError(Exception):
@@ -384,48 +388,49 @@ def _check_thresholds(pair: StatedThresholds) -> tuple[Threshold, Threshold]:
     return checked
 
 
+def _stored_choice(row: Deployment) -> tuple[tuple[Threshold, Threshold], str] | None:
+    """The candidate's stored thresholds with who chose them, or None: the line's."""
+    pair = candidate_thresholds(row)
+    return None if pair is None else (pair, _stored_by(row) or "recommended")
+
+
 def _gate_for_candidate(
     session: Session,
     line: Line,
     candidate: str,
     *,
-    thresholds: tuple[Threshold, Threshold] | None = None,
-    stored_by: str | None = None,
-    choose: bool = False,
-    stated: tuple[Threshold, Threshold] | None = None,
+    choice: ThresholdChoice,
     required: bool = True,
     log: bool = True,
     evidence: VersionEvidence | None = None,
 ) -> dict[str, Any]:
     """The candidate's gate on its own evidence, at the thresholds it is to decide at.
 
-    `stated`: a supervisor's thresholds; else with `choose` they are recommended on this
-    very evidence; else `thresholds` (stored with the deployment, chosen as `stored_by`
-    says), else the line's. The
+    `choice`: RECOMMEND (recommended on this very evidence), a (pass, fail) pair with who
+    chose it (a supervisor, or the deployment's stored choice), or None (the line's). The
     figures (the choice, the gate at it, and the gate at the line's thresholds beside it)
     go into the change's event. `required` (at partial/full): a failing gate refuses.
     `evidence`: the candidate's since the line's evidence era began, when already read."""
     if evidence is None:
         evidence = version_evidence(session, line, candidate, since=line.evidence_since)
     figures: dict[str, Any] = {"candidate": candidate, "level": line.level, "n_labeled": evidence.n}
-    if stated is not None:
-        pair: tuple[Threshold, Threshold] | None = stated
-        figures["source"] = "supervisor"
-    elif choose:
+    pair: tuple[Threshold, Threshold] | None
+    if choice == RECOMMEND:
         rec = recommend_on_evidence(evidence, line_targets(line))
         pair = (rec.pass_threshold, rec.fail_threshold)
         figures["source"] = "recommended"
         figures["recommendation"] = {"reason": rec.reason, "weighted": rec.weighted}
         if pair == (None, None):
             pair = None  # nothing to recommend: judged at the line's, which fail or pass alone
+    elif choice is None:
+        pair = None
     else:
-        pair = thresholds
-        figures["source"] = (stored_by or "recommended") if thresholds is not None else "line"
+        pair, figures["source"] = choice
     judged = (line.pass_threshold, line.fail_threshold) if pair is None else pair
     if pair is None:
         figures["source"] = "line"
     result = gate_on_evidence(line, evidence, thresholds=judged)
-    at_line = gate_on_evidence(line, evidence)
+    at_line = result if pair is None else gate_on_evidence(line, evidence)
     figures.update(
         pass_threshold=threshold_json(judged[0]),
         fail_threshold=threshold_json(judged[1]),
@@ -531,18 +536,13 @@ def set_deployment(
         # Its own thresholds: those stated, those it already decides at, else recommended
         # now on its own evidence (it starts deciding parts).
         keep = (
-            None
-            if new_candidate or not Mode(row.mode).candidate_decides
-            else candidate_thresholds(row)
+            None if new_candidate or not Mode(row.mode).candidate_decides else _stored_choice(row)
         )
         thresholds_figures = _gate_for_candidate(
             session,
             line,
             request.candidate,
-            stated=stated,
-            thresholds=keep,
-            stored_by=_stored_by(row),
-            choose=stated is None and keep is None,
+            choice=(stated, "supervisor") if stated is not None else keep or RECOMMEND,
             required=level.needs_evidence,
         )
         evidence["gate"] = thresholds_figures
@@ -691,8 +691,7 @@ def promote(
             session,
             line,
             row.candidate,
-            stated=stated,
-            choose=stated is None,
+            choice=(stated, "supervisor") if stated is not None else RECOMMEND,
             required=AutomationLevel(line.level).needs_evidence,
         )
         _warm(warm, row.candidate)
@@ -828,7 +827,7 @@ def rearm(
         # (logged, not gated: a re-arm has never been, it is a supervisor's decision)
         assert row.candidate is not None
         details["gate"] = _gate_for_candidate(
-            session, _line(session, line_id), row.candidate, choose=True, required=False
+            session, _line(session, line_id), row.candidate, choice=RECOMMEND, required=False
         )
         _store_thresholds(row, details["gate"])
     _record_change(session, row, kind="rollout_rearm", actor=actor.name, reason=reason,
@@ -856,15 +855,13 @@ def finalize(
         raise RolloutRefused(f"candidate {row.candidate} is quarantined: it cannot be finalized")
     assert row.candidate is not None
     evidence: dict[str, Any] = {}
-    stored = candidate_thresholds(row)
     # From shadow it never had thresholds of its own: recommended now, as a promote would.
+    from_shadow = RECOMMEND if Mode(row.mode) is Mode.SHADOW else None
     evidence["gate"] = _gate_for_candidate(
         session,
         line,
         row.candidate,
-        thresholds=stored,
-        stored_by=_stored_by(row),
-        choose=stored is None and Mode(row.mode) is Mode.SHADOW,
+        choice=_stored_choice(row) or from_shadow,
         required=AutomationLevel(line.level).needs_evidence,
     )
     _warm(warm, row.candidate)
@@ -1018,9 +1015,7 @@ def comparison(session: Session, line_id: str, default_version: str) -> dict[str
         session,
         line,
         row.candidate,
-        thresholds=candidate_thresholds(row),
-        stored_by=_stored_by(row),
-        choose=candidate_thresholds(row) is None,
+        choice=_stored_choice(row) or RECOMMEND,
         required=False,
         log=False,  # a view, read often: the changes log their choices
         evidence=compared.candidate.evidence,

@@ -23,14 +23,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from inspect_app.domain import AutomationLevel
+from inspect_app.domain import AutomationLevel, LinePolicy
 from inspect_app.evidence.gate import GateResult, GateTargets, check_gate, what_if
 from inspect_app.evidence.sequential import DEMOTION_ALTERNATIVE_FACTOR, audit_alarm
 
@@ -98,6 +98,18 @@ class Assignment:
     arm: Arm
     probability: float  # of this arm being the decider, for unbiased offline estimates
     hidden: tuple[str, ...]  # versions that also run, never deciding
+
+
+def candidate_policy(policy: LinePolicy, state: DeploymentState) -> LinePolicy:
+    """The line's policy for a part the candidate decides: audited at least at the
+    candidate's rate, so its evidence comes faster, and routed at its own thresholds when it
+    has them (chosen on its own evidence when it left shadow). The pipeline and the
+    rehearsal both route by it."""
+    policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
+    if state.candidate_thresholds is None:
+        return policy
+    pass_threshold, fail_threshold = state.candidate_thresholds
+    return replace(policy, pass_threshold=pass_threshold, fail_threshold=fail_threshold)
 
 
 def serial_draw(line_id: str, part_serial: str) -> float:

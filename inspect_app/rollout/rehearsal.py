@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert
@@ -49,7 +49,7 @@ from inspect_app.domain import (
 from inspect_app.lines import policy_of
 from inspect_app.review_queue import ClaimedTask, claim_next_task, escalate_task, submit_label
 from inspect_app.rollout import deployments
-from inspect_app.rollout.policy import Arm, DeploymentState, assign
+from inspect_app.rollout.policy import Arm, DeploymentState, assign, candidate_policy
 from inspect_app.routing import route_inspection
 from inspect_app.storage.tables import (
     Inspection,
@@ -315,14 +315,7 @@ class Rehearsal:
             else None
         )
         if assignment.arm is Arm.CANDIDATE:
-            # parts the candidate decides are audited more, so its evidence comes faster
-            policy = replace(policy, audit_rate=max(policy.audit_rate, state.candidate_audit_rate))
-            if state.candidate_thresholds is not None:  # its own, as the pipeline does
-                policy = replace(
-                    policy,
-                    pass_threshold=state.candidate_thresholds[0],
-                    fail_threshold=state.candidate_thresholds[1],
-                )
+            policy = candidate_policy(policy, state)
         routing = route_inspection(prediction, policy, self.rng.random(), usable=True)
         now = utcnow()
         row: dict[str, Any] = dict(

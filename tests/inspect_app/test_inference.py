@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -175,35 +176,36 @@ def test_bad_settings_are_refused(predictor: HeldPredictor) -> None:
         MicroBatcher(predictor, max_batch=1, max_wait_ms=-1)
 
 
-def test_with_wait_for_announced_an_image_alone_does_not_wait_for_companions(
-    predictor: HeldPredictor,
-) -> None:
-    # A 10 s wait: had the batcher waited it out, the first image would have company.
+@pytest.fixture
+def announcing(predictor: HeldPredictor) -> Iterator[MicroBatcher]:
+    """A batcher that waits only for announced images, for up to 10 s: had it waited the
+    wait out, a test's images would have company or would not be answered in time."""
     batcher = MicroBatcher(predictor, max_batch=8, max_wait_ms=10_000, wait_for_announced=True)
     batcher.start()
     try:
-        assert batcher.submit(image(10)).result(5).batch_size == 1
-        gone = batcher.announce()
-        gone.withdraw()  # an image that will not come (refused before the model)
-        gone.withdraw()  # twice is harmless
-        assert batcher.submit(image(20)).result(5).batch_size == 1
+        yield batcher
     finally:
         batcher.stop()
+
+
+def test_with_wait_for_announced_an_image_alone_does_not_wait_for_companions(
+    predictor: HeldPredictor, announcing: MicroBatcher
+) -> None:
+    assert announcing.submit(image(10)).result(5).batch_size == 1
+    gone = announcing.announce()
+    gone.withdraw()  # an image that will not come (refused before the model)
+    gone.withdraw()  # twice is harmless
+    assert announcing.submit(image(20)).result(5).batch_size == 1
     assert predictor.calls == [1, 1]
 
 
 def test_with_wait_for_announced_a_batch_waits_for_an_announced_image_and_no_longer(
-    predictor: HeldPredictor,
+    predictor: HeldPredictor, announcing: MicroBatcher
 ) -> None:
-    batcher = MicroBatcher(predictor, max_batch=8, max_wait_ms=10_000, wait_for_announced=True)
-    batcher.start()
-    try:
-        coming = batcher.announce()
-        first = batcher.submit(image(10), announcement=batcher.announce())
-        assert not first.done()  # it waits: another image is on its way
-        second = batcher.submit(image(20), announcement=coming)
-        # every announced image is in: the batch runs without waiting out the 10 s
-        assert first.result(5).batch_size == second.result(5).batch_size == 2
-    finally:
-        batcher.stop()
+    coming = announcing.announce()
+    first = announcing.submit(image(10), announcement=announcing.announce())
+    assert not first.done()  # it waits: another image is on its way
+    second = announcing.submit(image(20), announcement=coming)
+    # every announced image is in: the batch runs without waiting out the 10 s
+    assert first.result(5).batch_size == second.result(5).batch_size == 2
     assert predictor.calls == [2]
