@@ -24,6 +24,7 @@ from models.profile import (
     ProfileConfig,
     ProfileError,
     ReferenceProfile,
+    _decode,
     compute_profile,
     edge_layout,
     load_profile,
@@ -198,6 +199,24 @@ def test_load_profile_finds_the_sidecar_and_refuses_another_models(tmp_path: Pat
         load_profile(checkpoint)
 
 
+def _assert_close(a: object, b: object, *, rtol: float) -> None:
+    """The same nested structure, every number within `rtol`, everything else equal."""
+    if isinstance(a, dict) and isinstance(b, dict) and {"float16", "float32"} & a.keys():
+        np.testing.assert_allclose(_decode(a), _decode(b), rtol=rtol, atol=1e-7)  # an array
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            _assert_close(a[key], b[key], rtol=rtol)
+    elif isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_close(x, y, rtol=rtol)
+    elif isinstance(a, float | int) and isinstance(b, float | int) and not isinstance(a, bool):
+        assert a == pytest.approx(b, rel=rtol)
+    else:
+        assert a == b
+
+
 def test_training_writes_the_profile_and_the_command_re_derives_the_same_split(
     tmp_path: Path,
 ) -> None:
@@ -225,7 +244,12 @@ def test_training_writes_the_profile_and_the_command_re_derives_the_same_split(
     # ...and regenerating the profile without retraining gives the same profile
     remade, path = profile_checkpoint(config.out, data, metrics)
     assert path == result.profile
-    assert remade.to_dict() == written.to_dict()
+    again_dict, written_dict = remade.to_dict(), written.to_dict()
+    # the edge layout's reference on 19 images is ill-conditioned (more PPCA directions than a
+    # fold leaves room for): OpenCV's float32 resizes and BLAS vary in the last bits between
+    # runs, which its distances (~3e4) magnify to ~1e-8 relative, so it is compared to 1e-6
+    _assert_close(again_dict.pop("layout"), written_dict.pop("layout"), rtol=1e-6)
+    assert again_dict == written_dict  # everything else exactly
     assert "split seed 3" in remade.source
 
     other = tmp_path / "other"
