@@ -61,7 +61,7 @@ from inspect_app.rollout.deployments import candidate_thresholds, quarantine
 from inspect_app.rollout.evidence import version_evidence, weighted_what_if
 from inspect_app.rollout.policy import Mode
 from inspect_app.storage.tables import Deployment, Inspection, Line
-from inspect_app.timeutil import utcnow
+from inspect_app.timeutil import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -498,23 +498,38 @@ def demote_on_live_audits(
 
 
 def stop_auto_decisions(
-    session: Session, line_id: str, *, reason: str, details: dict[str, Any]
+    session: Session,
+    line_id: str,
+    *,
+    reason: str,
+    details: dict[str, Any],
+    within_era: bool = False,
 ) -> AutomationLevel | None:
     """A monitoring alarm's action: the model stops deciding on `line_id` at once.
 
     A line at partial or full drops to assist (humans decide every part, with the model's
-    output shown); one already below that keeps its level. Either way `Line.evidence_since`
-    moves to now, so the gate judges a later raise on parts received after the alarm only:
-    the evidence gathered before it described a line that has since changed. Returns the new
-    level, or None when the line did not automate. The caller commits.
+    output shown); one already below that keeps its level. `Line.evidence_since` moves to
+    now, so the gate judges a later raise on parts received after the alarm only: the evidence
+    gathered before it described a line that has since changed.
+
+    Except for an alarm measured on the current era alone (`within_era`: the blind labels'
+    disagreement since `evidence_since`) on a line that was not deciding: the era already
+    starts after the change, and the labels that fired it are that era's evidence, which the
+    gate must weigh. Restarting would hide them, and on a drifted line the next firing, on the
+    fresh labels, would restart it again, so the line could never gather the labels it needs
+    to be raised (or a retrained version to be promoted) again. Returns the new level, or None
+    when the line did not automate. The caller commits.
     """
     line = session.get(Line, line_id, with_for_update=True, populate_existing=True)
     if line is None:
         return None
     now = utcnow()
     level = AutomationLevel(line.level)
-    line.evidence_since = now
     lowered = level.needs_evidence
+    restart = lowered or not within_era or line.evidence_since is None
+    kept = None if restart else as_utc(line.evidence_since)
+    if restart:
+        line.evidence_since = now
     if lowered:
         line.level = AutomationLevel.ASSIST.value
         line.updated_at = now
@@ -530,6 +545,9 @@ def stop_auto_decisions(
                 "raises the line again on evidence gathered from now on."
                 if lowered
                 else f"The line stays at {level}; evidence for a raise restarts from now."
+                if kept is None
+                else f"The line stays at {level}; its evidence era stays from "
+                f"{kept.isoformat()}: this alarm measured only that era's labels."
             )
         ),
         line_id=line_id,
@@ -537,7 +555,8 @@ def stop_auto_decisions(
             **details,
             "old": {"level": level.value},
             "new": {"level": line.level},
-            "evidence_since": now.isoformat(),
+            "evidence_since": (kept or now).isoformat(),
+            "evidence_restarted": kept is None,
         },
     )
     logger.warning("line %s: auto-decisions stopped by an alarm: %s", line_id, reason)

@@ -78,6 +78,9 @@ class MonitoredMetric:
     description: str
     probability: bool  # a share or a p-value: thresholds must lie in [0, 1]
     windowed: bool  # computed over a window of parts or seconds, which the rule must give
+    # computed on the line's evidence era only (`Line.evidence_since` on): its alarm cannot
+    # show a change the era does not already start at (`automation.stop_auto_decisions`)
+    within_era: bool = False
 
 
 _METRICS = (
@@ -128,6 +131,7 @@ _METRICS = (
         " (the model is wrong more often than when it was trusted), else 0.",
         probability=True,
         windowed=True,
+        within_era=True,
     ),
     MonitoredMetric(
         "missing_output_rate",

@@ -41,6 +41,7 @@ from inspect_app.events import record_event
 from inspect_app.metrics import ServiceMetrics
 from inspect_app.monitoring.alarms import (
     DEFAULT_RULES,
+    MONITORED_METRICS,
     Action,
     AlarmRule,
     AlarmState,
@@ -321,16 +322,27 @@ def _prediction_drift_values(
 
 
 def _disagreement_value(
-    session: Session, line: Line, config: MonitorConfig, reference_rate: float, now: datetime
+    session: Session,
+    line: Line,
+    model_version: str | None,
+    config: MonitorConfig,
+    reference_rate: float,
+    now: datetime,
 ) -> float | None:
     """1 when the CUSUM on the line's blind labels (audits and shadow reviews) against the
-    model's own decision detected a rise within the last `disagreement_window_s`, else 0."""
+    model's own decision detected a rise within the last `disagreement_window_s`, else 0.
+
+    Only the parts `model_version` (the line's model now) decided count: the reference rate
+    is that version's, and after a switch the old version's disagreements say nothing of the
+    new one's (a retrained version finalized on a drifted line would otherwise inherit the
+    alarms of the version it replaced)."""
     since = line.evidence_since
     query = (
         select(Inspection.p_defect, Label.label, Label.created_at)
         .join(Label, col(Label.inspection_id) == col(Inspection.id))
         .where(
             Inspection.line_id == line.id,
+            Inspection.model_version == model_version,
             col(Label.superseded).is_(False),
             col(Label.model_shown).is_(False),
             col(Inspection.p_defect).is_not(None),
@@ -580,7 +592,9 @@ class LineMonitor:
         reference = cfg.reference_disagreement
         if self.reference_disagreement is not None:
             reference = self.reference_disagreement(parts[0].model_version) or reference
-        values["audit_disagreement"] = _disagreement_value(session, line, cfg, reference, now)
+        values["audit_disagreement"] = _disagreement_value(
+            session, line, parts[0].model_version, cfg, reference, now
+        )
         return values, reports
 
     def _slow_due(self, session: Session, line_id: str, newest_id: int) -> bool:
@@ -698,7 +712,13 @@ class LineMonitor:
         why = f"Alarm {transition.alarm} fired: {transition.reason}."
         for action in transition.actions:
             if action is Action.STOP_AUTOMATION:
-                lowered = stop_auto_decisions(session, line.id, reason=why, details=details)
+                lowered = stop_auto_decisions(
+                    session,
+                    line.id,
+                    reason=why,
+                    details=details,
+                    within_era=MONITORED_METRICS[transition.metric].within_era,
+                )
                 evaluation.actions.append(
                     f"stop_automation -> {lowered}" if lowered else "stop_automation (no change)"
                 )

@@ -266,3 +266,101 @@ def _row(rng: np.random.Generator, line_id: str, ident: int) -> dict[str, object
         confidence=0.5, probabilities={"ok": 0.5}, level="partial", pass_threshold=0.9,
         fail_threshold=0.9, route="auto", show_model=True, decision="pass", decided_by="model",
     )  # fmt: skip
+
+
+@pytest.fixture
+def inspector(engine: Engine) -> int:
+    with Session(engine) as db:
+        user = User(name="ins", role="inspector", password_hash="x")
+        db.add(user)
+        db.commit()
+        db.refresh(user)
+        assert user.id is not None
+        return user.id
+
+
+def _disagreeing(
+    engine: Engine,
+    add_labeled_parts: Callable[..., list[int]],
+    line_id: str,
+    user_id: int,
+    n: int,
+    model_version: str = VERSION,
+) -> None:
+    """`n` blind labels on parts the model passed at P(ok) 0.99 that inspectors found
+    scratched: the model is wrong on every one."""
+    with Session(engine) as db:
+        add_labeled_parts(db, line_id, [0.99] * n, ["scratch"] * n, user_id=user_id,
+                          model_version=model_version)  # fmt: skip
+
+
+def _stops(engine: Engine) -> list[Event]:
+    return events(engine, "alarm_stop_automation")
+
+
+def _era(engine: Engine, line_id: str) -> object:
+    with Session(engine) as db:
+        line = db.get(Line, line_id)
+        assert line is not None
+        return line.evidence_since
+
+
+def test_a_disagreement_alarm_on_a_stopped_line_keeps_its_evidence_era(
+    engine: Engine, add_labeled_parts: Callable[..., list[int]], inspector: int
+) -> None:
+    """The era starts after the change already; the labels that fire the alarm are its
+    evidence, and restarting on each firing would leave a drifted line none to recover on."""
+    with Session(engine) as db:
+        add_line(db, "line-1", "shadow")
+        line = db.get(Line, "line-1")
+        assert line is not None
+        line.evidence_since = utcnow()
+        db.add(line)
+        db.commit()
+    era = _era(engine, "line-1")
+    monitor = LineMonitor(engine, profiles=lambda v: None)
+    _disagreeing(engine, add_labeled_parts, "line-1", inspector, 60)
+    evaluation = monitor.evaluate("line-1")
+    assert evaluation is not None and evaluation.values["audit_disagreement"] == 1.0
+    (stop,) = _stops(engine)
+    assert stop.details is not None and stop.details["evidence_restarted"] is False
+    assert "evidence era stays" in stop.reason
+    assert _era(engine, "line-1") == era
+    assert level(engine, "line-1") == "shadow"
+
+
+def test_a_disagreement_alarm_on_a_deciding_line_stops_it_and_restarts_the_era(
+    engine: Engine,
+    partial_line: str,
+    add_labeled_parts: Callable[..., list[int]],
+    inspector: int,
+) -> None:
+    with Session(engine) as db:
+        line = db.get(Line, partial_line)
+        assert line is not None
+        line.evidence_since = utcnow()
+        db.add(line)
+        db.commit()
+    era = _era(engine, partial_line)
+    _disagreeing(engine, add_labeled_parts, partial_line, inspector, 60)
+    LineMonitor(engine, profiles=lambda v: None).evaluate(partial_line)
+    (stop,) = _stops(engine)
+    assert stop.details is not None and stop.details["evidence_restarted"] is True
+    assert level(engine, partial_line) == "assist"
+    assert _era(engine, partial_line) != era
+
+
+def test_disagreement_counts_only_the_line_s_current_model(
+    engine: Engine, add_labeled_parts: Callable[..., list[int]], inspector: int
+) -> None:
+    """After a switch the old version's disagreements say nothing of the new one's."""
+    with Session(engine) as db:
+        add_line(db, "line-1", "shadow")
+    _disagreeing(engine, add_labeled_parts, "line-1", inspector, 60, model_version="old")
+    with Session(engine) as db:
+        add_labeled_parts(db, "line-1", [0.99] * 20, ["ok"] * 20, user_id=inspector,
+                          model_version="new")  # fmt: skip
+    evaluation = LineMonitor(engine, profiles=lambda v: None).evaluate("line-1")
+    assert evaluation is not None and evaluation.model_version == "new"
+    assert evaluation.values["audit_disagreement"] == 0.0
+    assert not _stops(engine)
