@@ -101,7 +101,8 @@ from sqlmodel import Session, col, select
 
 from data.synth import class_schedule, image_seeds
 from inspect_app.api.app import _gate, _monitor, _rollout
-from inspect_app.domain import DEFECT_CLASSES, AutomationLevel, DefectClass
+from inspect_app.automation import recommend_for_line
+from inspect_app.domain import DEFECT_CLASSES, NEVER, AutomationLevel, DefectClass
 from inspect_app.evidence.gate import automated_masks
 from inspect_app.evidence.recommendation import recommend_thresholds
 from inspect_app.export import ExportRequest, export_to_folder
@@ -249,7 +250,7 @@ def paired_at_own(
     defective: np.ndarray,
     recs: dict[str, tuple[float | None, float | None]],
 ) -> str:
-    """McNemar old vs new at each one's own thresholds: escapes on the defective parts,
+    """McNemar old vs new, each at the thresholds in `recs`: escapes on the defective parts,
     auto-decisions on all."""
     masks = {n: automated_masks(probs[n], AutomationLevel.PARTIAL, *recs[n]) for n in probs}
     escaped = {n: masks[n][0] & defective for n in probs}
@@ -257,7 +258,7 @@ def paired_at_own(
     esc = paired_comparison(~escaped["old"][defective], ~escaped["new"][defective])
     cov = paired_comparison(decided["old"], decided["new"])
     return (
-        f"McNemar old vs new at their own thresholds: escapes on {int(defective.sum())} "
+        f"McNemar old vs new at those thresholds: escapes on {int(defective.sum())} "
         f"defective parts: only old {esc.candidate_only}, only new {esc.champion_only}, exact "
         f"p = {esc.p_value:.3g}; auto-decided on {defective.size} parts: only old "
         f"{cov.champion_only}, only new {cov.candidate_only}, exact p = {cov.p_value:.3g}"
@@ -321,7 +322,8 @@ async def amain(args: argparse.Namespace) -> None:
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"sizes: defect share {pct(args.defect_share)}; lead-in {args.lead_in}, drift at most "
           f"{args.after}; labeled dark parts {args.label_parts}; base data {args.base_n} "
-          f"(seed {args.base_seed}); fine-tune {args.epochs} epochs (patience {args.patience}), "
+          f"(seed {args.base_seed}); fine-tune seed {args.train_seed}, {args.epochs} epochs "
+          f"(patience {args.patience}), "
           f"plant weight {args.plant_weight}, distill weight {args.distill_weight}, base share "
           f"{'the CLI default' if args.base_share is None else args.base_share}, class mix "
           f"{'kept at the base data' if args.keep_prior else 'as weighted'}, lr default (3e-4 "
@@ -400,7 +402,8 @@ async def amain(args: argparse.Namespace) -> None:
                  *(["--base-share", str(args.base_share)] if args.base_share is not None else []),
                  "--keep-prior" if args.keep_prior else "--no-keep-prior", "--register",
                  "--shadow-on", LINE, "--as", "sam", "--out", str(out), "--epochs",
-                 str(args.epochs), "--patience", str(args.patience), "--data-seed",
+                 str(args.epochs), "--patience", str(args.patience), "--seed",
+                 str(args.train_seed), "--data-seed",
                  str(args.base_seed), "--threads", str(args.train_threads),
                  "--notes", "issue 12 scenario: the lighting dropped 40%",
                  "--data-dir", str(work), "--database-url",
@@ -505,17 +508,48 @@ async def amain(args: argparse.Namespace) -> None:
         after = await run.run(stream, args.after_parts, "lighting", Phase())
         print(f"  {len(after.outcomes)} more dark parts at shadow, the retrained version "
               f"deciding, labeled blind ({after.seconds:.0f} s)")  # fmt: skip
+        # The supervisor asks for partial at the line's thresholds; refused, at what the
+        # line's recommendation (the Evidence page's, on the same evidence) says, gated again.
+        final = None
         with Session(run.engine, expire_on_commit=False) as session:
             try:
                 raised_again = change_automation(
                     session, LINE, level=AutomationLevel.PARTIAL, actor=run.supervisor,
                     reason="bench: the retrained version passed at its own thresholds",
                 )  # fmt: skip
+                final = (raised_again.pass_threshold, raised_again.fail_threshold)
                 print(f"  raise to partial ALLOWED: line {raised_again.level} at pass "
                       f"{raised_again.pass_threshold} / fail "
                       f"{raised_again.fail_threshold}")  # fmt: skip
             except AutomationRefused as refused:
-                print(f"  raise to partial REFUSED: {refused.verdict.reason}")
+                print(f"  raise to partial at the line's thresholds REFUSED: "
+                      f"{refused.verdict.reason}")  # fmt: skip
+        if final is None:
+            with Session(run.engine, expire_on_commit=False) as session:
+                line = session.get(Line, LINE)
+                assert line is not None
+                advice = recommend_for_line(session, line).recommendation
+                print(f"  the line's recommendation now: {advice.reason}")
+                if advice.gate is not None:  # a side that cannot pass is "never"
+                    try:
+                        raised_again = change_automation(
+                            session, LINE, level=AutomationLevel.PARTIAL,
+                            pass_threshold=NEVER if advice.pass_threshold is None
+                            else advice.pass_threshold,
+                            fail_threshold=NEVER if advice.fail_threshold is None
+                            else advice.fail_threshold, actor=run.supervisor,
+                            reason="bench: the retrained version at the recommended thresholds",
+                        )  # fmt: skip
+                        final = (raised_again.pass_threshold, raised_again.fail_threshold)
+                        print(f"  raise to partial at the recommendation ALLOWED: line "
+                              f"{raised_again.level} at pass {raised_again.pass_threshold} / "
+                              f"fail {raised_again.fail_threshold}")  # fmt: skip
+                    except AutomationRefused as refused:
+                        print(f"  raise to partial at the recommendation REFUSED: "
+                              f"{refused.verdict.reason}")  # fmt: skip
+        if final is not None:
+            # what the line runs now, and so what the fresh sets judge it at
+            recs["new (promoted)"] = final
         # 7. fresh test sets
         t0 = time.monotonic()
         tests = []
@@ -537,21 +571,40 @@ async def amain(args: argparse.Namespace) -> None:
         own_lines = []
         for test in tests:
             probs = {"old": p_ok_of(predictor, test.images), "new": p_ok_of(new, test.images)}
+            # What each version decides these parts with: the new one its promoted thresholds
+            # whatever the lighting (the line runs them now); the old one, on dark parts, what
+            # its dark shadow evidence recommends, and on normal parts the thresholds it ran at
+            # before the drift (a dark recommendation would make it look safer on normal
+            # parts than it ever was, at a coverage it never had).
+            dark = test.name.startswith("dark")
+            used = {
+                "old": recs["old"] if dark else thresholds,
+                "new": recs["new (promoted)"],
+            }
             own_lines.append(f"{test.name}:")
-            for name, key in (("old", "old"), ("new", "new (promoted)")):
-                th = recs[key]
+            for name in ("old", "new"):
+                th = used[name]
                 passed, failed = automated_masks(probs[name], AutomationLevel.PARTIAL, *th)
+                f = test_figures(probs[name], test.defective, th, args.defect_share)
+                why = ("its recommended" if name == "new" or dark
+                       else "the line's pre-drift")  # fmt: skip
+                within = (
+                    f["plant_escape_rate"] is not None
+                    and f["plant_escape_rate"] <= args.max_escape_rate
+                    and (f["plant_false_reject_rate"] or 0.0) <= args.max_false_reject_rate
+                )
                 own_lines.append(
-                    f"  {name} at its recommended pass {th[0]} / fail {th[1]}: escape rate "
+                    f"  {name} at {why} pass {th[0]} / fail {th[1]}: escape rate "
                     f"{exact(int((passed & test.defective).sum()), int(passed.sum()))}; "
                     f"coverage {exact(int((passed | failed).sum()), test.defective.size)}; "
                     f"false-reject rate "
-                    f"{exact(int((failed & ~test.defective).sum()), int(failed.sum()))}"
+                    f"{exact(int((failed & ~test.defective).sum()), int(failed.sum()))}; "
+                    f"at the plant's mix: escape {rate(f['plant_escape_rate'])}, false-reject "
+                    f"{rate(f['plant_false_reject_rate'])}, coverage "
+                    f"{pct(f['plant_coverage'])}: "
+                    f"{'within' if within else 'NOT within'} the line's targets"
                 )
-            own_lines.append(
-                "  " + paired_at_own(probs, test.defective, {"old": recs["old"],
-                                                             "new": recs["new (promoted)"]})
-            )  # fmt: skip
+            own_lines.append("  " + paired_at_own(probs, test.defective, used))
             for label, pick in (("line", None), ("own rec", "rec")):
                 for name in ("old", "new"):
                     th = thresholds if pick is None else recs[name]
@@ -566,8 +619,9 @@ async def amain(args: argparse.Namespace) -> None:
                           f"{pct(f['binary_accuracy']):>7s}")  # fmt: skip
         print(f"line targets: escape <= {pct(args.max_escape_rate)}, false-reject <= "
               f"{pct(args.max_false_reject_rate)}")  # fmt: skip
-        print("\nat each version's recommended thresholds (old: on its shadow-phase evidence; "
-              "new: as promoted, else on its shadow-phase evidence), exact 95% "
+        print("\nat the thresholds each version decides with (new: as promoted, else its "
+              "shadow-phase recommendation; old: on dark parts its shadow-phase "
+              "recommendation, on normal parts the line's pre-drift thresholds), exact 95% "
               "intervals:")  # fmt: skip
         print("\n".join(own_lines))
     finally:
@@ -599,6 +653,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--base-n", type=int, default=1500)
     p.add_argument("--base-seed", type=int, default=SEED_BASE)
+    p.add_argument("--train-seed", type=int, default=0, help="train --seed")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--patience", type=int, default=4)
     p.add_argument("--plant-weight", type=float, default=3.0)
