@@ -280,6 +280,27 @@ def run_cli(argv: list[str], threads: int) -> str:
     return done.stdout
 
 
+def raise_to_partial(
+    run: LineRun, what: str, pass_threshold: float | str | None,
+    fail_threshold: float | str | None,
+) -> tuple[float | None, float | None] | None:  # fmt: skip
+    """The supervisor's gated raise (None keeps the line's thresholds); the thresholds the
+    line then runs, or None when the gate refused."""
+    with Session(run.engine, expire_on_commit=False) as session:
+        try:
+            line = change_automation(
+                session, LINE, level=AutomationLevel.PARTIAL, pass_threshold=pass_threshold,
+                fail_threshold=fail_threshold, actor=run.supervisor,
+                reason=f"bench: the retrained version {what}",
+            )  # fmt: skip
+        except AutomationRefused as refused:
+            print(f"  raise to partial {what} REFUSED: {refused.verdict.reason}")
+            return None
+    print(f"  raise to partial {what} ALLOWED: line {line.level} at pass "
+          f"{line.pass_threshold} / fail {line.fail_threshold}")  # fmt: skip
+    return line.pass_threshold, line.fail_threshold
+
+
 def line_of(run: LineRun) -> Line:
     return run.line()
 
@@ -510,43 +531,19 @@ async def amain(args: argparse.Namespace) -> None:
               f"deciding, labeled blind ({after.seconds:.0f} s)")  # fmt: skip
         # The supervisor asks for partial at the line's thresholds; refused, at what the
         # line's recommendation (the Evidence page's, on the same evidence) says, gated again.
-        final = None
-        with Session(run.engine, expire_on_commit=False) as session:
-            try:
-                raised_again = change_automation(
-                    session, LINE, level=AutomationLevel.PARTIAL, actor=run.supervisor,
-                    reason="bench: the retrained version passed at its own thresholds",
-                )  # fmt: skip
-                final = (raised_again.pass_threshold, raised_again.fail_threshold)
-                print(f"  raise to partial ALLOWED: line {raised_again.level} at pass "
-                      f"{raised_again.pass_threshold} / fail "
-                      f"{raised_again.fail_threshold}")  # fmt: skip
-            except AutomationRefused as refused:
-                print(f"  raise to partial at the line's thresholds REFUSED: "
-                      f"{refused.verdict.reason}")  # fmt: skip
+        final = raise_to_partial(run, "at the line's thresholds", None, None)
         if final is None:
             with Session(run.engine, expire_on_commit=False) as session:
                 line = session.get(Line, LINE)
                 assert line is not None
                 advice = recommend_for_line(session, line).recommendation
-                print(f"  the line's recommendation now: {advice.reason}")
-                if advice.gate is not None:  # a side that cannot pass is "never"
-                    try:
-                        raised_again = change_automation(
-                            session, LINE, level=AutomationLevel.PARTIAL,
-                            pass_threshold=NEVER if advice.pass_threshold is None
-                            else advice.pass_threshold,
-                            fail_threshold=NEVER if advice.fail_threshold is None
-                            else advice.fail_threshold, actor=run.supervisor,
-                            reason="bench: the retrained version at the recommended thresholds",
-                        )  # fmt: skip
-                        final = (raised_again.pass_threshold, raised_again.fail_threshold)
-                        print(f"  raise to partial at the recommendation ALLOWED: line "
-                              f"{raised_again.level} at pass {raised_again.pass_threshold} / "
-                              f"fail {raised_again.fail_threshold}")  # fmt: skip
-                    except AutomationRefused as refused:
-                        print(f"  raise to partial at the recommendation REFUSED: "
-                              f"{refused.verdict.reason}")  # fmt: skip
+            print(f"  the line's recommendation now: {advice.reason}")
+            if advice.gate is not None:  # a side that cannot pass is "never"
+                final = raise_to_partial(
+                    run, "at the recommendation",
+                    NEVER if advice.pass_threshold is None else advice.pass_threshold,
+                    NEVER if advice.fail_threshold is None else advice.fail_threshold,
+                )  # fmt: skip
         if final is not None:
             # what the line runs now, and so what the fresh sets judge it at
             recs["new (promoted)"] = final

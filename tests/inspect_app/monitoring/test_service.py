@@ -124,11 +124,15 @@ def run(
     return parts
 
 
-def level(engine: Engine, line_id: str) -> str:
-    with Session(engine) as db:
+def _line(engine: Engine, line_id: str) -> Line:
+    with Session(engine, expire_on_commit=False) as db:
         line = db.get(Line, line_id)
         assert line is not None
-        return line.level
+        return line
+
+
+def level(engine: Engine, line_id: str) -> str:
+    return _line(engine, line_id).level
 
 
 def events(engine: Engine, kind_prefix: str = "alarm") -> list[Event]:
@@ -298,13 +302,6 @@ def _stops(engine: Engine) -> list[Event]:
     return events(engine, "alarm_stop_automation")
 
 
-def _era(engine: Engine, line_id: str) -> object:
-    with Session(engine) as db:
-        line = db.get(Line, line_id)
-        assert line is not None
-        return line.evidence_since
-
-
 def test_a_disagreement_alarm_on_a_stopped_line_keeps_its_evidence_era(
     engine: Engine, add_labeled_parts: Callable[..., list[int]], inspector: int
 ) -> None:
@@ -317,7 +314,7 @@ def test_a_disagreement_alarm_on_a_stopped_line_keeps_its_evidence_era(
         line.evidence_since = utcnow()
         db.add(line)
         db.commit()
-    era = _era(engine, "line-1")
+    era = _line(engine, "line-1").evidence_since
     monitor = LineMonitor(engine, profiles=lambda v: None)
     _disagreeing(engine, add_labeled_parts, "line-1", inspector, 60)
     evaluation = monitor.evaluate("line-1")
@@ -325,7 +322,7 @@ def test_a_disagreement_alarm_on_a_stopped_line_keeps_its_evidence_era(
     (stop,) = _stops(engine)
     assert stop.details is not None and stop.details["evidence_restarted"] is False
     assert "evidence era stays" in stop.reason
-    assert _era(engine, "line-1") == era
+    assert _line(engine, "line-1").evidence_since == era
     assert level(engine, "line-1") == "shadow"
 
 
@@ -341,13 +338,13 @@ def test_a_disagreement_alarm_on_a_deciding_line_stops_it_and_restarts_the_era(
         line.evidence_since = utcnow()
         db.add(line)
         db.commit()
-    era = _era(engine, partial_line)
+    era = _line(engine, partial_line).evidence_since
     _disagreeing(engine, add_labeled_parts, partial_line, inspector, 60)
     LineMonitor(engine, profiles=lambda v: None).evaluate(partial_line)
     (stop,) = _stops(engine)
     assert stop.details is not None and stop.details["evidence_restarted"] is True
     assert level(engine, partial_line) == "assist"
-    assert _era(engine, partial_line) != era
+    assert _line(engine, partial_line).evidence_since != era
 
 
 def test_disagreement_counts_only_the_line_s_current_model(
