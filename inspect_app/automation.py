@@ -526,30 +526,30 @@ def stop_auto_decisions(
     now = utcnow()
     level = AutomationLevel(line.level)
     lowered = level.needs_evidence
-    restart = lowered or not within_era or line.evidence_since is None
-    kept = None if restart else as_utc(line.evidence_since)
-    if restart:
-        line.evidence_since = now
+    kept = None  # the era's start, where it stays
     if lowered:
         line.level = AutomationLevel.ASSIST.value
         line.updated_at = now
+        done = (
+            f"Lowered from {level} to assist: the model decides nothing until a supervisor "
+            "raises the line again on evidence gathered from now on."
+        )
+    elif within_era and line.evidence_since is not None:
+        kept = as_utc(line.evidence_since)
+        done = (
+            f"The line stays at {level}; its evidence era stays from {kept.isoformat()}: "
+            "this alarm measured only that era's labels."
+        )
+    else:
+        done = f"The line stays at {level}; evidence for a raise restarts from now."
+    if kept is None:
+        line.evidence_since = now
     session.add(line)
     record_event(
         session,
         kind="alarm_stop_automation",
         actor="system",
-        reason=(
-            f"{reason} "
-            + (
-                f"Lowered from {level} to assist: the model decides nothing until a supervisor "
-                "raises the line again on evidence gathered from now on."
-                if lowered
-                else f"The line stays at {level}; evidence for a raise restarts from now."
-                if kept is None
-                else f"The line stays at {level}; its evidence era stays from "
-                f"{kept.isoformat()}: this alarm measured only that era's labels."
-            )
-        ),
+        reason=f"{reason} {done}",
         line_id=line_id,
         details={
             **details,

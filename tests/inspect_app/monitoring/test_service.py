@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -81,6 +82,17 @@ def partial_line(engine: Engine) -> str:
         db.add(line)
         db.commit()
     return "line-1"
+
+
+@pytest.fixture
+def inspector(engine: Engine) -> int:
+    with Session(engine) as db:
+        user = User(name="ins", role="inspector", password_hash="x")
+        db.add(user)
+        db.commit()
+        db.refresh(user)
+        assert user.id is not None
+        return user.id
 
 
 def add_parts(
@@ -191,14 +203,11 @@ def test_a_demoted_line_cannot_be_raised_back_on_evidence_from_before_the_alarm(
     partial_line: str,
     profile: ReferenceProfile,
     add_labeled_parts: Callable[..., list[int]],
+    inspector: int,
 ) -> None:
     with Session(engine) as db:
-        user = User(name="ins", role="inspector", password_hash="x")
-        db.add(user)
-        db.commit()
-        db.refresh(user)
         # plenty of clean shadow evidence for the model, all from before the alarm
-        add_labeled_parts(db, partial_line, [0.999] * 600, ["ok"] * 600, user_id=user.id,
+        add_labeled_parts(db, partial_line, [0.999] * 600, ["ok"] * 600, user_id=inspector,
                           model_version=VERSION)  # fmt: skip
         line = db.get(Line, partial_line)
         assert line is not None
@@ -272,17 +281,6 @@ def _row(rng: np.random.Generator, line_id: str, ident: int) -> dict[str, object
     )  # fmt: skip
 
 
-@pytest.fixture
-def inspector(engine: Engine) -> int:
-    with Session(engine) as db:
-        user = User(name="ins", role="inspector", password_hash="x")
-        db.add(user)
-        db.commit()
-        db.refresh(user)
-        assert user.id is not None
-        return user.id
-
-
 def _disagreeing(
     engine: Engine,
     add_labeled_parts: Callable[..., list[int]],
@@ -298,6 +296,19 @@ def _disagreeing(
                           model_version=model_version)  # fmt: skip
 
 
+def _start_era(engine: Engine, line_id: str) -> datetime:
+    """An earlier alarm's evidence era, started now; its start as stored."""
+    with Session(engine) as db:
+        line = db.get(Line, line_id)
+        assert line is not None
+        line.evidence_since = utcnow()
+        db.add(line)
+        db.commit()
+    era = _line(engine, line_id).evidence_since
+    assert era is not None
+    return era
+
+
 def _stops(engine: Engine) -> list[Event]:
     return events(engine, "alarm_stop_automation")
 
@@ -309,12 +320,7 @@ def test_a_disagreement_alarm_on_a_stopped_line_keeps_its_evidence_era(
     evidence, and restarting on each firing would leave a drifted line none to recover on."""
     with Session(engine) as db:
         add_line(db, "line-1", "shadow")
-        line = db.get(Line, "line-1")
-        assert line is not None
-        line.evidence_since = utcnow()
-        db.add(line)
-        db.commit()
-    era = _line(engine, "line-1").evidence_since
+    era = _start_era(engine, "line-1")
     monitor = LineMonitor(engine, profiles=lambda v: None)
     _disagreeing(engine, add_labeled_parts, "line-1", inspector, 60)
     evaluation = monitor.evaluate("line-1")
@@ -332,13 +338,7 @@ def test_a_disagreement_alarm_on_a_deciding_line_stops_it_and_restarts_the_era(
     add_labeled_parts: Callable[..., list[int]],
     inspector: int,
 ) -> None:
-    with Session(engine) as db:
-        line = db.get(Line, partial_line)
-        assert line is not None
-        line.evidence_since = utcnow()
-        db.add(line)
-        db.commit()
-    era = _line(engine, partial_line).evidence_since
+    era = _start_era(engine, partial_line)
     _disagreeing(engine, add_labeled_parts, partial_line, inspector, 60)
     LineMonitor(engine, profiles=lambda v: None).evaluate(partial_line)
     (stop,) = _stops(engine)
